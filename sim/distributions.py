@@ -1,0 +1,304 @@
+"""Probability distributions described as data.
+
+A scenario writes a distribution as a small mapping, e.g.
+``{dist: lognormal, median: 50, sigma: 0.6}``.  Each family here validates its
+parameters, knows its analytic ``mean`` (tests compare sample means against it)
+and samples by **inverse transform**: ``ppf(u)`` of a uniform ``u`` drawn from a
+named random stream.  Inverse-transform sampling is deliberate: when two
+scenarios differ only in a distribution's parameters, the same uniform gives a
+monotonically related value in both, which is what makes common random numbers
+effective (see :mod:`sim.streams`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Union
+
+import numpy as np
+from pydantic import Field, model_validator
+from scipy import special
+
+from sim.base import FrozenModel
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Dist(FrozenModel):
+    """Common interface: ``mean``, ``cdf(x)`` and ``ppf(u)`` (vectorised)."""
+
+    @property
+    def mean(self) -> float:  # pragma: no cover - every family overrides
+        raise NotImplementedError
+
+    def cdf(self, x):  # pragma: no cover
+        raise NotImplementedError
+
+    def ppf(self, u):  # pragma: no cover
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Draw ``size`` values with ``rng`` (inverse transform)."""
+        return np.asarray(self.ppf(rng.random(size)), dtype=float)
+
+    def truncated_ppf(self, u: float, upper: float) -> float:
+        """Inverse transform of the distribution conditioned on ``X < upper``."""
+        p = float(self.cdf(upper))
+        if p <= 0.0:
+            return 0.0
+        return min(float(self.ppf(u * p)), upper)
+
+
+class Fixed(_Dist):
+    dist: Literal["fixed"]
+    value: NonNegativeFloat
+
+    @property
+    def mean(self) -> float:
+        return self.value
+
+    def cdf(self, x):
+        return np.where(np.asarray(x) >= self.value, 1.0, 0.0)
+
+    def ppf(self, u):
+        return np.full_like(np.asarray(u, dtype=float), self.value)
+
+    def truncated_ppf(self, u: float, upper: float) -> float:
+        # A fixed time to an event that cannot happen before `upper` is clipped.
+        return min(self.value, upper)
+
+
+class Exponential(_Dist):
+    dist: Literal["exponential"]
+    mean_: PositiveFloat = Field(alias="mean")
+
+    @property
+    def mean(self) -> float:
+        return self.mean_
+
+    def cdf(self, x):
+        return -np.expm1(-np.maximum(np.asarray(x, dtype=float), 0.0) / self.mean_)
+
+    def ppf(self, u):
+        return -self.mean_ * np.log1p(-np.asarray(u, dtype=float))
+
+
+class Gamma(_Dist):
+    dist: Literal["gamma"]
+    mean_: PositiveFloat = Field(alias="mean")
+    sd: PositiveFloat
+
+    @property
+    def mean(self) -> float:
+        return self.mean_
+
+    @property
+    def shape(self) -> float:
+        return (self.mean_ / self.sd) ** 2
+
+    @property
+    def scale(self) -> float:
+        return self.sd**2 / self.mean_
+
+    def cdf(self, x):
+        return special.gammainc(self.shape, np.maximum(np.asarray(x, dtype=float), 0.0) / self.scale)
+
+    def ppf(self, u):
+        return special.gammaincinv(self.shape, np.asarray(u, dtype=float)) * self.scale
+
+
+class Lognormal(_Dist):
+    """Lognormal given either ``mean`` and ``sd`` or ``median`` and ``sigma``.
+
+    Published lengths of stay are medians of right-skewed data, hence the second form.
+    """
+
+    dist: Literal["lognormal"]
+    mean_: PositiveFloat | None = Field(default=None, alias="mean")
+    sd: PositiveFloat | None = None
+    median: PositiveFloat | None = None
+    sigma: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_parameter_set(self):
+        by_moments = self.mean_ is not None and self.sd is not None
+        by_median = self.median is not None and self.sigma is not None
+        given = [k for k in ("mean_", "sd", "median", "sigma") if getattr(self, k) is not None]
+        if by_moments == by_median or len(given) != 2:
+            raise ValueError("give either mean and sd, or median and sigma")
+        return self
+
+    @property
+    def mu(self) -> float:
+        if self.median is not None:
+            return math.log(self.median)
+        return math.log(self.mean_) - 0.5 * self.s**2
+
+    @property
+    def s(self) -> float:
+        if self.sigma is not None:
+            return self.sigma
+        return math.sqrt(math.log1p((self.sd / self.mean_) ** 2))
+
+    @property
+    def mean(self) -> float:
+        return math.exp(self.mu + 0.5 * self.s**2)
+
+    def cdf(self, x):
+        x = np.asarray(x, dtype=float)
+        with np.errstate(divide="ignore"):
+            z = (np.log(np.maximum(x, 0.0)) - self.mu) / self.s
+        return special.ndtr(z)
+
+    def ppf(self, u):
+        return np.exp(self.mu + self.s * special.ndtri(np.asarray(u, dtype=float)))
+
+
+class Weibull(_Dist):
+    dist: Literal["weibull"]
+    shape: PositiveFloat
+    scale: PositiveFloat
+
+    @property
+    def mean(self) -> float:
+        return self.scale * math.gamma(1.0 + 1.0 / self.shape)
+
+    def cdf(self, x):
+        x = np.maximum(np.asarray(x, dtype=float), 0.0)
+        return -np.expm1(-((x / self.scale) ** self.shape))
+
+    def ppf(self, u):
+        return self.scale * (-np.log1p(-np.asarray(u, dtype=float))) ** (1.0 / self.shape)
+
+
+class LogLogistic(_Dist):
+    """Log-logistic with scale ``alpha`` (its median) and shape ``beta``.
+
+    The mean is infinite when ``beta <= 1``; ``mean`` then returns ``inf``.
+    """
+
+    dist: Literal["loglogistic"]
+    alpha: PositiveFloat
+    beta: PositiveFloat
+
+    @property
+    def mean(self) -> float:
+        if self.beta <= 1.0:
+            return math.inf
+        b = math.pi / self.beta
+        return self.alpha * b / math.sin(b)
+
+    def cdf(self, x):
+        x = np.maximum(np.asarray(x, dtype=float), 0.0)
+        r = (x / self.alpha) ** self.beta
+        return r / (1.0 + r)
+
+    def ppf(self, u):
+        u = np.asarray(u, dtype=float)
+        return self.alpha * (u / (1.0 - u)) ** (1.0 / self.beta)
+
+
+class Triangular(_Dist):
+    dist: Literal["triangular"]
+    low: NonNegativeFloat
+    mode: NonNegativeFloat
+    high: NonNegativeFloat
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not (self.low <= self.mode <= self.high) or self.low == self.high:
+            raise ValueError("needs low <= mode <= high and low < high")
+        return self
+
+    @property
+    def mean(self) -> float:
+        return (self.low + self.mode + self.high) / 3.0
+
+    def cdf(self, x):
+        a, c, b = self.low, self.mode, self.high
+        x = np.clip(np.asarray(x, dtype=float), a, b)
+        left = (x - a) ** 2 / ((b - a) * (c - a)) if c > a else np.zeros_like(x)
+        right = 1.0 - (b - x) ** 2 / ((b - a) * (b - c)) if b > c else np.ones_like(x)
+        return np.where(x <= c, left, right)
+
+    def ppf(self, u):
+        a, c, b = self.low, self.mode, self.high
+        u = np.asarray(u, dtype=float)
+        fc = (c - a) / (b - a)
+        return np.where(
+            u < fc,
+            a + np.sqrt(u * (b - a) * (c - a)),
+            b - np.sqrt((1.0 - u) * (b - a) * (b - c)),
+        )
+
+
+class Uniform(_Dist):
+    dist: Literal["uniform"]
+    low: NonNegativeFloat
+    high: NonNegativeFloat
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError("needs low < high")
+        return self
+
+    @property
+    def mean(self) -> float:
+        return 0.5 * (self.low + self.high)
+
+    def cdf(self, x):
+        return np.clip((np.asarray(x, dtype=float) - self.low) / (self.high - self.low), 0.0, 1.0)
+
+    def ppf(self, u):
+        return self.low + np.asarray(u, dtype=float) * (self.high - self.low)
+
+
+class Empirical(_Dist):
+    """Discrete distribution over observed ``values`` with optional ``weights``."""
+
+    dist: Literal["empirical"]
+    values: list[NonNegativeFloat] = Field(min_length=1)
+    weights: list[NonNegativeFloat] | None = None
+
+    @model_validator(mode="after")
+    def _weights_match(self):
+        if self.weights is not None:
+            if len(self.weights) != len(self.values):
+                raise ValueError("weights must have one entry per value")
+            if sum(self.weights) <= 0:
+                raise ValueError("weights must not all be zero")
+        return self
+
+    def _table(self):
+        v = np.asarray(self.values, dtype=float)
+        w = np.ones_like(v) if self.weights is None else np.asarray(self.weights, dtype=float)
+        order = np.argsort(v, kind="stable")
+        v, w = v[order], w[order]
+        cum = np.cumsum(w) / w.sum()
+        cum[-1] = 1.0
+        return v, w / w.sum(), cum
+
+    @property
+    def mean(self) -> float:
+        v, p, _ = self._table()
+        return float(np.dot(v, p))
+
+    def cdf(self, x):
+        v, _, cum = self._table()
+        idx = np.searchsorted(v, np.asarray(x, dtype=float), side="right")
+        return np.where(idx == 0, 0.0, cum[np.maximum(idx - 1, 0)])
+
+    def ppf(self, u):
+        v, _, cum = self._table()
+        idx = np.searchsorted(cum, np.asarray(u, dtype=float), side="right")
+        return v[np.minimum(idx, len(v) - 1)]
+
+
+Distribution = Annotated[
+    Union[Fixed, Exponential, Gamma, Lognormal, Weibull, LogLogistic, Triangular, Uniform, Empirical],
+    Field(discriminator="dist"),
+]
+
+FAMILIES = ("fixed", "exponential", "gamma", "lognormal", "weibull", "loglogistic", "triangular", "uniform", "empirical")

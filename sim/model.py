@@ -1,0 +1,464 @@
+"""The SimPy model of one replication: referrals through intake and levels of care.
+
+Pathway of one *episode* (a referral; a readmission is a new episode)::
+
+    referral -> intake waitlist -> assessment -> placement
+        placement in {residential, php, iop} -> stage visit -> step-down ... -> discharge
+        placement in {outpatient, not_eligible} -> leaves the modelled system
+    after discharge: relapse (log-logistic time) -> maybe a new referral
+
+A **stage visit**: the patient joins the stage's waitlist (or, if the stage is
+full and the scenario gives ``overflow_to``, takes a free place in a lower
+level); while waiting they may renege (``patience_days``).  On admission a
+planned stay ``S ~ los_days`` is drawn, and the early exits race it:
+
+    **Exit probability, precisely.**  With probability ``exits[x].probability``
+    an admitted patient leaves by exit ``x`` (dropped out, transferred, ...)
+    before the planned stay ends; the time of leaving is drawn from
+    ``exits[x].days`` *conditioned on being earlier than S*.  So the realised
+    share of admissions ending in ``x`` equals the probability exactly (tested),
+    whatever the two distributions are, and the stays of those who leave early
+    are shorter than their planned stays.
+
+A completed stay steps down (``step_down`` probabilities) to a lower level or
+to discharge.  Completing a treatment stage (residential, PHP, IOP) and then
+leaving treatment (discharge or aftercare) **completes a program**.  After
+leaving treatment with an outcome in ``relapse.after`` the patient's relapse
+clock runs from the end of treatment; a relapse during aftercare ends the
+aftercare stay (outcome ``relapsed``).  With ``return_probability`` a relapsed
+patient comes back as a new referral (episode + 1) after ``days_to_return``.
+
+Random decisions use named per-patient streams (:mod:`sim.streams`) so that
+common random numbers stay aligned across scenarios.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+
+import numpy as np
+import simpy
+
+from sim.calendar import WeeklyCalendar
+from sim.records import Recorder
+from sim.scenario import STAGE_ORDER, TREATMENT_STAGES, Scenario
+from sim.streams import Streams
+
+log = logging.getLogger(__name__)
+
+INF = math.inf
+_EPS = 1e-9
+ADMITTED = "admitted"
+#: Namespace offset for the random streams of patients already in care on day 0.
+_INITIAL_NS = 10_000
+
+
+class Patient:
+    """One person; ``episode`` counts their referrals.  Initial patients have negative ids."""
+
+    __slots__ = ("id", "episode", "source", "ns", "index", "ep_rec", "t_relapse")
+
+    def __init__(self, pid: int, episode: int, source: str):
+        self.id = pid
+        self.episode = episode
+        self.source = source
+        if pid >= 0:
+            self.ns, self.index = episode, pid
+        else:
+            self.ns, self.index = _INITIAL_NS + episode, -pid - 1
+        self.ep_rec: list | None = None
+        self.t_relapse = INF
+
+
+class _Waiter:
+    """A place in a waitlist.  Called as an event callback when patience runs out."""
+
+    __slots__ = ("event", "record", "owner", "outcome", "done", "duration")
+
+    def __init__(self, event, record, owner, outcome="reneged", duration=0.0):
+        self.event = event
+        self.record = record
+        self.owner = owner
+        self.outcome = outcome
+        self.done = False
+        self.duration = duration
+
+    def __call__(self, _timeout) -> None:
+        if self.done:
+            return
+        self.done = True
+        owner = self.owner
+        now = owner.env.now
+        owner.n_waiting -= 1
+        owner.waitlist.add(now, -1)
+        self.record[6] = now
+        self.record[7] = self.outcome
+        self.event.succeed(self.outcome)
+
+
+def _categorical(u: float, cumulative: list[tuple[str, float]], default: str | None = None):
+    for name, c in cumulative:
+        if u < c:
+            return name
+    return default if default is not None else cumulative[-1][0]
+
+
+def _cumulative(mapping: dict[str, float], order=None) -> list[tuple[str, float]]:
+    keys = [k for k in (order or mapping) if k in mapping]
+    out, c = [], 0.0
+    for k in keys:
+        c += mapping[k]
+        out.append((k, c))
+    return out
+
+
+class Intake:
+    """Intake waitlist served by rostered clinicians.
+
+    A clinician on shift takes the head of the waitlist if the assessment fits
+    in what is left of the shift (or if the shift has just begun, so an
+    assessment longer than any shift still happens); otherwise they wait for
+    the next shift.  Patients waiting may renege.
+    """
+
+    def __init__(self, model: "Model", cfg):
+        self.model = model
+        self.env = model.env
+        self.cfg = cfg
+        self.calendar = WeeklyCalendar(cfg.roster)
+        self.queue: deque[_Waiter] = deque()
+        self.n_waiting = 0
+        self.wake: simpy.Event | None = None
+        self.waitlist = model.rec.waitlist["intake"]
+        self.census = model.rec.census["intake"]
+        s = model.streams
+        self.duration = s.patient("intake.assessment", lambda u: cfg.assessment_hours.ppf(u) / 24.0)
+        self.patience = s.patient("intake.patience", cfg.patience_days.ppf) if cfg.patience_days else None
+        for _ in range(cfg.clinicians):
+            self.env.process(self._clinician())
+
+    def assess(self, p: Patient):
+        """Generator: wait for and undergo assessment; returns True if assessed."""
+        env = self.env
+        now = env.now
+        rec = self.model.rec.open_visit(p.id, p.episode, "intake", "intake", now)
+        w = _Waiter(env.event(), rec, self, duration=self.duration.get(p.ns, p.index))
+        self.queue.append(w)
+        self.n_waiting += 1
+        self.waitlist.add(now, 1)
+        if self.wake is not None and not self.wake.triggered:
+            self.wake.succeed()
+        if self.patience is not None:
+            env.timeout(self.patience.get(p.ns, p.index)).callbacks.append(w)
+        result = yield w.event
+        return result == "assessed"
+
+    def _clinician(self):
+        env = self.env
+        queue = self.queue
+        while True:
+            start, end = self.calendar.current_or_next(env.now)
+            if start > env.now + _EPS:
+                yield env.timeout(start - env.now)
+                continue
+            while queue and queue[0].done:
+                queue.popleft()
+            if not queue:
+                if self.wake is None or self.wake.triggered:
+                    self.wake = env.event()
+                yield self.wake | env.timeout(end - env.now)
+                continue
+            w = queue[0]
+            if env.now + w.duration > end + _EPS and env.now > start + _EPS:
+                yield env.timeout(end - env.now)
+                continue
+            queue.popleft()
+            w.done = True
+            now = env.now
+            self.n_waiting -= 1
+            self.waitlist.add(now, -1)
+            self.census.add(now, 1)
+            w.record[5] = now
+            yield env.timeout(w.duration)
+            now = env.now
+            self.census.add(now, -1)
+            w.record[6] = now
+            w.record[7] = "assessed"
+            w.event.succeed("assessed")
+
+
+class Stage:
+    """A level of care with a fixed number of places (beds/slots) and a FIFO waitlist."""
+
+    def __init__(self, model: "Model", name: str, cfg):
+        self.model = model
+        self.env = model.env
+        self.name = name
+        self.cfg = cfg
+        self.capacity = INF if cfg.capacity is None else cfg.capacity
+        self.occupied = 0
+        self.queue: deque[_Waiter] = deque()
+        self.n_waiting = 0
+        self.overflow: Stage | None = None  # linked after all stages exist
+        self.treatment = name in TREATMENT_STAGES
+        self.waitlist = model.rec.waitlist[name]
+        self.census = model.rec.census[name]
+        s = model.streams
+        self.los = s.patient(f"{name}.los", cfg.los_days.ppf)
+        self.patience = s.patient(f"{name}.patience", cfg.patience_days.ppf) if cfg.patience_days else None
+        self.exit_u = s.patient(f"{name}.exit") if cfg.exits else None
+        self.exit_time_u = s.patient(f"{name}.exit_time") if cfg.exits else None
+        self.exits = [(x, c, cfg.exits[x].days) for x, c in _cumulative({k: v.probability for k, v in cfg.exits.items()})]
+        self.step_down = _cumulative(cfg.step_down, order=[*STAGE_ORDER, "discharge"])
+        self.step_u = s.patient(f"{name}.step_down") if len(self.step_down) > 1 else None
+
+    # -- places -------------------------------------------------------------------
+    def _target(self) -> "Stage":
+        """Where a newcomer goes: here, or a lower level with room if allowed."""
+        if self.occupied < self.capacity:
+            return self
+        s = self.overflow
+        while s is not None:
+            if s.occupied < s.capacity:
+                return s
+            s = s.overflow
+        return self
+
+    def _release(self) -> None:
+        """Hand the freed place to the next waiting patient, or leave it empty."""
+        now = self.env.now
+        q = self.queue
+        while q:
+            w = q.popleft()
+            if w.done:
+                continue
+            w.done = True
+            self.n_waiting -= 1
+            self.waitlist.add(now, -1)
+            w.event.succeed(ADMITTED)
+            return
+        self.occupied -= 1
+        self.census.add(now, -1)
+
+    # -- the stay -----------------------------------------------------------------
+    def plan_stay(self, p: Patient) -> tuple[str, float]:
+        """Outcome and length of an admitted stay (see the module docstring)."""
+        stay = self.los.get(p.ns, p.index)
+        outcome = "completed"
+        if self.exits:
+            exit_name = _categorical(self.exit_u.get(p.ns, p.index), [(x, c) for x, c, _ in self.exits], "completed")
+            if exit_name != "completed":
+                dist = next(d for x, _, d in self.exits if x == exit_name)
+                stay = dist.truncated_ppf(self.exit_time_u.get(p.ns, p.index), stay)
+                outcome = exit_name
+        return outcome, stay
+
+    def next_stage(self, p: Patient) -> str:
+        if self.step_u is None:
+            return self.step_down[0][0]
+        return _categorical(self.step_u.get(p.ns, p.index), self.step_down)
+
+    def visit(self, p: Patient, *, residual_u: float | None = None):
+        """Generator: one stage visit.  Returns (outcome, next stage or None, stage used)."""
+        env = self.env
+        now = env.now
+        st = self._target()
+        rec = self.model.rec.open_visit(p.id, p.episode, st.name, self.name, now)
+        if st.occupied < st.capacity:
+            st.occupied += 1
+            st.census.add(now, 1)
+        else:
+            relapse_in = p.t_relapse - now
+            patience = st.patience.get(p.ns, p.index) if st.patience is not None else INF
+            w = _Waiter(env.event(), rec, st, "relapsed" if relapse_in < patience else "reneged")
+            st.queue.append(w)
+            st.n_waiting += 1
+            st.waitlist.add(now, 1)
+            deadline = min(patience, relapse_in)
+            if deadline < INF:
+                env.timeout(deadline).callbacks.append(w)
+            result = yield w.event
+            if result != ADMITTED:
+                return result, None, st.name
+        rec[5] = env.now
+        outcome, stay = st.plan_stay(p)
+        if residual_u is not None:  # already in care on day 0: only the rest of the stay remains
+            stay *= residual_u
+        if env.now + stay > p.t_relapse:
+            outcome, stay = "relapsed", max(p.t_relapse - env.now, 0.0)
+        yield env.timeout(stay)
+        st._release()
+        nxt = st.next_stage(p) if outcome == "completed" else None
+        rec[6] = env.now
+        rec[7] = outcome
+        rec[8] = nxt
+        return outcome, nxt, st.name
+
+
+class Model:
+    """One replication of a scenario.  ``run()`` returns the records."""
+
+    def __init__(self, scenario: Scenario, replication: int, seed: int | None = None):
+        self.scenario = scenario
+        self.replication = replication
+        self.seed = scenario.seed if seed is None else seed
+        self.env = simpy.Environment()
+        self.horizon = float(scenario.horizon_days)
+        self.streams = Streams(self.seed, replication)
+        enabled = scenario.stages.enabled()
+        names = (["intake"] if scenario.intake else []) + list(enabled)
+        self.rec = Recorder(scenario.horizon_days, names)
+        self.intake = Intake(self, scenario.intake) if scenario.intake else None
+        self.stages = {n: Stage(self, n, cfg) for n, cfg in enabled.items()}
+        for n, cfg in enabled.items():
+            if cfg.overflow_to is not None:
+                self.stages[n].overflow = self.stages[cfg.overflow_to]
+        s = self.streams
+        ref = scenario.referrals
+        self.sources = _cumulative({k: v.share for k, v in ref.sources.items()})
+        self.placements = {k: _cumulative(v.placement) for k, v in ref.sources.items()}
+        self.source_u = s.patient("referral.source")
+        self.placement_u = s.patient("referral.placement")
+        self.residual_u = s.patient("initial.residual")
+        rel = scenario.relapse
+        self.relapse = rel
+        if rel is not None:
+            self.relapse_days = s.patient("relapse.days", rel.days.ppf)
+            self.return_u = s.patient("relapse.return")
+            self.return_days = s.patient("relapse.days_to_return", rel.days_to_return.ppf) if rel.days_to_return else None
+        self._next_id = 0
+
+    # -- referrals ----------------------------------------------------------------
+    def rate_per_day(self, t: float) -> float:
+        ref = self.scenario.referrals
+        profile = ref.weekday_profile
+        mean_w = sum(profile) / 7.0
+        month = (self.scenario.start_month - 1 + int((t % 365.0) / (365.0 / 12.0))) % 12
+        return ref.referrals_per_week / 7.0 * profile[int(t) % 7] / mean_w * ref.month_multipliers[month]
+
+    def _arrivals(self):
+        """Non-homogeneous Poisson referrals by thinning a process at the peak rate."""
+        ref = self.scenario.referrals
+        mean_w = sum(ref.weekday_profile) / 7.0
+        peak = ref.referrals_per_week / 7.0 * max(ref.weekday_profile) / mean_w * max(ref.month_multipliers)
+        if peak <= 0:
+            return
+        flat = len(set(ref.weekday_profile)) == 1 and len(set(ref.month_multipliers)) == 1
+        gaps = self.streams.sequential("referral.arrivals", lambda u: -np.log1p(-u) / peak)
+        accept = None if flat else self.streams.sequential("referral.thinning")
+        env = self.env
+        t = 0.0
+        while True:
+            t += gaps.next()
+            if t >= self.horizon:
+                return
+            if accept is not None and accept.next() * peak > self.rate_per_day(t):
+                continue
+            yield env.timeout(t - env.now)
+            self._refer(self._new_patient())
+
+    def _new_patient(self) -> Patient:
+        pid = self._next_id
+        self._next_id += 1
+        source = _categorical(self.source_u.get(1, pid), self.sources)
+        return Patient(pid, 1, source)
+
+    def _refer(self, p: Patient, t_referral: float | None = None) -> None:
+        now = self.env.now if t_referral is None else t_referral
+        p.ep_rec = self.rec.open_episode(p.id, p.episode, p.source, now)
+        p.t_relapse = INF
+        self.env.process(self._episode(p))
+
+    def _place(self, p: Patient) -> str:
+        table = self.placements.get(p.source)
+        if table is None:  # patients already in care on day 0 have no referral source
+            table = next(iter(self.placements.values()))
+        return _categorical(self.placement_u.get(p.ns, p.index), table)
+
+    # -- one episode ----------------------------------------------------------------
+    def _episode(self, p: Patient, first_stage: str | None = None, residual: bool = False, skip_intake=False):
+        env = self.env
+        ep = p.ep_rec
+        last_stage, last_outcome = "intake", "assessed"
+        if first_stage is None:
+            if self.intake is not None and not skip_intake:
+                assessed = yield from self.intake.assess(p)
+                if not assessed:
+                    self._close_episode(ep, "intake", "reneged")
+                    return
+            first_stage = self._place(p)
+        ep[4] = first_stage
+        stage = first_stage
+        if stage not in self.stages:  # outpatient elsewhere, or not eligible
+            self._close_episode(ep, "intake", first_stage)
+            return
+        treatment_outcome = None
+        while stage is not None and stage != "discharge":
+            u = self.residual_u.get(p.ns, p.index) if residual else None
+            residual = False
+            outcome, nxt, used = yield from self.stages[stage].visit(p, residual_u=u)
+            last_stage, last_outcome = used, outcome
+            if used in TREATMENT_STAGES and outcome not in ("reneged", "relapsed"):
+                treatment_outcome = outcome
+                if outcome == "completed" and nxt not in TREATMENT_STAGES:
+                    ep[8] = env.now
+                if self.relapse is not None and outcome in self.relapse.after and nxt not in TREATMENT_STAGES:
+                    p.t_relapse = env.now + self.relapse_days.get(p.ns, p.index)
+            stage = nxt
+        self._close_episode(ep, last_stage, last_outcome)
+        if treatment_outcome is None or p.t_relapse == INF:
+            return
+        if p.t_relapse > env.now:
+            if p.t_relapse >= self.horizon:
+                return
+            yield env.timeout(p.t_relapse - env.now)
+        ep[9] = p.t_relapse
+        if self.return_u.get(p.ns, p.index) >= self.relapse.return_probability:
+            return
+        if self.return_days is not None:
+            delay = self.return_days.get(p.ns, p.index)
+            if env.now + delay >= self.horizon:
+                return
+            yield env.timeout(delay)
+        ep[10] = True
+        log.debug("t=%.3f patient %s returns (episode %d)", env.now, p.id, p.episode + 1)
+        self._refer(Patient(p.id, p.episode + 1, p.source))
+
+    def _close_episode(self, ep: list, stage: str, outcome: str) -> None:
+        ep[5] = self.env.now
+        ep[6] = stage
+        ep[7] = outcome
+
+    # -- start state ----------------------------------------------------------------
+    def _initial_patients(self) -> None:
+        """An existing site on day 0: patients in care and on waitlists."""
+        start = self.scenario.start_state
+        k = 0
+
+        def make() -> Patient:
+            nonlocal k
+            k += 1
+            p = Patient(-k, 1, "initial")
+            p.ep_rec = self.rec.open_episode(p.id, 1, "initial", math.nan)
+            return p
+
+        for name, st in start.stages.items():
+            for _ in range(st.census):
+                p = make()
+                self.env.process(self._episode(p, first_stage=name, residual=True))
+        # Waitlists are filled after the census so the waiting do not take the places.
+        for name, st in start.stages.items():
+            for _ in range(st.waitlist):
+                p = make()
+                self.env.process(self._episode(p, first_stage=name))
+        for _ in range(start.intake_waitlist):
+            p = make()
+            self.env.process(self._episode(p))
+
+    def run(self):
+        self._initial_patients()
+        self.env.process(self._arrivals())
+        self.env.run(until=self.horizon)
+        return self.rec.finish()

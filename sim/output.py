@@ -1,0 +1,153 @@
+"""Run folders: everything a run produced, written atomically.
+
+A run is assembled in a hidden temporary folder beside its destination and
+renamed into place only when every file is written, so an interrupted run
+never leaves a folder (or a file) that looks complete.  ``manifest.json`` is
+always present in a finished run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from sim.errors import IopsimError
+
+PACKAGES = ("iopsim", "simpy", "numpy", "scipy", "pandas", "pyarrow", "pydantic", "matplotlib", "typer")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_revision(where: Path | None = None) -> str | None:
+    """The git commit of the code (with ``-dirty`` if modified), or None outside git."""
+    cwd = where or Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def default_run_dir(base: Path, name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = base / f"{name}-{stamp}"
+    i = 1
+    while path.exists():
+        i += 1
+        path = base / f"{name}-{stamp}-{i}"
+    return path
+
+
+class RunFolder:
+    """Write files into a staging folder; ``commit()`` moves it to ``final``.
+
+    Used as a context manager: leaving the block with an exception removes the
+    staging folder and leaves ``final`` untouched.
+    """
+
+    def __init__(self, final: Path):
+        self.final = Path(final)
+        if self.final.exists() and any(self.final.iterdir()):
+            raise IopsimError(f"{self.final}: output folder exists and is not empty; choose another --out")
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".partial", dir=self.final.parent))
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def file(self, name: str) -> Path:
+        p = self.path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def write_text(self, name: str, text: str) -> Path:
+        p = self.file(name)
+        p.write_text(text, encoding="utf-8")
+        return p
+
+    def write_json(self, name: str, data) -> Path:
+        return self.write_text(name, json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+    def write_table(self, stem: str, df: pd.DataFrame, formats=("csv", "json")) -> None:
+        for fmt in formats:
+            if fmt == "csv":
+                df.to_csv(self.file(f"{stem}.csv"), index=False)
+            elif fmt == "json":
+                self.write_text(f"{stem}.json", df.to_json(orient="records", indent=2, double_precision=15) + "\n")
+            elif fmt == "parquet":
+                df.to_parquet(self.file(f"{stem}.parquet"), index=False)
+
+    def commit(self) -> Path:
+        for root, _dirs, files in os.walk(self.path):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        if self.final.exists():
+            self.final.rmdir()  # empty (checked in __init__)
+        os.replace(self.path, self.final)
+        return self.final
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a single file atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def manifest(**fields) -> dict:
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "versions": versions(),
+        "git_revision": git_revision(),
+        "platform": platform.platform(),
+        **fields,
+    }
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

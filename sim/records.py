@@ -1,0 +1,144 @@
+"""What a replication produces: visit and episode records, and daily level series.
+
+Everything the results report is computed from these (see :mod:`sim.metrics`).
+
+* **Visit record** -- one per patient per stage (intake included): when the
+  patient joined the stage's waitlist, was admitted (NaN if never), left (NaN
+  if still there at the end of the run), the outcome and where they went next.
+* **Episode record** -- one per referral (a readmission is a new episode of the
+  same patient): referral time, where intake placed them, when they left the
+  system and why, whether the episode completed a program, relapse and return.
+* **Level series** -- waitlist length and census per stage, kept as exact
+  time integrals per day (so daily means are exact, not samples) and daily
+  maxima.  Memory grows with days, not with events.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+NAN = math.nan
+
+VISIT_COLUMNS = (
+    "patient_id",
+    "episode",
+    "stage",
+    "intended_stage",
+    "t_join",
+    "t_admit",
+    "t_leave",
+    "outcome",
+    "next",
+)
+EPISODE_COLUMNS = (
+    "patient_id",
+    "episode",
+    "source",
+    "t_referral",
+    "placement",
+    "t_exit",
+    "exit_stage",
+    "exit_outcome",
+    "t_program_completed",
+    "t_relapse",
+    "readmitted",
+)
+#: Outcome of a visit or episode still open when the run ends.
+IN_SYSTEM = "in_system"
+
+
+class Level:
+    """A piecewise-constant quantity (waitlist length, census) integrated per day."""
+
+    __slots__ = ("value", "t_last", "area", "peak", "days")
+
+    def __init__(self, days: int, value: float = 0.0):
+        self.days = days
+        self.value = value
+        self.t_last = 0.0
+        self.area = [0.0] * days
+        self.peak = [0.0] * days
+        if days:
+            self.peak[0] = value
+
+    def _advance(self, t: float) -> None:
+        v = self.value
+        tl = self.t_last
+        day = int(tl)
+        days = self.days
+        while day < days:
+            end = day + 1.0
+            if t <= end:
+                self.area[day] += v * (t - tl)
+                break
+            self.area[day] += v * (end - tl)
+            tl = end
+            day += 1
+            if day < days and v > self.peak[day]:
+                self.peak[day] = v
+        self.t_last = t
+
+    def add(self, t: float, delta: float) -> None:
+        self._advance(t)
+        v = self.value + delta
+        self.value = v
+        day = int(t)
+        if day < self.days and v > self.peak[day]:
+            self.peak[day] = v
+
+    def close(self, t: float) -> None:
+        self._advance(t)
+
+
+class Recorder:
+    """Collects records during one replication."""
+
+    def __init__(self, horizon_days: int, stages: list[str]):
+        self.horizon = horizon_days
+        self.visits: list[list] = []
+        self.episodes: list[list] = []
+        self.waitlist = {s: Level(horizon_days) for s in stages}
+        self.census = {s: Level(horizon_days) for s in stages}
+
+    def open_visit(self, patient_id, episode, stage, intended, t_join) -> list:
+        rec = [patient_id, episode, stage, intended, t_join, NAN, NAN, IN_SYSTEM, None]
+        self.visits.append(rec)
+        return rec
+
+    def open_episode(self, patient_id, episode, source, t_referral) -> list:
+        rec = [patient_id, episode, source, t_referral, None, NAN, None, IN_SYSTEM, NAN, NAN, False]
+        self.episodes.append(rec)
+        return rec
+
+    def finish(self) -> dict[str, pd.DataFrame]:
+        for lvl in (*self.waitlist.values(), *self.census.values()):
+            lvl.close(float(self.horizon))
+        visits = pd.DataFrame(self.visits, columns=list(VISIT_COLUMNS))
+        episodes = pd.DataFrame(self.episodes, columns=list(EPISODE_COLUMNS))
+        for df, cols in ((visits, ("stage", "intended_stage", "outcome", "next")),
+                         (episodes, ("source", "placement", "exit_stage", "exit_outcome"))):
+            for c in cols:
+                df[c] = df[c].astype("string")
+        episodes["readmitted"] = episodes["readmitted"].astype(bool)
+        series = []
+        for stage in self.waitlist:
+            w, c = self.waitlist[stage], self.census[stage]
+            series.append(
+                pd.DataFrame(
+                    {
+                        "stage": stage,
+                        "day": np.arange(self.horizon, dtype=np.int32),
+                        "waitlist_mean": np.asarray(w.area),
+                        "waitlist_max": np.asarray(w.peak),
+                        "census_mean": np.asarray(c.area),
+                        "census_max": np.asarray(c.peak),
+                    }
+                )
+            )
+        levels = pd.concat(series, ignore_index=True) if series else pd.DataFrame()
+        if len(levels):
+            levels["stage"] = levels["stage"].astype("string")
+        return {"visits": visits, "episodes": episodes, "levels": levels}

@@ -1,0 +1,400 @@
+"""The scenario: a validated, immutable description of a treatment program.
+
+Scenarios are YAML files.  A file may ``extends:`` another (path relative to
+itself) and override only what differs; mappings merge key by key, anything
+else is replaced.  ``--set dotted.path=value`` overrides apply after the merge.
+Everything is validated by pydantic into frozen models; any problem becomes a
+single-line :class:`~sim.errors.ScenarioError` naming the file, the dotted field
+path and what is allowed.
+
+Time is in days unless a field name says otherwise (``assessment_hours``).
+Day 0 of a run is a Monday at 00:00.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from sim.base import FrozenModel
+from sim.distributions import Distribution
+from sim.errors import ScenarioError
+
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+#: Levels of care from most to least intensive.  Step-down and overflow only go down.
+StageName = Literal["residential", "php", "iop", "aftercare"]
+STAGE_ORDER: tuple[str, ...] = ("residential", "php", "iop", "aftercare")
+#: Stages that are treatment (completing the last of them completes a program).
+TREATMENT_STAGES: tuple[str, ...] = ("residential", "php", "iop")
+#: Where an intake assessment can send a patient.
+PlacementName = Literal["residential", "php", "iop", "outpatient", "not_eligible"]
+PLACEMENTS: tuple[str, ...] = ("residential", "php", "iop", "outpatient", "not_eligible")
+#: Ways of leaving a stage before the planned stay ends (TEDS discharge reasons).
+ExitName = Literal["dropped_out", "transferred", "terminated", "other"]
+EXITS: tuple[str, ...] = ("dropped_out", "transferred", "terminated", "other")
+#: Episode outcomes after which relapse can happen.
+RelapseAfter = Literal["completed", "dropped_out", "terminated", "other", "transferred"]
+
+_SUM_TOL = 1e-6
+
+
+def _check_sums_to_one(mapping: dict[str, float], what: str) -> dict[str, float]:
+    total = sum(mapping.values())
+    if abs(total - 1.0) > _SUM_TOL:
+        raise ValueError(f"{what} must sum to 1 (got {total:.6g})")
+    return mapping
+
+
+class Shift(FrozenModel):
+    """A recurring weekly shift: the same hours on each of ``days``."""
+
+    days: list[Weekday] = Field(min_length=1)
+    start_hour: Annotated[float, Field(ge=0, lt=24)]
+    end_hour: Annotated[float, Field(gt=0, le=24)]
+
+    @model_validator(mode="after")
+    def _positive_length(self):
+        if self.end_hour <= self.start_hour:
+            raise ValueError(f"end_hour must be after start_hour (got {self.start_hour}-{self.end_hour})")
+        return self
+
+
+class Roster(FrozenModel):
+    """Weekly working hours, as a list of shifts (overlaps are merged)."""
+
+    shifts: list[Shift] = Field(min_length=1)
+
+
+class ReferralSource(FrozenModel):
+    share: Probability
+    placement: dict[PlacementName, Probability] = Field(min_length=1)
+
+    @field_validator("placement")
+    @classmethod
+    def _sum(cls, v):
+        return _check_sums_to_one(v, "placement probabilities")
+
+
+class Referrals(FrozenModel):
+    """Poisson referrals with a weekday profile and month-of-year multipliers.
+
+    The rate on a given day is ``referrals_per_week / 7 * weekday[d] * month[m]``
+    where the weekday profile is normalised to average 1 (so it shapes the week
+    without changing the weekly total) and months are 12 equal parts of a
+    365-day year starting at ``start_month``.
+    """
+
+    referrals_per_week: NonNegative
+    weekday_profile: list[NonNegative] = Field(default_factory=lambda: [1.0] * 7, min_length=7, max_length=7)
+    month_multipliers: list[NonNegative] = Field(default_factory=lambda: [1.0] * 12, min_length=12, max_length=12)
+    sources: dict[str, ReferralSource] = Field(min_length=1)
+
+    @field_validator("weekday_profile")
+    @classmethod
+    def _profile_positive(cls, v):
+        if sum(v) <= 0:
+            raise ValueError("weekday_profile must not be all zero")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _shares(cls, v):
+        _check_sums_to_one({k: s.share for k, s in v.items()}, "source shares")
+        return v
+
+
+class Intake(FrozenModel):
+    """Intake assessment by rostered clinicians, with reneging while waiting."""
+
+    clinicians: Annotated[int, Field(ge=1)]
+    roster: Roster
+    assessment_hours: Distribution
+    patience_days: Distribution | None = None
+    cost_per_assessment: NonNegative = 0.0
+
+
+class Exit(FrozenModel):
+    """An early exit: with ``probability`` an admitted patient leaves before the
+    planned stay ends, at a time drawn from ``days`` conditioned on falling
+    before the planned end (see ``sim.model`` for the precise definition)."""
+
+    probability: Probability
+    days: Distribution
+
+
+class Stage(FrozenModel):
+    """A level of care: capacity, waitlist, length of stay, exits, step-down."""
+
+    capacity: Annotated[int, Field(ge=1)] | None = None
+    los_days: Distribution
+    patience_days: Distribution | None = None
+    exits: dict[ExitName, Exit] = Field(default_factory=dict)
+    step_down: dict[str, Probability] = Field(default_factory=lambda: {"discharge": 1.0})
+    overflow_to: StageName | None = None
+    cost_per_patient_day: NonNegative = 0.0
+
+    @field_validator("exits")
+    @classmethod
+    def _exit_total(cls, v):
+        total = sum(e.probability for e in v.values())
+        if total > 1.0 + _SUM_TOL:
+            raise ValueError(f"exit probabilities must sum to at most 1 (got {total:.6g})")
+        return v
+
+    @field_validator("step_down")
+    @classmethod
+    def _step_down_sum(cls, v):
+        allowed = set(STAGE_ORDER) | {"discharge"}
+        for k in v:
+            if k not in allowed:
+                raise ValueError(f"unknown step-down target {k!r}; allowed: {', '.join(sorted(allowed))}")
+        return _check_sums_to_one(v, "step_down probabilities")
+
+
+class Stages(FrozenModel):
+    """The levels of care this site runs; leave one out (or null) to switch it off."""
+
+    residential: Stage | None = None
+    php: Stage | None = None
+    iop: Stage | None = None
+    aftercare: Stage | None = None
+
+    def enabled(self) -> dict[str, Stage]:
+        return {n: getattr(self, n) for n in STAGE_ORDER if getattr(self, n) is not None}
+
+
+class Relapse(FrozenModel):
+    """Relapse after leaving treatment and return as a new referral."""
+
+    days: Distribution
+    return_probability: Probability
+    days_to_return: Distribution | None = None
+    after: list[RelapseAfter] = Field(default_factory=lambda: ["completed", "dropped_out", "terminated", "other"])
+
+
+class Costs(FrozenModel):
+    fixed_overhead_per_day: NonNegative = 0.0
+    currency: str = "USD"
+    price_year: int | None = None
+
+
+class StageStart(FrozenModel):
+    census: Annotated[int, Field(ge=0)] = 0
+    waitlist: Annotated[int, Field(ge=0)] = 0
+
+
+class StartState(FrozenModel):
+    """An existing site's census and waitlists on day 0 (a new site starts empty)."""
+
+    intake_waitlist: Annotated[int, Field(ge=0)] = 0
+    stages: dict[StageName, StageStart] = Field(default_factory=dict)
+
+
+class Scenario(FrozenModel):
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: Annotated[int, Field(ge=0)] = 0
+    horizon_days: Annotated[int, Field(ge=1)]
+    warmup_days: Annotated[int, Field(ge=0)] = 0
+    replications: Annotated[int, Field(ge=1)] = 10
+    start_month: Annotated[int, Field(ge=1, le=12)] = 1
+    referrals: Referrals
+    intake: Intake | None = None
+    stages: Stages
+    relapse: Relapse | None = None
+    costs: Costs = Field(default_factory=Costs)
+    start_state: StartState = Field(default_factory=StartState)
+    references: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        enabled = self.stages.enabled()
+        if self.warmup_days >= self.horizon_days:
+            raise _FieldError("warmup_days", f"must be less than horizon_days ({self.horizon_days})")
+        for src_name, src in self.referrals.sources.items():
+            for target in src.placement:
+                if target in STAGE_ORDER and target not in enabled and src.placement[target] > 0:
+                    raise _FieldError(
+                        f"referrals.sources.{src_name}.placement.{target}",
+                        f"stage {target!r} is switched off; enabled stages: {', '.join(enabled) or 'none'}",
+                    )
+        for name, stage in enabled.items():
+            level = STAGE_ORDER.index(name)
+            for target, p in stage.step_down.items():
+                if target == "discharge" or p == 0:
+                    continue
+                if target not in enabled:
+                    raise _FieldError(
+                        f"stages.{name}.step_down.{target}",
+                        f"stage {target!r} is switched off; enabled stages: {', '.join(enabled)}",
+                    )
+                if STAGE_ORDER.index(target) <= level:
+                    lower = [s for s in STAGE_ORDER[level + 1 :] if s in enabled] + ["discharge"]
+                    raise _FieldError(
+                        f"stages.{name}.step_down.{target}",
+                        f"step-down must go to a lower level; allowed: {', '.join(lower)}",
+                    )
+            if stage.overflow_to is not None:
+                lower = [s for s in STAGE_ORDER[level + 1 :] if s in enabled]
+                if stage.overflow_to not in lower:
+                    raise _FieldError(
+                        f"stages.{name}.overflow_to",
+                        f"must be an enabled lower level; allowed: {', '.join(lower) or 'none'}",
+                    )
+        for name in self.start_state.stages:
+            if name not in enabled:
+                raise _FieldError(f"start_state.stages.{name}", f"stage is switched off; enabled: {', '.join(enabled)}")
+        if self.start_state.intake_waitlist and self.intake is None:
+            raise _FieldError("start_state.intake_waitlist", "intake is switched off; must be 0")
+        return self
+
+
+class _FieldError(ValueError):
+    """A cross-field error that knows which dotted path it concerns."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(message)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ScenarioError(str(path), None, "file not found")
+    if path.is_dir():
+        raise ScenarioError(str(path), None, "is a directory, expected a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(str(path), None, f"malformed YAML: {where}{problem}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(str(path), None, "not a UTF-8 text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenarioError(str(path), None, f"top level must be a mapping of fields (got {type(data).__name__})")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into a copy of ``base``: mappings merge, the rest replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read ``path`` and everything it ``extends``, merged, without validation."""
+    path = Path(path)
+    real = path.resolve()
+    if real in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, real))
+        raise ScenarioError(str(path), "extends", f"circular extends: {cycle}")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ScenarioError(str(path), "extends", "must be a path to another scenario file")
+    parent_path = path.parent / parent
+    if not parent_path.exists():
+        raise ScenarioError(str(path), "extends", f"file not found: {parent_path}")
+    return deep_merge(resolve_raw(parent_path, (*_chain, real)), data)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply ``dotted.path=value`` overrides; values are parsed as YAML scalars/lists."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ScenarioError(source, f"--set {item}", "expected dotted.path=value")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not key or any(not p for p in parts):
+            raise ScenarioError(source, f"--set {item}", "expected dotted.path=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ScenarioError(source, key, f"--set value {text!r} is not valid YAML") from None
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ScenarioError(source, ".".join(parts[: i + 1]), "is not a mapping; cannot set a field inside it")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _format_validation_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    # Drop discriminator tags pydantic inserts for tagged unions ("lognormal", ...)
+    # and the "function-after[...]" wrappers, which mean nothing to a user.
+    from sim.distributions import FAMILIES
+
+    clean = [p for i, p in enumerate(loc) if not (p in FAMILIES and i > 0) and not p.startswith("function-")]
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, _FieldError):
+        return inner.path, str(inner)
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if err["type"] == "union_tag_invalid":
+        msg = f"unknown distribution {ctx.get('tag')!r}; allowed: {', '.join(FAMILIES)}"
+    elif err["type"] == "union_tag_not_found":
+        msg = f"a distribution needs 'dist:'; allowed: {', '.join(FAMILIES)}"
+    elif err["type"] == "literal_error":
+        msg = f"got {err.get('input')!r}; allowed: {ctx.get('expected')}"
+    elif err["type"] not in ("value_error", "assertion_error") and "input" in err:
+        shown = repr(err["input"])
+        if len(shown) <= 40 and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {shown})"
+    n = len(exc.errors())
+    if n > 1:
+        msg = f"{msg} (and {n - 1} more problem{'s' if n > 2 else ''})"
+    return ".".join(clean), msg
+
+
+def validate_raw(raw: dict[str, Any], source: str) -> Scenario:
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        field, msg = _format_validation_error(exc)
+        raise ScenarioError(source, field or None, msg) from None
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Load, merge (``extends``), override (``--set``) and validate a scenario file."""
+    path = Path(path)
+    raw = apply_overrides(resolve_raw(path), overrides or [], str(path))
+    return validate_raw(raw, str(path))
+
+
+def scenario_to_yaml(scenario: Scenario) -> str:
+    """The fully resolved scenario as YAML (what a run actually used)."""
+    data = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
