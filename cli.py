@@ -23,11 +23,22 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
-HEADLINE = ("referrals", "programs_completed", "cost_per_completed_program", "cost_total")
-STAGE_KPIS = ("admissions", "wait_mean_days", "wait_p90_days", "waitlist_mean", "waitlist_max", "census_mean", "occupancy")
+HEADLINE = ("referrals", "readmissions", "programs_completed", "cost_total", "cost_per_completed_program")
+STAGE_KPIS = (
+    ("admissions", "Admissions"),
+    ("wait_mean_days", "Mean wait (days)"),
+    ("wait_p90_days", "90th pct wait (days)"),
+    ("waitlist_mean", "Average waitlist"),
+    ("waitlist_max", "Longest waitlist"),
+    ("census_mean", "Average census"),
+    ("occupancy", "Occupancy"),
+    ("completed", "Completed stays"),
+    ("dropped_out", "Dropped out"),
+    ("reneged", "Left waitlist"),
+)
 
 
 def _fail(message: str) -> None:
@@ -51,20 +62,35 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}"
 
 
+def _cell(r) -> str:
+    if r["n"] >= 2 and math.isfinite(r["half_width"]):
+        return f"{_fmt(r['mean'])} ± {_fmt(r['half_width'])}"
+    return _fmt(r["mean"])
+
+
 def print_summary(summary, title: str) -> None:
+    """Two compact tables: program headline KPIs, then stage KPIs with stages as columns."""
+    from sim.metrics import STAGE_LABELS
+
     rows = summary.set_index("kpi")
-    table = Table(title=title, title_justify="left")
-    table.add_column("KPI")
-    table.add_column("mean", justify="right")
-    table.add_column("95 % CI", justify="right")
-    table.add_column("unit")
-    names = [k for k in HEADLINE if k in rows.index]
+    head = Table(title=title, title_justify="left", caption="mean ± half-width of the 95 % confidence interval across replications", caption_justify="left")
+    head.add_column("Program")
+    head.add_column("mean ± 95 % CI", justify="right")
+    head.add_column("unit")
+    for name in HEADLINE:
+        if name in rows.index:
+            r = rows.loc[name]
+            head.add_row(r["label"], _cell(r), r["unit"])
+    out.print(head)
     stages = [k[: -len("_admissions")] for k in rows.index if k.endswith("_admissions")]
-    names += [f"{s}_{k}" for s in stages for k in STAGE_KPIS if f"{s}_{k}" in rows.index]
-    for name in names:
-        r = rows.loc[name]
-        ci = f"{_fmt(r['ci_low'])} – {_fmt(r['ci_high'])}" if r["n"] >= 2 else "–"
-        table.add_row(r["label"], _fmt(r["mean"]), ci, r["unit"])
+    table = Table(title="By stage (mean ± 95 % CI)", title_justify="left")
+    table.add_column("KPI")
+    for s in stages:
+        table.add_column(STAGE_LABELS.get(s, s).split("/")[0], justify="right")
+    for key, label in STAGE_KPIS:
+        cells = [_cell(rows.loc[f"{s}_{key}"]) if f"{s}_{key}" in rows.index else "" for s in stages]
+        if any(cells):
+            table.add_row(label, *cells)
     out.print(table)
 
 
@@ -130,6 +156,31 @@ def run(
     print_summary(result.summary, f"{sc.name}: {n} replications, seed {s}, {sc.horizon_days} days"
                   + (f" (warm-up {sc.warmup_days} days discarded)" if sc.warmup_days else ""))
     out.print(f"run folder: {result.folder}", highlight=False)
+
+
+@app.command()
+def calibrate(
+    run_dir: Path = typer.Argument(..., help="A finished run folder (from `iopsim run`)."),
+    targets: Path = typer.Option(Path("calibration/targets.yaml"), "--targets", help="Calibration targets file."),
+) -> None:
+    """Compare a run with published calibration targets; writes calibration.csv into the run folder."""
+    from sim.calibration import calibrate as check
+    from sim.output import atomic_write_text
+
+    try:
+        table = check(run_dir, targets)
+    except IopsimError as exc:
+        _fail(str(exc))
+    t = Table(title=f"Calibration of {run_dir}", title_justify="left")
+    for col in ("target id", "model mean (95 % CI)", "target", "met", "source"):
+        t.add_column(col)
+    for _, r in table.iterrows():
+        model = f"{_fmt(r['model_mean'])} ({_fmt(r['ci_low'])}–{_fmt(r['ci_high'])})"
+        t.add_row(r["id"], model, r["target"], "yes" if r["met"] else "[red]no[/]", r["source"])
+    out.print(t)
+    atomic_write_text(Path(run_dir) / "calibration.csv", table.to_csv(index=False))
+    out.print(f"{int(table['met'].sum())} of {len(table)} targets met; table written to {Path(run_dir) / 'calibration.csv'}",
+              highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,8 +16,13 @@ from sim.metrics import STAGE_LABELS  # noqa: E402
 
 
 def _band(levels: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Mean across replications per stage and day, with a 95 % t interval."""
-    g = levels.groupby(["stage", "day"], observed=True)[column]
+    """Weekly mean across replications per stage, with a 95 % t interval.
+
+    Daily values swing with the weekly calendar; a planner reads weeks.
+    """
+    weekly = levels.assign(week=levels["day"] // 7).groupby(["replication", "stage", "week"], observed=True)[column].mean()
+    weekly = weekly.reset_index().assign(day=lambda d: d["week"] * 7 + 3.5)
+    g = weekly.groupby(["stage", "day"], observed=True)[column]
     out = g.agg(["mean", "std", "count"]).reset_index()
     t = stats.t.ppf(0.975, np.maximum(out["count"] - 1, 1))
     half = np.where(out["count"] > 1, t * out["std"] / np.sqrt(out["count"]), np.nan)
@@ -32,7 +37,7 @@ def _level_figure(levels: pd.DataFrame, column: str, title: str, ylabel: str, pa
     fig, axes = plt.subplots(len(stages), 1, figsize=(9, 2.2 * len(stages) + 0.6), sharex=True, squeeze=False)
     for ax, stage in zip(axes[:, 0], stages):
         b = band[band["stage"] == stage]
-        ax.plot(b["day"], b["mean"], lw=1.2, label="mean of replications")
+        ax.plot(b["day"], b["mean"], lw=1.2, label="weekly mean of replications")
         ax.fill_between(b["day"], b["lo"], b["hi"], alpha=0.3, label="95 % CI")
         ax.set_ylabel(ylabel)
         ax.set_title(STAGE_LABELS.get(stage, stage), fontsize=10, loc="left")
@@ -52,9 +57,9 @@ def funnel_counts(per_replication: pd.DataFrame, stages: list[str]) -> list[tupl
     m = per_replication.mean(numeric_only=True)
     steps = [("Referrals", m.get("referrals", np.nan))]
     if "intake_assessed" in m:
-        steps.append(("Assessed", m["intake_assessed"]))
-    treatment = [s for s in stages if s != "aftercare" and s != "intake"]
-    steps.append(("Admitted to treatment (any level)", sum(m.get(f"{s}_admissions", 0.0) for s in treatment)))
+        steps.append(("Assessed at intake", m["intake_assessed"]))
+    steps.append(("Placed in residential, PHP or IOP", m.get("placed_in_treatment", np.nan)))
+    steps.append(("Admitted to treatment", m.get("admitted_to_treatment", np.nan)))
     steps.append(("Completed a program", m.get("programs_completed", np.nan)))
     if "aftercare" in stages:
         steps.append(("Entered aftercare", m.get("aftercare_admissions", np.nan)))
@@ -69,7 +74,7 @@ def funnel_figure(per_replication: pd.DataFrame, stages: list[str], path: Path) 
     ax.barh(labels, values, color="#4C72B0")
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:,.0f}", va="center", fontsize=9)
-    ax.set_xlabel("patients over the run (mean of replications; admissions count each level entered)")
+    ax.set_xlabel("episodes over the run (mean of replications)")
     ax.set_title("Outcome funnel")
     ax.margins(x=0.15)
     fig.tight_layout()

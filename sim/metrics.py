@@ -16,6 +16,9 @@ Definitions (also in the README):
 * ``<stage>_waitlist_mean`` / ``_max`` -- time-average and maximum of the
   number waiting; ``<stage>_census_mean`` likewise for the number in care;
   ``<stage>_occupancy`` -- census mean / capacity.
+* ``placed_in_treatment`` -- referrals in the window that intake placed in
+  residential, PHP or IOP; ``admitted_to_treatment`` -- episodes with a
+  treatment admission in the window.
 * ``programs_completed`` -- episodes that completed a treatment stage and then
   left treatment (discharge or aftercare), in the window.
 * ``cost_total`` -- patient-days x cost per patient-day by stage, plus
@@ -30,13 +33,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from sim.scenario import EXITS, Scenario
+from sim.scenario import EXITS, TREATMENT_STAGES, Scenario
 
 #: Human-readable label and unit of each KPI family (for tables and reports).
 KPI_UNITS = {
     "referrals": ("Referrals", "patients"),
     "readmissions": ("Readmissions (returns after relapse)", "patients"),
     "programs_completed": ("Programs completed", "patients"),
+    "placed_in_treatment": ("Placed in a level of care at intake", "patients"),
+    "admitted_to_treatment": ("Episodes admitted to treatment", "patients"),
     "cost_total": ("Total cost", "currency"),
     "cost_per_completed_program": ("Cost per completed program", "currency"),
     "cost_per_patient_day": ("Cost per patient-day in treatment", "currency"),
@@ -101,6 +106,8 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
     k["referrals"] = float(np.count_nonzero(in_window))
     k["readmissions"] = float(np.count_nonzero(in_window & (episodes["episode"].to_numpy() > 1)))
     k["programs_completed"] = float(np.count_nonzero(episodes["t_program_completed"].to_numpy(dtype=float) >= w0))
+    placed = episodes["placement"].isin(TREATMENT_STAGES).to_numpy(dtype=bool)
+    k["placed_in_treatment"] = float(np.count_nonzero(in_window & placed))
 
     stages = ["intake"] if scenario.intake is not None else []
     stages += list(scenario.stages.enabled())
@@ -141,6 +148,9 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
         k[f"{stage}_census_max"] = float(lv["census_max"].max()) if len(lv) else 0.0
         cap = _capacity(scenario, stage)
         k[f"{stage}_occupancy"] = k[f"{stage}_census_mean"] / cap if cap else math.nan
+
+    treated = visits.loc[np.isin(stage_col, TREATMENT_STAGES) & (t_admit >= w0), ["patient_id", "episode"]]
+    k["admitted_to_treatment"] = float(len(treated.drop_duplicates()))
 
     cost = scenario.costs.fixed_overhead_per_day * window
     treatment_days = 0.0

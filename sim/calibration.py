@@ -1,0 +1,253 @@
+"""Check a finished run against published calibration targets.
+
+``calibration/targets.yaml`` lists targets (a value with an absolute tolerance,
+or a range), each naming a *metric* computed here from a run folder's records.
+Metrics are computed per replication and summarised with a 95 % CI; a target
+is met when the mean lies within ``target +/- tolerance`` or inside ``range``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from sim.base import FrozenModel
+from sim.errors import IopsimError, ScenarioError
+from sim.scenario import TREATMENT_STAGES, Scenario, validate_raw
+from sim.stats import mean_ci
+
+STAY_OUTCOMES = ("completed", "dropped_out", "transferred", "terminated", "other", "relapsed")
+
+
+class Target(FrozenModel):
+    id: str
+    metric: str
+    target: float | None = None
+    tolerance: Annotated[float, Field(ge=0)] | None = None
+    range: tuple[float, float] | None = None
+    description: str = ""
+    source: str = ""
+    confidence: str = ""
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.target is None) == (self.range is None):
+            raise ValueError("give either target (with tolerance) or range")
+        if self.target is not None and self.tolerance is None:
+            raise ValueError("a target needs a tolerance")
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise ValueError("range must be [low, high] with low <= high")
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; allowed: {', '.join(sorted(METRICS))}")
+        return self
+
+    def met(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.range is not None:
+            return self.range[0] <= value <= self.range[1]
+        return abs(value - self.target) <= self.tolerance
+
+    def describe(self) -> str:
+        if self.range is not None:
+            return f"{self.range[0]:g} to {self.range[1]:g}"
+        return f"{self.target:g} ± {self.tolerance:g}"
+
+
+class Targets(FrozenModel):
+    targets: list[Target] = Field(min_length=1)
+
+
+def load_targets(path: Path) -> Targets:
+    path = Path(path)
+    if not path.exists():
+        raise ScenarioError(str(path), None, "file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ScenarioError(str(path), None, f"malformed YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        return Targets.model_validate(raw)
+    except ValidationError as exc:
+        e = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in e["loc"])
+        raise ScenarioError(str(path), field or None, e["msg"].removeprefix("Value error, ")) from None
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class _Rep:
+    """The records of one replication, with the derived columns metrics share."""
+
+    def __init__(self, visits: pd.DataFrame, episodes: pd.DataFrame, levels: pd.DataFrame, sc: Scenario):
+        self.sc = sc
+        self.w0 = float(sc.warmup_days)
+        self.horizon = float(sc.horizon_days)
+        self.visits = visits
+        self.episodes = episodes
+        self.levels = levels
+
+    def ended_stays(self, stage: str) -> pd.DataFrame:
+        v = self.visits
+        m = (v["stage"] == stage) & v["t_admit"].notna() & (v["t_leave"] >= self.w0) & v["outcome"].isin(STAY_OUTCOMES)
+        out = v.loc[m]
+        return out.assign(stay=out["t_leave"] - out["t_admit"])
+
+    def treatment_admissions(self) -> pd.DataFrame:
+        """First treatment admission of each referred episode (with its referral time)."""
+        v = self.visits
+        tv = v[v["stage"].isin(TREATMENT_STAGES) & v["t_admit"].notna()]
+        first = tv.groupby(["patient_id", "episode"], as_index=False)["t_admit"].min()
+        ep = self.episodes[self.episodes["t_referral"].notna()][["patient_id", "episode", "t_referral"]]
+        out = first.merge(ep, on=["patient_id", "episode"])
+        out = out[out["t_admit"] >= self.w0]
+        return out.assign(wait=out["t_admit"] - out["t_referral"])
+
+    def treatment_ends(self) -> pd.DataFrame:
+        """Episodes that left treatment, with the time treatment ended."""
+        v = self.visits
+        tv = v[v["stage"].isin(TREATMENT_STAGES) & v["t_admit"].notna() & v["t_leave"].notna()]
+        last = tv.sort_values("t_leave").groupby(["patient_id", "episode"], as_index=False).last()
+        ends = last[["patient_id", "episode", "t_leave", "outcome"]].rename(columns={"t_leave": "t_end"})
+        ends = ends.merge(self.episodes[["patient_id", "episode", "t_relapse", "readmitted"]], on=["patient_id", "episode"])
+        return ends[ends["t_end"] >= self.w0]
+
+
+def _share(stage: str, outcome: str) -> Callable[[_Rep], float]:
+    def f(r: _Rep) -> float:
+        s = r.ended_stays(stage)
+        return float((s["outcome"] == outcome).mean()) if len(s) else math.nan
+
+    return f
+
+
+def _median_stay(stage: str, outcome: str | None = None) -> Callable[[_Rep], float]:
+    def f(r: _Rep) -> float:
+        s = r.ended_stays(stage)
+        if outcome is not None:
+            s = s[s["outcome"] == outcome]
+        return float(s["stay"].median()) if len(s) else math.nan
+
+    return f
+
+
+def _census_mean(r: _Rep) -> float:
+    lv = r.levels[(r.levels["stage"] == "iop") & (r.levels["day"] >= r.w0)]
+    return float(lv["census_mean"].sum() / (r.horizon - r.w0)) if len(lv) else math.nan
+
+
+def _iop_mean_weeks(r: _Rep) -> float:
+    s = r.ended_stays("iop")
+    return float(s["stay"].mean() / 7.0) if len(s) else math.nan
+
+
+def _iop_admissions_per_year(r: _Rep) -> float:
+    v = r.visits
+    n = int(((v["stage"] == "iop") & (v["t_admit"] >= r.w0)).sum())
+    return n / ((r.horizon - r.w0) / 365.0)
+
+
+def _wait_mean(r: _Rep) -> float:
+    a = r.treatment_admissions()
+    return float(a["wait"].mean()) if len(a) else math.nan
+
+
+def _wait_over_30(r: _Rep) -> float:
+    a = r.treatment_admissions()
+    return float((a["wait"] > 30).mean()) if len(a) else math.nan
+
+
+def _residential_step_down(r: _Rep) -> float:
+    s = r.ended_stays("residential")
+    if not len(s):
+        return math.nan
+    nxt = s["next"].fillna("discharge")
+    return float((nxt != "discharge").mean())
+
+
+def _readmit_90(r: _Rep) -> float:
+    """Share of episodes leaving treatment that return as a referral within 90 days.
+
+    Only episodes whose treatment ended at least 90 days before the horizon
+    count, so that every one of them had the full 90 days to return.
+    """
+    ends = r.treatment_ends()
+    ends = ends[ends["t_end"] <= r.horizon - 90]
+    if not len(ends):
+        return math.nan
+    nxt = r.episodes[["patient_id", "episode", "t_referral"]].assign(episode=lambda d: d["episode"] - 1)
+    j = ends.merge(nxt, on=["patient_id", "episode"], how="left")
+    return float(((j["t_referral"] - j["t_end"]) <= 90).mean())
+
+
+def _relapse_365(r: _Rep) -> float:
+    """Share relapsing within a year, of those whose treatment ended with an
+    outcome the scenario's relapse applies to, at least a year before the horizon."""
+    if r.sc.relapse is None:
+        return math.nan
+    ends = r.treatment_ends()
+    ends = ends[(ends["t_end"] <= r.horizon - 365) & ends["outcome"].isin(r.sc.relapse.after)]
+    if not len(ends):
+        return math.nan
+    return float(((ends["t_relapse"] - ends["t_end"]) <= 365).mean())
+
+
+METRICS: dict[str, Callable[[_Rep], float]] = {
+    **{f"iop_share_{o}": _share("iop", o) for o in ("completed", "transferred", "dropped_out", "terminated", "other")},
+    "iop_median_stay_days": _median_stay("iop"),
+    "iop_median_stay_days_completed": _median_stay("iop", "completed"),
+    "iop_median_stay_days_dropped_out": _median_stay("iop", "dropped_out"),
+    "residential_share_completed": _share("residential", "completed"),
+    "residential_median_stay_days": _median_stay("residential"),
+    "iop_census_mean": _census_mean,
+    "iop_mean_stay_weeks": _iop_mean_weeks,
+    "iop_admissions_per_year": _iop_admissions_per_year,
+    "wait_to_treatment_mean_days": _wait_mean,
+    "share_waiting_over_30_days": _wait_over_30,
+    "residential_share_stepping_down": _residential_step_down,
+    "readmission_within_90_days": _readmit_90,
+    "relapse_within_365_days": _relapse_365,
+}
+
+
+def calibrate(run_dir: Path, targets_path: Path) -> pd.DataFrame:
+    """Model value (mean and 95 % CI over replications) against each target."""
+    run_dir = Path(run_dir)
+    for name in ("scenario.yaml", "records.parquet", "episodes.parquet", "levels.parquet", "manifest.json"):
+        if not (run_dir / name).exists():
+            raise IopsimError(f"{run_dir}: not a finished run folder ({name} missing)")
+    targets = load_targets(targets_path)
+    sc = validate_raw(yaml.safe_load((run_dir / "scenario.yaml").read_text(encoding="utf-8")), str(run_dir / "scenario.yaml"))
+    visits = pd.read_parquet(run_dir / "records.parquet")
+    episodes = pd.read_parquet(run_dir / "episodes.parquet")
+    levels = pd.read_parquet(run_dir / "levels.parquet")
+    reps = []
+    for rep, v in visits.groupby("replication"):
+        reps.append(_Rep(v, episodes[episodes["replication"] == rep], levels[levels["replication"] == rep], sc))
+    needed = {t.metric for t in targets.targets}
+    per_rep = {m: np.array([METRICS[m](r) for r in reps]) for m in needed}
+    rows = []
+    for t in targets.targets:
+        mean, _sd, lo, hi, n = mean_ci(per_rep[t.metric])
+        rows.append(
+            {
+                "id": t.id,
+                "metric": t.metric,
+                "model_mean": mean,
+                "ci_low": lo,
+                "ci_high": hi,
+                "replications": n,
+                "target": t.describe(),
+                "met": t.met(mean),
+                "source": t.source,
+                "confidence": t.confidence,
+            }
+        )
+    return pd.DataFrame(rows)
