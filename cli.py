@@ -26,7 +26,19 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
-HEADLINE = ("referrals", "readmissions", "programs_completed", "cost_total", "cost_per_completed_program")
+HEADLINE = (
+    "referrals",
+    "readmissions",
+    "admitted_to_treatment",
+    "programs_completed",
+    "cost_total",
+    "cost_per_completed_program",
+    "cost_per_admission",
+    "cost_per_patient_week",
+    "iop_cost_per_client_week",
+    "iop_cost_per_episode",
+    "labour_share_of_cost",
+)
 STAGE_KPIS = (
     ("admissions", "Admissions"),
     ("wait_mean_days", "Mean wait (days)"),
@@ -38,6 +50,31 @@ STAGE_KPIS = (
     ("completed", "Completed stays"),
     ("dropped_out", "Dropped out"),
     ("reneged", "Left waitlist"),
+)
+TRACK_KPIS = (
+    ("admissions", "Admissions"),
+    ("wait_to_start_mean_days", "Wait to first session (days)"),
+    ("group_census_mean", "Group census, mean"),
+    ("group_census_p10", "Group census, 10th pct"),
+    ("group_census_p90", "Group census, 90th pct"),
+    ("share_sessions_at_cap", "Share of sessions at the cap"),
+    ("share_sessions_below_min", "Share below minimum size"),
+    ("sessions_held", "Sessions held"),
+    ("sessions_cancelled", "Sessions cancelled (no staff)"),
+    ("sessions_merged", "Sessions merged"),
+    ("attendance_rate", "Attendance rate"),
+    ("completion_rate", "Completion rate"),
+    ("dropout_rate", "Dropout rate"),
+    ("reneged_waiting", "Left waitlist waiting for it"),
+)
+STAFF_KPIS = (
+    ("headcount", "Headcount"),
+    ("paid_hours", "Paid hours"),
+    ("busy_hours", "Busy hours"),
+    ("utilisation", "Utilisation"),
+    ("unmet_hours", "Unmet demand (hours)"),
+    ("required_fte", "FTE required by demand"),
+    ("paid_fte", "FTE paid"),
 )
 
 
@@ -68,8 +105,21 @@ def _cell(r) -> str:
     return _fmt(r["mean"])
 
 
+def _grid(rows, title: str, columns: list[tuple[str, str]], kpis, key) -> Table | None:
+    """A table of KPI rows by entity columns; ``key(entity, kpi)`` names the KPI."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("KPI")
+    for _, label in columns:
+        table.add_column(label, justify="right")
+    for kpi, label in kpis:
+        cells = [_cell(rows.loc[key(c, kpi)]) if key(c, kpi) in rows.index else "" for c, _ in columns]
+        if any(cells):
+            table.add_row(label, *cells)
+    return table if table.row_count else None
+
+
 def print_summary(summary, title: str) -> None:
-    """Two compact tables: program headline KPIs, then stage KPIs with stages as columns."""
+    """Compact tables: program KPIs, stages, IOP tracks, staff roles, cost breakdown."""
     from sim.metrics import STAGE_LABELS
 
     rows = summary.set_index("kpi")
@@ -82,16 +132,21 @@ def print_summary(summary, title: str) -> None:
             r = rows.loc[name]
             head.add_row(r["label"], _cell(r), r["unit"])
     out.print(head)
-    stages = [k[: -len("_admissions")] for k in rows.index if k.endswith("_admissions")]
-    table = Table(title="By stage (mean ± 95 % CI)", title_justify="left")
-    table.add_column("KPI")
-    for s in stages:
-        table.add_column(STAGE_LABELS.get(s, s).split("/")[0], justify="right")
-    for key, label in STAGE_KPIS:
-        cells = [_cell(rows.loc[f"{s}_{key}"]) if f"{s}_{key}" in rows.index else "" for s in stages]
-        if any(cells):
-            table.add_row(label, *cells)
-    out.print(table)
+    stages = [s for s in STAGE_LABELS if f"{s}_admissions" in rows.index]
+    tracks = [k[len("iop_track_") : -len("_admissions")] for k in rows.index if k.startswith("iop_track_") and k.endswith("_admissions")]
+    roles = [k[len("staff_") : -len("_headcount")] for k in rows.index if k.startswith("staff_") and k.endswith("_headcount")]
+    tables = [
+        _grid(rows, "By stage (mean ± 95 % CI)", [(s, STAGE_LABELS[s].split("/")[0]) for s in stages], STAGE_KPIS,
+              lambda c, k: f"{c}_{k}"),
+        _grid(rows, "IOP tracks (mean ± 95 % CI)", [(t, t) for t in tracks], TRACK_KPIS, lambda c, k: f"iop_track_{c}_{k}"),
+        _grid(rows, "Staff by role (mean ± 95 % CI)", [(r, r) for r in roles], STAFF_KPIS, lambda c, k: f"staff_{c}_{k}"),
+    ]
+    cost_rows = [(k, rows.loc[k, "label"]) for k in rows.index if k.startswith("cost_") and k not in HEADLINE
+                 and k not in ("cost_per_patient_day",)]
+    tables.append(_grid(rows, "Cost breakdown (mean ± 95 % CI)", [("", "amount")], cost_rows, lambda c, k: k))
+    for t in tables:
+        if t is not None:
+            out.print(t)
 
 
 @app.callback()

@@ -83,12 +83,122 @@ def funnel_figure(per_replication: pd.DataFrame, stages: list[str], path: Path) 
     return path
 
 
-def run_figures(levels: pd.DataFrame, per_replication: pd.DataFrame, folder: Path) -> list[Path]:
+def group_census_figure(sessions: pd.DataFrame, path: Path) -> Path:
+    """Distribution of attendees per held session, by track (all replications pooled)."""
+    held = sessions[sessions["status"] == "held"]
+    tracks = list(dict.fromkeys(held["track"]))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    data = [held.loc[held["track"] == t, "attendees"].to_numpy() for t in tracks]
+    if data:
+        top = max(int(max((d.max() for d in data if d.size), default=0)), 1)
+        bins = np.arange(-0.5, top + 1.5, 1.0)
+        for t, d in zip(tracks, data):
+            ax.hist(d, bins=bins, histtype="step", lw=1.8, density=True, label=f"{t} ({d.size:,} sessions)")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("clients attending a session (group census)")
+    ax.set_ylabel("share of sessions")
+    ax.set_title("Group census per session, by track")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _mean_ci_cols(per_replication: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    x = per_replication[cols].to_numpy(dtype=float)
+    mean = np.nanmean(x, axis=0)
+    n = np.sum(np.isfinite(x), axis=0)
+    sd = np.nanstd(x, axis=0, ddof=1) if x.shape[0] > 1 else np.zeros(len(cols))
+    half = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1)), 0.0)
+    return mean, half
+
+
+def utilisation_figure(per_replication: pd.DataFrame, path: Path) -> Path | None:
+    roles = [c[len("staff_") : -len("_utilisation")] for c in per_replication.columns
+             if c.startswith("staff_") and c.endswith("_utilisation")]
+    if not roles:
+        return None
+    mean, half = _mean_ci_cols(per_replication, [f"staff_{r}_utilisation" for r in roles])
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(roles) + 1.5))
+    ax.barh(roles, mean, xerr=half, color="#55A868", capsize=4)
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlim(0, max(1.05, float(np.nanmax(mean + half)) * 1.05))
+    ax.set_xlabel("utilisation: busy hours / paid hours (mean, 95 % CI)")
+    ax.set_title("Staff utilisation by role")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+COST_COMPONENTS = ("cost_services", "cost_patient_days", "cost_assessments", "cost_overhead")
+
+
+def cost_figure(per_replication: pd.DataFrame, path: Path) -> Path:
+    labour = [c for c in per_replication.columns if c.startswith("cost_labour_")]
+    cols = labour + [c for c in COST_COMPONENTS if c in per_replication.columns]
+    labels = [f"labour: {c[len('cost_labour_'):]}" for c in labour] + [
+        {"cost_services": "services (drug tests ...)", "cost_patient_days": "patient-day costs",
+         "cost_assessments": "intake assessments", "cost_overhead": "fixed overhead"}[c]
+        for c in cols[len(labour):]
+    ]
+    mean, half = _mean_ci_cols(per_replication, cols)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(cols) + 1.6))
+    ax.barh(labels[::-1], mean[::-1], xerr=half[::-1], color="#C44E52", capsize=3)
+    total = float(np.nansum(mean))
+    for i, v in enumerate(mean[::-1]):
+        ax.text(v, i, f"  {v:,.0f} ({v / total:.0%})" if total else "", va="center", fontsize=8)
+    ax.set_xlabel("cost over the run (mean of replications, 95 % CI)")
+    ax.set_title("Cost breakdown")
+    ax.margins(x=0.25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def calendar_figure(sessions: pd.DataFrame, horizon_days: int, replications: int, path: Path) -> Path:
+    """Heatmap: sessions held per week, by weekday and hour of day (all tracks)."""
+    held = sessions[sessions["status"] == "held"]
+    grid = np.zeros((24, 7))
+    for t, h in zip(held["t_start"].to_numpy(dtype=float), held["hours"].to_numpy(dtype=float)):
+        day = int(t) % 7
+        start = (t % 1.0) * 24.0
+        for hour in range(int(start), int(np.ceil(start + h - 1e-9))):
+            if hour < 24:
+                grid[hour, day] += 1
+    weeks = max(horizon_days / 7.0, 1.0) * max(replications, 1)
+    grid /= weeks
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(grid, aspect="auto", cmap="Blues", origin="upper")
+    ax.set_xticks(range(7), ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])
+    ax.set_yticks(range(0, 24, 2), [f"{h:02d}:00" for h in range(0, 24, 2)])
+    ax.set_title("Group sessions held: average per week, by hour")
+    fig.colorbar(im, ax=ax, label="sessions in progress (per week)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_figures(tables: dict[str, pd.DataFrame], per_replication: pd.DataFrame, folder: Path,
+                horizon_days: int, replications: int) -> list[Path]:
+    """Every figure of a run folder, from the run's tables."""
     folder.mkdir(parents=True, exist_ok=True)
+    levels = tables["levels"]
     stages = list(dict.fromkeys(levels["stage"])) if len(levels) else []
     out = []
     if len(levels):
         out.append(_level_figure(levels, "waitlist_mean", "Waitlist length over time", "waiting", folder / "waitlist.png"))
         out.append(_level_figure(levels, "census_mean", "Census over time", "in care", folder / "census.png"))
     out.append(funnel_figure(per_replication, stages, folder / "funnel.png"))
+    sessions = tables.get("sessions")
+    if sessions is not None and len(sessions):
+        out.append(group_census_figure(sessions, folder / "group_census.png"))
+        out.append(calendar_figure(sessions, horizon_days, replications, folder / "session_calendar.png"))
+    u = utilisation_figure(per_replication, folder / "staff_utilisation.png")
+    if u is not None:
+        out.append(u)
+    out.append(cost_figure(per_replication, folder / "cost_breakdown.png"))
     return out

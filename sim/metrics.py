@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 
 from sim.scenario import EXITS, TREATMENT_STAGES, Scenario
+from sim.cost import cost_kpis
+from sim.staff import INTAKE_SHORTHAND_ROLE, idle_hours, roles_of, shift_hours
 
 #: Human-readable label and unit of each KPI family (for tables and reports).
 KPI_UNITS = {
@@ -75,10 +77,76 @@ STAGE_LABELS = {
 }
 
 
+TRACK_UNITS = {
+    "sessions_held": ("sessions held", "sessions"),
+    "sessions_cancelled": ("sessions cancelled for want of staff", "sessions"),
+    "sessions_merged": ("sessions merged into another group", "sessions"),
+    "sessions_no_clients": ("sessions with no clients", "sessions"),
+    "group_census_mean": ("mean group census (attendees per session)", "clients"),
+    "group_census_p10": ("10th percentile group census", "clients"),
+    "group_census_p90": ("90th percentile group census", "clients"),
+    "group_census_max": ("largest group census", "clients"),
+    "share_sessions_at_cap": ("share of sessions at the maximum group size", "fraction"),
+    "share_sessions_below_min": ("share of sessions below the minimum group size", "fraction"),
+    "attendance_rate": ("share of scheduled attendances attended", "fraction"),
+    "wait_to_start_mean_days": ("mean wait from joining to first session", "days"),
+    "admissions": ("admissions", "patients"),
+    "completion_rate": ("share of ended stays completed", "fraction"),
+    "dropout_rate": ("share of ended stays dropped out", "fraction"),
+    "reneged_waiting": ("left the waitlist while waiting for this track", "patients"),
+}
+STAFF_UNITS = {
+    "headcount": ("headcount", "people"),
+    "paid_hours": ("paid hours", "hours"),
+    "paid_hours_day": ("paid weekday day hours", "hours"),
+    "paid_hours_evening": ("paid weekday evening hours", "hours"),
+    "paid_hours_weekend": ("paid weekend hours", "hours"),
+    "busy_hours": ("busy hours", "hours"),
+    "idle_hours": ("idle rostered hours", "hours"),
+    "utilisation": ("utilisation (busy / paid)", "fraction"),
+    "unmet_hours": ("unmet demand", "hours"),
+    "required_fte": ("FTE required to meet demand", "FTE"),
+    "paid_fte": ("FTE paid", "FTE"),
+}
+OTHER_UNITS = {
+    "cost_labour": ("Labour cost", "currency"),
+    "cost_services": ("Service costs (drug tests, ...)", "currency"),
+    "cost_patient_days": ("Patient-day costs", "currency"),
+    "cost_assessments": ("Intake assessment costs", "currency"),
+    "cost_overhead": ("Fixed overhead", "currency"),
+    "cost_per_admission": ("Cost per episode admitted to treatment", "currency"),
+    "cost_per_patient_week": ("Cost per patient-week in treatment", "currency"),
+    "labour_share_of_cost": ("Labour share of total cost", "fraction"),
+    "iop_cost_attributed": ("IOP: cost attributed", "currency"),
+    "iop_cost_per_client_week": ("IOP: cost per client-week", "currency"),
+    "iop_cost_per_episode": ("IOP: cost per admission", "currency"),
+    "iop_reneged_no_feasible_track": ("IOP: left the waitlist, no track fits their availability", "patients"),
+}
+
+
 def kpi_label(name: str) -> tuple[str, str]:
     """(label, unit) for a KPI name such as ``iop_wait_mean_days``."""
     if name in KPI_UNITS:
         return KPI_UNITS[name]
+    if name in OTHER_UNITS:
+        return OTHER_UNITS[name]
+    if name.startswith("cost_labour_"):
+        return f"Labour cost: {name[len('cost_labour_'):]}", "currency"
+    if name.startswith("iop_track_"):
+        rest = name[len("iop_track_") :]
+        for key, (label, unit) in TRACK_UNITS.items():
+            if rest.endswith("_" + key):
+                return f"IOP {rest[: -len(key) - 1]} track: {label}", unit
+    if name.startswith("staff_ratio_"):
+        if name.endswith("_clients_per_staff"):
+            return f"Clients per staff member ({name[len('staff_ratio_') : -len('_clients_per_staff')]})", "clients"
+        if name.endswith("_share_days_within_rule"):
+            return f"Share of days within the ratio rule ({name[len('staff_ratio_') : -len('_share_days_within_rule')]})", "fraction"
+    if name.startswith("staff_"):
+        rest = name[len("staff_") :]
+        for key, (label, unit) in sorted(STAFF_UNITS.items(), key=lambda kv: -len(kv[0])):
+            if rest.endswith("_" + key):
+                return f"Staff {rest[: -len(key) - 1]}: {label}", unit
     for stage, stage_label in STAGE_LABELS.items():
         prefix = stage + "_"
         if name.startswith(prefix) and name[len(prefix) :] in KPI_UNITS:
@@ -152,21 +220,114 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
     treated = visits.loc[np.isin(stage_col, TREATMENT_STAGES) & (t_admit >= w0), ["patient_id", "episode"]]
     k["admitted_to_treatment"] = float(len(treated.drop_duplicates()))
 
-    cost = scenario.costs.fixed_overhead_per_day * window
-    treatment_days = 0.0
-    for stage, cfg in scenario.stages.enabled().items():
-        cost += patient_days.get(stage, 0.0) * cfg.cost_per_patient_day
-        treatment_days += patient_days.get(stage, 0.0)
-    if scenario.intake is not None:
-        cost += k["intake_assessed"] * scenario.intake.cost_per_assessment
-    k["cost_total"] = cost
-    k["cost_per_completed_program"] = cost / k["programs_completed"] if k["programs_completed"] else math.nan
-    k["cost_per_patient_day"] = cost / treatment_days if treatment_days else math.nan
+    k.update(track_kpis(records, scenario, w0))
+    k.update(staff_kpis(records, scenario, w0, horizon, k))
+    k.update(cost_kpis(records, scenario, w0, horizon, k, patient_days))
     return k
 
 
+def track_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> dict[str, float]:
+    """Per IOP track: sessions by status, group census, waits to start, outcomes."""
+    iop = scenario.stages.iop
+    if iop is None or iop.tracks is None:
+        return {}
+    k: dict[str, float] = {}
+    sessions = records["sessions"]
+    sessions = sessions[sessions["t_start"] >= w0]
+    visits = records["visits"]
+    iv = visits[(visits["stage"] == "iop") & (visits["t_join"] >= w0)]
+    ended = visits[(visits["stage"] == "iop") & (visits["t_leave"] >= w0) & visits["t_admit"].notna()]
+    reneged = visits[(visits["stage"] == "iop") & (visits["outcome"] == "reneged") & (visits["t_leave"] >= w0)]
+    k["iop_reneged_no_feasible_track"] = float((reneged["track"].fillna("") == "").sum())
+    for name, t in iop.tracks.items():
+        p = f"iop_track_{name}_"
+        ts = sessions[sessions["track"] == name]
+        status = ts["status"]
+        for st in ("held", "cancelled", "merged", "no_clients"):
+            k[p + f"sessions_{st}"] = float((status == st).sum())
+        att = ts.loc[status == "held", "attendees"].to_numpy(dtype=float)
+        if att.size:
+            k[p + "group_census_mean"] = float(att.mean())
+            k[p + "group_census_p10"] = float(np.quantile(att, 0.1))
+            k[p + "group_census_p90"] = float(np.quantile(att, 0.9))
+            k[p + "group_census_max"] = float(att.max())
+            k[p + "share_sessions_at_cap"] = float((att >= t.max_group_size).mean())
+            k[p + "share_sessions_below_min"] = float((att < t.min_group_size).mean())
+            k[p + "attendance_rate"] = float(att.sum() / max(ts.loc[status == "held", "expected"].sum(), 1))
+        else:
+            for q in ("group_census_mean", "group_census_p10", "group_census_p90", "group_census_max",
+                      "share_sessions_at_cap", "share_sessions_below_min", "attendance_rate"):
+                k[p + q] = math.nan
+        started = iv[(iv["track"] == name) & iv["t_first_session"].notna()]
+        waits = (started["t_first_session"] - started["t_join"]).to_numpy(dtype=float)
+        k[p + "wait_to_start_mean_days"] = float(waits.mean()) if waits.size else math.nan
+        te = ended[ended["track"] == name]
+        n = len(te)
+        k[p + "admissions"] = float(((visits["stage"] == "iop") & (visits["track"] == name) & (visits["t_admit"] >= w0)).sum())
+        k[p + "completion_rate"] = float((te["outcome"] == "completed").sum() / n) if n else math.nan
+        k[p + "dropout_rate"] = float((te["outcome"] == "dropped_out").sum() / n) if n else math.nan
+        k[p + "reneged_waiting"] = float(reneged["track"].fillna("").str.split("|").apply(lambda xs: name in xs).sum())
+    return k
+
+
+def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) -> dict[str, float]:
+    """Per role: paid, busy (by activity), idle and unmet hours; utilisation; FTE; ratio rules."""
+    roles = roles_of(scenario)
+    if not roles:
+        return {}
+    out: dict[str, float] = {}
+    bookings = records["bookings"]
+    unmet = records["unmet"]
+    fte_week = scenario.staff.fte_hours_per_week if scenario.staff else 40.0
+    evening = scenario.staff.evening_start_hour if scenario.staff else 17.0
+    weeks = (horizon - w0) / 7.0
+    b_start = np.maximum(bookings["t_start"].to_numpy(dtype=float), w0)
+    b_end = np.minimum(bookings["t_end"].to_numpy(dtype=float), horizon)
+    b_hours = np.maximum(b_end - b_start, 0.0) * 24.0
+    member_col = bookings["member"].to_numpy()
+    role_col = bookings["role"].to_numpy(dtype=object)
+    act_col = bookings["activity"].to_numpy(dtype=object)
+    member_id = 0
+    for role, people in roles.items():
+        p = f"staff_{role}_"
+        paid = {"day": 0.0, "evening": 0.0, "weekend": 0.0}
+        idle = 0.0
+        for shifts in people:
+            for key, v in shift_hours(shifts, w0, horizon, evening).items():
+                paid[key] += v
+            mine = member_col == member_id
+            idle += float(idle_hours(shifts, list(zip(bookings["t_start"].to_numpy()[mine], bookings["t_end"].to_numpy()[mine])), w0, horizon))
+            member_id += 1
+        paid_total = sum(paid.values())
+        in_role = role_col == role
+        busy = float(b_hours[in_role].sum())
+        out[p + "headcount"] = float(len(people))
+        out[p + "paid_hours"] = paid_total
+        for key, v in paid.items():
+            out[p + f"paid_hours_{key}"] = v
+        out[p + "busy_hours"] = busy
+        for act in sorted(set(act_col[in_role])):
+            out[p + f"busy_hours_{act}"] = float(b_hours[in_role & (act_col == act)].sum())
+        out[p + "idle_hours"] = idle
+        out[p + "utilisation"] = busy / paid_total if paid_total else math.nan
+        u = unmet[(unmet["role"] == role) & (unmet["t"] >= w0)]
+        out[p + "unmet_hours"] = float(u["hours"].sum())
+        demand = busy + out[p + "unmet_hours"]
+        out[p + "required_fte"] = demand / (fte_week * weeks) if weeks > 0 else math.nan
+        out[p + "paid_fte"] = paid_total / (fte_week * weeks) if weeks > 0 else math.nan
+    levels = records["levels"]
+    for i, rule in enumerate(scenario.staff.ratio_rules if scenario.staff else []):
+        heads = len(roles[rule.role])
+        daily = levels[(levels["stage"] == rule.stage) & (levels["day"] >= w0)]["census_mean"].to_numpy(dtype=float)
+        p = f"staff_ratio_{rule.stage}_{rule.role}_"
+        out[p + "clients_per_staff"] = float(daily.mean() / heads) if daily.size else math.nan
+        out[p + "share_days_within_rule"] = float((daily / heads <= rule.max_clients_per_staff + 1e-9).mean()) if daily.size else math.nan
+    return out
 def _capacity(scenario: Scenario, stage: str) -> float | None:
+    """Places at a stage: intake clinicians, beds/slots, or a tracked IOP's seats."""
     if stage == "intake":
-        return float(scenario.intake.clinicians)
-    cap = getattr(scenario.stages, stage).capacity
-    return float(cap) if cap is not None else None
+        return float(len(roles_of(scenario)[scenario.intake.role or INTAKE_SHORTHAND_ROLE]))
+    cfg = getattr(scenario.stages, stage)
+    if cfg.tracks is not None:
+        return float(sum(t.groups * t.max_group_size for t in cfg.tracks.values()))
+    return float(cfg.capacity) if cfg.capacity is not None else None

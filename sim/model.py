@@ -44,6 +44,7 @@ import simpy
 from sim.calendar import WeeklyCalendar
 from sim.records import Recorder
 from sim.scenario import STAGE_ORDER, TREATMENT_STAGES, Scenario
+from sim.staff import INTAKE_SHORTHAND_ROLE, StaffPool
 from sim.streams import Streams
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ _INITIAL_NS = 10_000
 class Patient:
     """One person; ``episode`` counts their referrals.  Initial patients have negative ids."""
 
-    __slots__ = ("id", "episode", "source", "ns", "index", "ep_rec", "t_relapse")
+    __slots__ = ("id", "episode", "source", "ns", "index", "ep_rec", "t_relapse", "availability")
 
     def __init__(self, pid: int, episode: int, source: str):
         self.id = pid
@@ -70,12 +71,13 @@ class Patient:
             self.ns, self.index = _INITIAL_NS + episode, -pid - 1
         self.ep_rec: list | None = None
         self.t_relapse = INF
+        self.availability: str | None = None  # drawn when first needed (tracked IOP)
 
 
 class _Waiter:
     """A place in a waitlist.  Called as an event callback when patience runs out."""
 
-    __slots__ = ("event", "record", "owner", "outcome", "done", "duration")
+    __slots__ = ("event", "record", "owner", "outcome", "done", "duration", "patient", "member")
 
     def __init__(self, event, record, owner, outcome="reneged", duration=0.0):
         self.event = event
@@ -84,6 +86,8 @@ class _Waiter:
         self.outcome = outcome
         self.done = False
         self.duration = duration
+        self.patient = None
+        self.member = None
 
     def __call__(self, _timeout) -> None:
         if self.done:
@@ -115,19 +119,19 @@ def _cumulative(mapping: dict[str, float], order=None) -> list[tuple[str, float]
 
 
 class Intake:
-    """Intake waitlist served by rostered clinicians.
+    """Intake waitlist served by rostered clinicians (staff members of the intake role).
 
-    A clinician on shift takes the head of the waitlist if the assessment fits
-    in what is left of the shift (or if the shift has just begun, so an
-    assessment longer than any shift still happens); otherwise they wait for
-    the next shift.  Patients waiting may renege.
+    A clinician on shift and not booked for other work takes the head of the
+    waitlist if the assessment fits before their shift ends or their next
+    booking starts; otherwise they wait.  An assessment longer than the whole
+    shift is cut to the shift's length (logged), so work never leaves the
+    roster.  Patients waiting may renege.
     """
 
     def __init__(self, model: "Model", cfg):
         self.model = model
         self.env = model.env
         self.cfg = cfg
-        self.calendar = WeeklyCalendar(cfg.roster)
         self.queue: deque[_Waiter] = deque()
         self.n_waiting = 0
         self.wake: simpy.Event | None = None
@@ -136,8 +140,9 @@ class Intake:
         s = model.streams
         self.duration = s.patient("intake.assessment", lambda u: cfg.assessment_hours.ppf(u) / 24.0)
         self.patience = s.patient("intake.patience", cfg.patience_days.ppf) if cfg.patience_days else None
-        for _ in range(cfg.clinicians):
-            self.env.process(self._clinician())
+        role = cfg.role or INTAKE_SHORTHAND_ROLE
+        for member in model.staff.by_role[role]:
+            self.env.process(self._clinician(member))
 
     def assess(self, p: Patient):
         """Generator: wait for and undergo assessment; returns True if assessed."""
@@ -155,33 +160,44 @@ class Intake:
         result = yield w.event
         return result == "assessed"
 
-    def _clinician(self):
+    def _clinician(self, member):
         env = self.env
         queue = self.queue
+        staff = self.model.staff
         while True:
-            start, end = self.calendar.current_or_next(env.now)
-            if start > env.now + _EPS:
-                yield env.timeout(start - env.now)
+            now = env.now
+            start, end = member.calendar.current_or_next(now)
+            if start > now + _EPS:
+                yield env.timeout(start - now)
                 continue
+            busy_until = member.conflict_end(now, now + _EPS)
+            if busy_until is not None:  # booked for other work right now
+                yield env.timeout(busy_until - now)
+                continue
+            free_until = min(end, member.next_booking_start(now))
             while queue and queue[0].done:
                 queue.popleft()
             if not queue:
                 if self.wake is None or self.wake.triggered:
                     self.wake = env.event()
-                yield self.wake | env.timeout(end - env.now)
+                yield self.wake | env.timeout(free_until - now)
                 continue
             w = queue[0]
-            if env.now + w.duration > end + _EPS and env.now > start + _EPS:
-                yield env.timeout(end - env.now)
+            duration = w.duration
+            if duration > end - start:
+                log.info("t=%.3f assessment of %.2f h cut to the %.2f h shift", now, duration * 24, (end - start) * 24)
+                duration = end - start
+            if now + duration > free_until + _EPS:
+                yield env.timeout(free_until - now)
                 continue
             queue.popleft()
             w.done = True
-            now = env.now
             self.n_waiting -= 1
             self.waitlist.add(now, -1)
             self.census.add(now, 1)
             w.record[5] = now
-            yield env.timeout(w.duration)
+            staff.book(member, "intake", now, now + duration, w.record[0])
+            yield env.timeout(duration)
             now = env.now
             self.census.add(now, -1)
             w.record[6] = now
@@ -206,7 +222,7 @@ class Stage:
         self.waitlist = model.rec.waitlist[name]
         self.census = model.rec.census[name]
         s = model.streams
-        self.los = s.patient(f"{name}.los", cfg.los_days.ppf)
+        self.los = s.patient(f"{name}.los", cfg.los_days.ppf) if cfg.los_days is not None else None
         self.patience = s.patient(f"{name}.patience", cfg.patience_days.ppf) if cfg.patience_days else None
         self.exit_u = s.patient(f"{name}.exit") if cfg.exits else None
         self.exit_time_u = s.patient(f"{name}.exit_time") if cfg.exits else None
@@ -215,13 +231,16 @@ class Stage:
         self.step_u = s.patient(f"{name}.step_down") if len(self.step_down) > 1 else None
 
     # -- places -------------------------------------------------------------------
-    def _target(self) -> "Stage":
+    def has_room(self, p: Patient) -> bool:
+        return self.occupied < self.capacity
+
+    def _target(self, p: Patient) -> "Stage":
         """Where a newcomer goes: here, or a lower level with room if allowed."""
-        if self.occupied < self.capacity:
+        if self.has_room(p):
             return self
         s = self.overflow
         while s is not None:
-            if s.occupied < s.capacity:
+            if s.has_room(p):
                 return s
             s = s.overflow
         return self
@@ -241,6 +260,24 @@ class Stage:
             return
         self.occupied -= 1
         self.census.add(now, -1)
+
+    def _wait(self, p: Patient, rec: list):
+        """Generator: join this stage's waitlist; returns the waiter once it is done
+        (``waiter.event.value`` is ADMITTED, "reneged" or "relapsed")."""
+        env = self.env
+        now = env.now
+        relapse_in = p.t_relapse - now
+        patience = self.patience.get(p.ns, p.index) if self.patience is not None else INF
+        w = _Waiter(env.event(), rec, self, "relapsed" if relapse_in < patience else "reneged")
+        w.patient = p
+        self.queue.append(w)
+        self.n_waiting += 1
+        self.waitlist.add(now, 1)
+        deadline = min(patience, relapse_in)
+        if deadline < INF:
+            env.timeout(deadline).callbacks.append(w)
+        yield w.event
+        return w
 
     # -- the stay -----------------------------------------------------------------
     def plan_stay(self, p: Patient) -> tuple[str, float]:
@@ -262,39 +299,33 @@ class Stage:
 
     def visit(self, p: Patient, *, residual_u: float | None = None):
         """Generator: one stage visit.  Returns (outcome, next stage or None, stage used)."""
+        st = self._target(p)
+        return (yield from st._visit_here(p, self.name, residual_u))
+
+    def _visit_here(self, p: Patient, intended: str, residual_u: float | None):
         env = self.env
         now = env.now
-        st = self._target()
-        rec = self.model.rec.open_visit(p.id, p.episode, st.name, self.name, now)
-        if st.occupied < st.capacity:
-            st.occupied += 1
-            st.census.add(now, 1)
+        rec = self.model.rec.open_visit(p.id, p.episode, self.name, intended, now)
+        if self.occupied < self.capacity:
+            self.occupied += 1
+            self.census.add(now, 1)
         else:
-            relapse_in = p.t_relapse - now
-            patience = st.patience.get(p.ns, p.index) if st.patience is not None else INF
-            w = _Waiter(env.event(), rec, st, "relapsed" if relapse_in < patience else "reneged")
-            st.queue.append(w)
-            st.n_waiting += 1
-            st.waitlist.add(now, 1)
-            deadline = min(patience, relapse_in)
-            if deadline < INF:
-                env.timeout(deadline).callbacks.append(w)
-            result = yield w.event
-            if result != ADMITTED:
-                return result, None, st.name
+            w = yield from self._wait(p, rec)
+            if w.event.value != ADMITTED:
+                return w.event.value, None, self.name
         rec[5] = env.now
-        outcome, stay = st.plan_stay(p)
+        outcome, stay = self.plan_stay(p)
         if residual_u is not None:  # already in care on day 0: only the rest of the stay remains
             stay *= residual_u
         if env.now + stay > p.t_relapse:
             outcome, stay = "relapsed", max(p.t_relapse - env.now, 0.0)
         yield env.timeout(stay)
-        st._release()
-        nxt = st.next_stage(p) if outcome == "completed" else None
+        self._release()
+        nxt = self.next_stage(p) if outcome == "completed" else None
         rec[6] = env.now
         rec[7] = outcome
         rec[8] = nxt
-        return outcome, nxt, st.name
+        return outcome, nxt, self.name
 
 
 class Model:
@@ -310,8 +341,11 @@ class Model:
         enabled = scenario.stages.enabled()
         names = (["intake"] if scenario.intake else []) + list(enabled)
         self.rec = Recorder(scenario.horizon_days, names)
+        self.staff = StaffPool(scenario, self.rec)
         self.intake = Intake(self, scenario.intake) if scenario.intake else None
-        self.stages = {n: Stage(self, n, cfg) for n, cfg in enabled.items()}
+        from sim.iop import TrackedIOP  # the tracked stage builds on Stage
+
+        self.stages = {n: (TrackedIOP if cfg.tracks else Stage)(self, n, cfg) for n, cfg in enabled.items()}
         for n, cfg in enabled.items():
             if cfg.overflow_to is not None:
                 self.stages[n].overflow = self.stages[cfg.overflow_to]

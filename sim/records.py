@@ -8,6 +8,11 @@ Everything the results report is computed from these (see :mod:`sim.metrics`).
 * **Episode record** -- one per referral (a readmission is a new episode of the
   same patient): referral time, where intake placed them, when they left the
   system and why, whether the episode completed a program, relapse and return.
+* **Session record** -- one per scheduled IOP group session: track, group,
+  start, status (held, cancelled for want of staff, merged into another
+  group, no clients), members enrolled, attendees, facilitators.
+* **Booking record** -- one per piece of staff work (who, what, from, to);
+  **unmet demand** -- work no one on the roster could take (hours).
 * **Level series** -- waitlist length and census per stage, kept as exact
   time integrals per day (so daily means are exact, not samples) and daily
   maxima.  Memory grows with days, not with events.
@@ -32,6 +37,8 @@ VISIT_COLUMNS = (
     "t_leave",
     "outcome",
     "next",
+    "track",
+    "t_first_session",
 )
 EPISODE_COLUMNS = (
     "patient_id",
@@ -46,6 +53,21 @@ EPISODE_COLUMNS = (
     "t_relapse",
     "readmitted",
 )
+SESSION_COLUMNS = (
+    "track",
+    "group",
+    "t_start",
+    "hours",
+    "status",
+    "members",
+    "expected",
+    "attendees",
+    "facilitators",
+    "merged_into",
+)
+BOOKING_COLUMNS = ("member", "role", "activity", "t_start", "t_end", "ref")
+UNMET_COLUMNS = ("t", "role", "activity", "hours")
+SERVICE_COLUMNS = ("t_week", "patient_id", "service", "delivered")
 #: Outcome of a visit or episode still open when the run ends.
 IN_SYSTEM = "in_system"
 
@@ -102,9 +124,13 @@ class Recorder:
         self.episodes: list[list] = []
         self.waitlist = {s: Level(horizon_days) for s in stages}
         self.census = {s: Level(horizon_days) for s in stages}
+        self.sessions: list[list] = []
+        self.bookings: list = []  # sim.staff.Booking objects
+        self.unmet: list[tuple] = []
+        self.services: list[tuple] = []
 
     def open_visit(self, patient_id, episode, stage, intended, t_join) -> list:
-        rec = [patient_id, episode, stage, intended, t_join, NAN, NAN, IN_SYSTEM, None]
+        rec = [patient_id, episode, stage, intended, t_join, NAN, NAN, IN_SYSTEM, None, None, NAN]
         self.visits.append(rec)
         return rec
 
@@ -118,7 +144,7 @@ class Recorder:
             lvl.close(float(self.horizon))
         visits = pd.DataFrame(self.visits, columns=list(VISIT_COLUMNS))
         episodes = pd.DataFrame(self.episodes, columns=list(EPISODE_COLUMNS))
-        for df, cols in ((visits, ("stage", "intended_stage", "outcome", "next")),
+        for df, cols in ((visits, ("stage", "intended_stage", "outcome", "next", "track")),
                          (episodes, ("source", "placement", "exit_stage", "exit_outcome"))):
             for c in cols:
                 df[c] = df[c].astype("string")
@@ -141,4 +167,33 @@ class Recorder:
         levels = pd.concat(series, ignore_index=True) if series else pd.DataFrame()
         if len(levels):
             levels["stage"] = levels["stage"].astype("string")
-        return {"visits": visits, "episodes": episodes, "levels": levels}
+        sessions = pd.DataFrame(self.sessions, columns=list(SESSION_COLUMNS))
+        for c in ("track", "status"):
+            sessions[c] = sessions[c].astype("string")
+        live = [b for b in self.bookings if not b.cancelled]
+        bookings = pd.DataFrame(
+            {
+                "member": np.array([b.member.id for b in live], dtype=np.int32),
+                "role": pd.array([b.member.role for b in live], dtype="string"),
+                "activity": pd.array([b.activity for b in live], dtype="string"),
+                "t_start": np.array([b.start for b in live], dtype=float),
+                "t_end": np.array([b.end for b in live], dtype=float),
+                "ref": np.array([np.nan if b.ref is None else b.ref for b in live], dtype=float),
+            },
+            columns=list(BOOKING_COLUMNS),
+        )
+        unmet = pd.DataFrame(self.unmet, columns=list(UNMET_COLUMNS))
+        for c in ("role", "activity"):
+            unmet[c] = unmet[c].astype("string")
+        services = pd.DataFrame(self.services, columns=list(SERVICE_COLUMNS))
+        services["service"] = services["service"].astype("string")
+        services["delivered"] = services["delivered"].astype(bool)
+        return {
+            "services": services,
+            "visits": visits,
+            "episodes": episodes,
+            "levels": levels,
+            "sessions": sessions,
+            "bookings": bookings,
+            "unmet": unmet,
+        }

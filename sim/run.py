@@ -19,6 +19,18 @@ from sim.stats import summarise
 log = logging.getLogger(__name__)
 
 
+#: Record tables of a run and the Parquet file each is written to.
+TABLE_FILES = {
+    "visits": "records.parquet",
+    "episodes": "episodes.parquet",
+    "levels": "levels.parquet",
+    "sessions": "sessions.parquet",
+    "bookings": "staff_bookings.parquet",
+    "unmet": "unmet_demand.parquet",
+    "services": "services.parquet",
+}
+
+
 @dataclass
 class RunOutput:
     folder: Path
@@ -51,13 +63,12 @@ def execute_run(
         per_rep = kpi_table(results)
         summary = summarise(per_rep, kpi_label)
         folder.write_text("scenario.yaml", scenario_to_yaml(scenario))
-        stack_records(results, "visits").to_parquet(folder.file("records.parquet"), index=False)
-        stack_records(results, "episodes").to_parquet(folder.file("episodes.parquet"), index=False)
-        levels = stack_records(results, "levels")
-        levels.to_parquet(folder.file("levels.parquet"), index=False)
+        tables = {name: stack_records(results, name) for name in TABLE_FILES}
+        for name, df in tables.items():
+            df.to_parquet(folder.file(TABLE_FILES[name]), index=False)
         folder.write_table("replications", per_rep)
         folder.write_table("summary", summary)
-        run_figures(levels, per_rep, folder.file("figures/.keep").parent)
+        run_figures(tables, per_rep, folder.file("figures/.keep").parent, scenario.horizon_days, replications)
         folder.write_json(
             "manifest.json",
             manifest(

@@ -112,13 +112,63 @@ class Referrals(FrozenModel):
 
 
 class Intake(FrozenModel):
-    """Intake assessment by rostered clinicians, with reneging while waiting."""
+    """Intake assessment by rostered clinicians, with reneging while waiting.
 
-    clinicians: Annotated[int, Field(ge=1)]
-    roster: Roster
+    Either ``role`` names a staff role (see ``staff``) whose members do the
+    assessments, or ``clinicians`` and ``roster`` describe them directly (a
+    shorthand for a role with that headcount and roster and no wage).
+    """
+
+    role: str | None = None
+    clinicians: Annotated[int, Field(ge=1)] | None = None
+    roster: Roster | None = None
     assessment_hours: Distribution
     patience_days: Distribution | None = None
     cost_per_assessment: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _who(self):
+        if self.role is None and (self.clinicians is None or self.roster is None):
+            raise ValueError("give either role (a staff role) or both clinicians and roster")
+        if self.role is not None and (self.clinicians is not None or self.roster is not None):
+            raise ValueError("give either role or clinicians and roster, not both")
+        return self
+
+
+class Team(FrozenModel):
+    """People of one role who work the same weekly roster."""
+
+    headcount: Annotated[int, Field(ge=1)]
+    shifts: list[Shift] = Field(min_length=1)
+
+
+class Role(FrozenModel):
+    """A staff role: its teams (headcount and roster), wage and shift differentials."""
+
+    hourly_wage: NonNegative
+    evening_differential: NonNegative = 0.0
+    weekend_differential: NonNegative = 0.0
+    teams: list[Team] = Field(min_length=1)
+    charged_to: Literal["intake", "residential", "php", "iop", "aftercare", "shared"] = "shared"
+
+
+class RatioRule(FrozenModel):
+    """A staffing rule such as New Jersey's IOP 1 counselor : 24 clients (daily census)."""
+
+    stage: StageName
+    role: str
+    max_clients_per_staff: Annotated[float, Field(gt=0)]
+
+
+class Staff(FrozenModel):
+    """Staff roles.  Weekday hours from ``evening_start_hour`` earn the evening
+    differential; Saturday and Sunday hours (evenings included) earn the
+    weekend differential."""
+
+    evening_start_hour: Annotated[float, Field(ge=0, le=24)] = 17.0
+    fte_hours_per_week: Annotated[float, Field(gt=0)] = 40.0
+    roles: dict[str, Role] = Field(min_length=1)
+    ratio_rules: list[RatioRule] = Field(default_factory=list)
 
 
 class Exit(FrozenModel):
@@ -130,16 +180,139 @@ class Exit(FrozenModel):
     days: Distribution
 
 
+class SessionTime(FrozenModel):
+    """A recurring group session: on each of ``days`` from ``start_hour`` for ``hours``."""
+
+    days: list[Weekday] = Field(min_length=1)
+    start_hour: Annotated[float, Field(ge=0, lt=24)]
+    hours: Annotated[float, Field(gt=0, le=12)]
+
+    @model_validator(mode="after")
+    def _same_day(self):
+        if self.start_hour + self.hours > 24:
+            raise ValueError("a session must end by midnight (start_hour + hours <= 24)")
+        return self
+
+
+class Facilitators(FrozenModel):
+    role: str
+    count: Annotated[int, Field(ge=1)] = 1
+
+
+class Track(FrozenModel):
+    """An IOP track: parallel groups meeting on a weekly session calendar."""
+
+    accepts: list[str] = Field(min_length=1)
+    groups: Annotated[int, Field(ge=1)] = 1
+    min_group_size: Annotated[int, Field(ge=1)] = 1
+    max_group_size: Annotated[int, Field(ge=1)] = 12
+    sessions: list[SessionTime] = Field(min_length=1)
+    admission: Literal["rolling", "cohort"] = "rolling"
+    cohort_start_every_weeks: Annotated[int, Field(ge=1)] | None = None
+    facilitators: list[Facilitators] = Field(default_factory=list)
+    attendance: Probability | list[Probability] = 0.85
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if self.min_group_size > self.max_group_size:
+            raise ValueError(f"min_group_size ({self.min_group_size}) exceeds max_group_size ({self.max_group_size})")
+        if self.cohort_start_every_weeks is not None and self.admission != "cohort":
+            raise ValueError("cohort_start_every_weeks needs admission: cohort")
+        return self
+
+
+class Phase(FrozenModel):
+    weeks: Annotated[int, Field(ge=1)]
+    sessions_per_week: Annotated[int, Field(ge=1)]
+
+
+class Program(FrozenModel):
+    """The IOP program: phases of falling intensity (TIP 47), completion and dropout rules.
+
+    A client completes after the phases' total weeks from their first
+    session, or, if ``sessions`` is given, on attending that many sessions.
+    ``missed_sessions_dropout`` consecutive missed sessions count as dropout.
+    """
+
+    phases: list[Phase] = Field(min_length=1)
+    sessions: Annotated[int, Field(ge=1)] | None = None
+    missed_sessions_dropout: Annotated[int, Field(ge=1)] = 3
+
+
+class Service(FrozenModel):
+    """A per-client service besides groups, due every ``every_weeks`` weeks of enrolment."""
+
+    every_weeks: Annotated[int, Field(ge=1)] = 1
+    hours: NonNegative = 1.0
+    role: str | None = None
+    cost: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _role_for_time(self):
+        if self.hours > 0 and self.role is None:
+            raise ValueError("a service that takes staff time (hours > 0) needs a role")
+        return self
+
+
+ServiceName = Literal["individual", "family", "drug_test"]
+
+
 class Stage(FrozenModel):
-    """A level of care: capacity, waitlist, length of stay, exits, step-down."""
+    """A level of care: capacity, waitlist, length of stay, exits, step-down.
+
+    The IOP stage may instead be organised as ``tracks`` of groups on a
+    session calendar with a ``program``; then its capacity is the tracks'
+    seats and the program, not ``los_days``, sets the length of stay.
+    """
 
     capacity: Annotated[int, Field(ge=1)] | None = None
-    los_days: Distribution
+    los_days: Distribution | None = None
     patience_days: Distribution | None = None
     exits: dict[ExitName, Exit] = Field(default_factory=dict)
     step_down: dict[str, Probability] = Field(default_factory=lambda: {"discharge": 1.0})
     overflow_to: StageName | None = None
     cost_per_patient_day: NonNegative = 0.0
+    tracks: dict[str, Track] | None = None
+    program: Program | None = None
+    availability: dict[str, Probability] | None = None
+    services: dict[ServiceName, Service] = Field(default_factory=dict)
+    when_short: Literal["cancel", "merge"] = "cancel"
+
+    @model_validator(mode="after")
+    def _tracked_or_not(self):
+        if self.tracks is None:
+            if self.los_days is None:
+                raise _FieldError("los_days", "required (unless the stage is organised as tracks)")
+            for f in ("program", "availability"):
+                if getattr(self, f) is not None:
+                    raise _FieldError(f, "only allowed together with tracks")
+            if self.services:
+                raise _FieldError("services", "only allowed together with tracks")
+            return self
+        if self.capacity is not None:
+            raise _FieldError("capacity", "set by the tracks (groups x max_group_size); remove it")
+        if self.los_days is not None:
+            raise _FieldError("los_days", "set by the program when the stage has tracks; remove it")
+        if self.program is None:
+            raise _FieldError("program", "required when the stage has tracks")
+        if self.availability is None:
+            raise _FieldError("availability", "required when the stage has tracks (shares of availability classes)")
+        _check_sums_to_one(self.availability, "availability shares")
+        if "dropped_out" in self.exits:
+            raise _FieldError(
+                "exits.dropped_out",
+                "in a tracked stage dropout comes from missed sessions (program.missed_sessions_dropout); remove it",
+            )
+        n_phases = len(self.program.phases)
+        for name, t in self.tracks.items():
+            for c in t.accepts:
+                if c not in self.availability:
+                    raise _FieldError(
+                        f"tracks.{name}.accepts", f"unknown availability class {c!r}; allowed: {', '.join(self.availability)}"
+                    )
+            if isinstance(t.attendance, list) and len(t.attendance) != n_phases:
+                raise _FieldError(f"tracks.{name}.attendance", f"give one value, or one per phase ({n_phases})")
+        return self
 
     @field_validator("exits")
     @classmethod
@@ -210,6 +383,7 @@ class Scenario(FrozenModel):
     intake: Intake | None = None
     stages: Stages
     relapse: Relapse | None = None
+    staff: Staff | None = None
     costs: Costs = Field(default_factory=Costs)
     start_state: StartState = Field(default_factory=StartState)
     references: dict[str, str] = Field(default_factory=dict)
@@ -254,7 +428,31 @@ class Scenario(FrozenModel):
                 raise _FieldError(f"start_state.stages.{name}", f"stage is switched off; enabled: {', '.join(enabled)}")
         if self.start_state.intake_waitlist and self.intake is None:
             raise _FieldError("start_state.intake_waitlist", "intake is switched off; must be 0")
+        self._check_roles(enabled)
         return self
+
+    def _check_roles(self, enabled: dict[str, "Stage"]) -> None:
+        roles = list(self.staff.roles) if self.staff else []
+
+        def need(path: str, role: str) -> None:
+            if role not in roles:
+                raise _FieldError(path, f"unknown staff role {role!r}; roles: {', '.join(roles) or 'none (add staff.roles)'}")
+
+        if self.intake is not None and self.intake.role is not None:
+            need("intake.role", self.intake.role)
+        for name, stage in enabled.items():
+            if stage.tracks is not None and name != "iop":
+                raise _FieldError(f"stages.{name}.tracks", "tracks are only supported for the iop stage")
+            for tname, t in (stage.tracks or {}).items():
+                for i, f in enumerate(t.facilitators):
+                    need(f"stages.{name}.tracks.{tname}.facilitators.{i}.role", f.role)
+            for sname, svc in stage.services.items():
+                if svc.role is not None:
+                    need(f"stages.{name}.services.{sname}.role", svc.role)
+        for i, rule in enumerate(self.staff.ratio_rules if self.staff else []):
+            need(f"staff.ratio_rules.{i}.role", rule.role)
+            if rule.stage not in enabled:
+                raise _FieldError(f"staff.ratio_rules.{i}.stage", f"stage is switched off; enabled: {', '.join(enabled)}")
 
 
 class _FieldError(ValueError):
@@ -357,7 +555,7 @@ def _format_validation_error(exc: ValidationError) -> tuple[str, str]:
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
     if isinstance(inner, _FieldError):
-        return inner.path, str(inner)
+        return ".".join([*clean, inner.path]), str(inner)
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):

@@ -1,0 +1,424 @@
+"""IOP as group therapy on a weekly calendar: tracks, groups, sessions, services.
+
+A tracked IOP replaces the slot stage of :mod:`sim.model` for the ``iop``
+level of care.  The model, in the order things happen:
+
+* **Availability.**  Each patient has an availability class (daytime,
+  evenings only, ...) drawn from ``iop.availability`` when first needed; a
+  track ``accepts`` some classes, and a patient is only ever placed in a
+  track that accepts theirs.
+* **Seats.**  A track has ``groups`` parallel groups of at most
+  ``max_group_size`` members.  *Rolling* groups take a newcomer whenever a
+  seat is free; the newcomer's program starts at the group's next session.
+  *Cohort* groups are closed: a forming group fills up and starts when it has
+  ``min_group_size`` members (or, with ``cohort_start_every_weeks``, on the
+  set weeks with whoever is there); its members start together and the group
+  takes newcomers again only when the last one has left.  A patient with no
+  seat in any feasible track waits on the IOP waitlist (and may renege); the
+  visit record's ``track`` column says which tracks they were waiting for.
+* **Weekly planning** (each Monday 00:00).  Facilitators (role and count per
+  group) are booked for the week's sessions, preferring the group's previous
+  facilitators.  A session that cannot be staffed is cancelled, or with
+  ``when_short: merge`` its members join another staffed group of the same
+  track meeting at the same time if the combined membership fits
+  ``max_group_size``; the unstaffed hours are unmet demand.  Then each
+  enrolled client's due services (individual, family sessions, drug tests;
+  ``every_weeks``) are fitted into the rostered, unbooked hours of a member of
+  the service's role that week, or recorded as unmet demand.  Clients who
+  join mid-week get services from the following week.
+* **Sessions.**  At each session a member is *scheduled* if their phase's
+  ``sessions_per_week`` has not been used up that week; a scheduled member
+  attends with the track's attendance probability for their phase.
+  ``missed_sessions_dropout`` consecutive misses end the stay as
+  ``dropped_out``.  A cancelled session counts neither as attended nor as
+  missed.
+* **Completion.**  After the phases' total weeks from the member's first
+  session, or (``program.sessions``) at the end of the session at which the
+  member reaches that many attended sessions.  Other early exits
+  (transferred, terminated, other) race as in :mod:`sim.model`, with the
+  planned stay being the program's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from sim.model import ADMITTED, INF, Patient, Stage, _categorical, _cumulative
+from sim.scenario import WEEKDAYS
+from sim.streams import generator
+
+log = logging.getLogger(__name__)
+_EPS = 1e-9
+
+
+class Member:
+    """A patient's seat in a group, and their progress through the program."""
+
+    __slots__ = ("patient", "rec", "group", "t_seat", "t_first", "attended", "missed_run", "week", "week_count",
+                 "done", "finished", "_u", "_pos", "_rng")
+
+    def __init__(self, patient: Patient, rec: list, group: "Group", t_seat: float, rng):
+        self.patient = patient
+        self.rec = rec
+        self.group = group
+        self.t_seat = t_seat
+        self.t_first: float | None = None
+        self.attended = 0
+        self.missed_run = 0
+        self.week = -1
+        self.week_count = 0
+        self.done = None
+        self.finished = False
+        self._rng = rng
+        self._u: list[float] = []
+        self._pos = 0
+
+    def uniform(self) -> float:
+        """Next attendance uniform of this patient (a per-patient stream: CRN-safe)."""
+        if self._pos >= len(self._u):
+            self._u = self._rng.random(64).tolist()
+            self._pos = 0
+        v = self._u[self._pos]
+        self._pos += 1
+        return v
+
+
+class Group:
+    __slots__ = ("track", "index", "members", "state", "last_facilitators")
+
+    def __init__(self, track: "Track", index: int):
+        self.track = track
+        self.index = index
+        self.members: list[Member] = []
+        self.state = "forming" if track.cfg.admission == "cohort" else "rolling"
+        self.last_facilitators: list = []
+
+    def has_seat(self) -> bool:
+        if self.state == "running":
+            return False
+        return len(self.members) < self.track.cfg.max_group_size
+
+
+class Track:
+    def __init__(self, stage: "TrackedIOP", name: str, cfg):
+        self.stage = stage
+        self.name = name
+        self.cfg = cfg
+        self.accepts = set(cfg.accepts)
+        self.groups = [Group(self, i) for i in range(cfg.groups)]
+        self.weekly = sorted(
+            (WEEKDAYS.index(d) + st.start_hour / 24.0, st.hours) for st in cfg.sessions for d in st.days
+        )
+        n_phases = len(stage.cfg.program.phases)
+        att = cfg.attendance
+        self.attendance = list(att) if isinstance(att, list) else [att] * n_phases
+
+    def next_session(self, t: float) -> float:
+        week = math.floor(t / 7.0)
+        for w in (week, week + 1):
+            for off, _h in self.weekly:
+                if w * 7.0 + off >= t - _EPS:
+                    return w * 7.0 + off
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class TrackedIOP(Stage):
+    """The IOP level of care organised as tracks of groups (see the module docstring)."""
+
+    def __init__(self, model, name: str, cfg):
+        super().__init__(model, name, cfg)
+        self.tracks = {n: Track(self, n, t) for n, t in cfg.tracks.items()}
+        self.capacity = sum(t.groups * t.max_group_size for t in cfg.tracks.values())
+        prog = cfg.program
+        self.phase_ends = []
+        acc = 0
+        for ph in prog.phases:
+            acc += ph.weeks * 7.0
+            self.phase_ends.append(acc)
+        self.program_days = acc
+        self.sessions_per_week = [ph.sessions_per_week for ph in prog.phases]
+        self.classes = _cumulative(cfg.availability)
+        self.availability_u = model.streams.patient("iop.availability")
+        self.seed = model.seed
+        self.rep = model.replication
+        self.pool = model.staff
+        self.env.process(self._clock())
+
+    # -- placement ------------------------------------------------------------------
+    def availability(self, p: Patient) -> str:
+        if p.availability is None:
+            p.availability = _categorical(self.availability_u.get(p.ns, p.index), self.classes)
+        return p.availability
+
+    def feasible(self, p: Patient) -> list[Track]:
+        a = self.availability(p)
+        return [t for t in self.tracks.values() if a in t.accepts]
+
+    def _seat_for(self, p: Patient) -> Group | None:
+        now = self.env.now
+        best, key = None, None
+        for t in self.feasible(p):
+            nxt = t.next_session(now)
+            for g in t.groups:
+                if g.has_seat():
+                    k = (nxt, -len(g.members), t.name, g.index)
+                    if key is None or k < key:
+                        best, key = g, k
+        return best
+
+    def has_room(self, p: Patient) -> bool:
+        return self._seat_for(p) is not None
+
+    def _join(self, group: Group, p: Patient, rec: list) -> Member:
+        now = self.env.now
+        rng = generator(self.seed, self.rep, "iop.attendance", p.ns, p.index)
+        m = Member(p, rec, group, now, rng)
+        m.done = self.env.event()
+        group.members.append(m)
+        self.occupied += 1
+        self.census.add(now, 1)
+        rec[5] = now
+        rec[9] = group.track.name
+        return m
+
+    # -- the visit ------------------------------------------------------------------
+    def _visit_here(self, p: Patient, intended: str, residual_u: float | None):
+        env = self.env
+        now = env.now
+        rec = self.model.rec.open_visit(p.id, p.episode, self.name, intended, now)
+        group = self._seat_for(p)
+        if group is not None:
+            m = self._join(group, p, rec)
+        else:
+            # The tracks they are waiting for ("" if no track fits their availability:
+            # they wait until they renege -- the site cannot serve them).
+            rec[9] = "|".join(t.name for t in self.feasible(p))
+            w = yield from self._wait(p, rec)
+            if w.event.value != ADMITTED:
+                return w.event.value, None, self.name
+            m = w.member
+        if residual_u is not None:  # in the program on day 0: part of it is behind them
+            self._start(m, env.now - residual_u * self.program_days)
+            if self.cfg.program.sessions is not None:
+                m.attended = int(residual_u * self.cfg.program.sessions)
+        outcome, stay = self.plan_stay(p)
+        if outcome != "completed":
+            env.timeout(stay).callbacks.append(lambda _e, m=m, o=outcome: self._finish(m, o))
+        outcome = yield m.done
+        nxt = self.next_stage(p) if outcome == "completed" else None
+        rec[6] = env.now
+        rec[7] = outcome
+        rec[8] = nxt
+        return outcome, nxt, self.name
+
+    def plan_stay(self, p: Patient) -> tuple[str, float]:
+        """Early exits other than dropout, racing the program's planned length."""
+        if not self.exits:
+            return "completed", self.program_days
+        name = _categorical(self.exit_u.get(p.ns, p.index), [(x, c) for x, c, _ in self.exits], "completed")
+        if name == "completed":
+            return name, self.program_days
+        dist = next(d for x, _, d in self.exits if x == name)
+        return name, dist.truncated_ppf(self.exit_time_u.get(p.ns, p.index), self.program_days)
+
+    def _start(self, m: Member, t_first: float) -> None:
+        m.t_first = t_first
+        m.rec[10] = t_first
+        if self.cfg.program.sessions is None:
+            end = t_first + self.program_days
+            self.env.timeout(max(end - self.env.now, 0.0)).callbacks.append(lambda _e, m=m: self._finish(m, "completed"))
+
+    def _finish(self, m: Member, outcome: str) -> None:
+        """The member leaves their group; their seat goes to the next feasible waiting patient."""
+        if m.finished:
+            return
+        m.finished = True
+        g = m.group
+        g.members.remove(m)
+        now = self.env.now
+        self.occupied -= 1
+        self.census.add(now, -1)
+        if g.state == "running" and not g.members:
+            g.state = "forming"
+        self._fill(g)
+        m.done.succeed(outcome)
+
+    def _fill(self, g: Group) -> None:
+        """Give free seats of ``g`` to waiting patients who can attend its track (FIFO)."""
+        if not g.has_seat() or not self.n_waiting:
+            return
+        now = self.env.now
+        for w in list(self.queue):
+            if not g.has_seat():
+                break
+            if w.done or self.availability(w.patient) not in g.track.accepts:
+                continue
+            w.done = True
+            self.queue.remove(w)
+            self.n_waiting -= 1
+            self.waitlist.add(now, -1)
+            w.member = self._join(g, w.patient, w.record)
+            w.event.succeed(ADMITTED)
+
+    # -- the weekly clock -------------------------------------------------------------
+    def _clock(self):
+        """Plan each week at Monday 00:00, then run its sessions in time order."""
+        env = self.env
+        horizon = self.model.horizon
+        weekly = sorted((off, name, h) for name, t in self.tracks.items() for off, h in t.weekly)
+        week = 0
+        while week * 7.0 < horizon:
+            t_week = week * 7.0
+            if env.now < t_week:
+                yield env.timeout(t_week - env.now)
+            plan = self._plan_week(t_week, weekly)
+            for off, name, hours in weekly:
+                ts = t_week + off
+                if ts >= horizon:
+                    break
+                if ts > env.now:
+                    yield env.timeout(ts - env.now)
+                self._run_sessions(self.tracks[name], ts, hours, plan)
+            week += 1
+
+    def _plan_week(self, t_week: float, weekly) -> dict:
+        """Book facilitators for the week's sessions and fit the week's services."""
+        pool = self.pool
+        pool.forget_before(t_week - 7.0)
+        plan: dict[tuple[float, str, int], list | None] = {}
+        for off, name, hours in weekly:
+            track = self.tracks[name]
+            start = t_week + off
+            end = start + hours / 24.0
+            for g in track.groups:
+                if g.state == "forming" and not g.members:
+                    continue
+                team = []
+                for f in track.cfg.facilitators:
+                    people = pool.team(f.role, f.count, start, end, prefer=g.last_facilitators)
+                    if people is None:
+                        team = None
+                        break
+                    team.extend(people)
+                if team is None:
+                    plan[(start, name, g.index)] = None
+                else:
+                    plan[(start, name, g.index)] = [pool.book(x, "group", start, end, g.index) for x in team]
+                    g.last_facilitators = team
+        rec = self.model.rec
+        for svc_name, svc in self.cfg.services.items():
+            for track in self.tracks.values():
+                for g in track.groups:
+                    for m in g.members:
+                        if m.t_first is None or m.t_first > t_week:
+                            continue
+                        if math.floor((t_week - m.t_first) / 7.0 + _EPS) % svc.every_weeks:
+                            continue
+                        delivered = True
+                        if svc.hours > 0:
+                            booking = pool.fit(svc.role, svc_name, t_week, t_week + 7.0, svc.hours, m.patient.id)
+                            delivered = booking is not None
+                        rec.services.append((t_week, m.patient.id, svc_name, delivered))
+        return plan
+
+    def _run_sessions(self, track: Track, ts: float, hours: float, plan: dict) -> None:
+        """All groups of ``track`` meeting at ``ts``: start cohorts, staff, merge, attend."""
+        cfg = track.cfg
+        pool = self.pool
+        sessions = self.model.rec.sessions
+        week_idx = math.floor(ts / 7.0 + _EPS)
+        meeting: list[tuple[Group, list | None]] = []
+        for g in track.groups:
+            key = (ts, track.name, g.index)
+            bookings = plan.get(key)
+            if g.state == "forming":
+                every = cfg.cohort_start_every_weeks
+                start_now = len(g.members) >= cfg.min_group_size or (
+                    every is not None and g.members and week_idx % every == 0
+                )
+                if not start_now:
+                    for b in bookings or []:
+                        pool.cancel(b)
+                    continue
+                g.state = "running"
+                for m in g.members:
+                    self._start(m, ts)
+            if not g.members:
+                for b in bookings or []:
+                    pool.cancel(b)
+                if key in plan:
+                    sessions.append([track.name, g.index, ts, hours, "no_clients", 0, 0, 0, 0, -1])
+                continue
+            if key not in plan:  # joined after planning; staff it now if anyone is free
+                team = []
+                for f in cfg.facilitators:
+                    people = pool.team(f.role, f.count, ts, ts + hours / 24.0, prefer=g.last_facilitators)
+                    if people is None:
+                        team = None
+                        break
+                    team.extend(people)
+                bookings = None if team is None else [pool.book(x, "group", ts, ts + hours / 24.0, g.index) for x in team]
+            meeting.append((g, bookings))
+        staffed = [(g, b) for g, b in meeting if b is not None]
+        hosts = {g.index: list(g.members) for g, _ in staffed}
+        records = {}
+        for g, b in meeting:
+            if b is not None:
+                continue
+            for f in cfg.facilitators:
+                pool.unmet(f.role, "group", ts, f.count * hours)
+            host = None
+            if self.cfg.when_short == "merge":
+                for hg, _ in staffed:
+                    if len(hosts[hg.index]) + len(g.members) <= cfg.max_group_size:
+                        host = hg
+                        break
+            if host is None:
+                records[g.index] = [track.name, g.index, ts, hours, "cancelled", len(g.members), 0, 0, 0, -1]
+            else:
+                hosts[host.index].extend(g.members)
+                records[g.index] = [track.name, g.index, ts, hours, "merged", len(g.members), 0, 0, 0, host.index]
+        for g, bookings in staffed:
+            members = hosts[g.index]
+            expected, attended, leaving = self._attend(members, ts, week_idx)
+            records[g.index] = [track.name, g.index, ts, hours, "held", len(members), expected, attended, len(bookings), -1]
+            for m, outcome in leaving:
+                if outcome == "dropped_out":
+                    self._finish(m, outcome)
+                else:  # completes at the end of this session
+                    self.env.timeout(hours / 24.0).callbacks.append(lambda _e, m=m: self._finish(m, "completed"))
+        for gi in sorted(records):
+            sessions.append(records[gi])
+
+    def _attend(self, members: list[Member], ts: float, week_idx: int):
+        """Attendance of one session; returns (scheduled, attended, members leaving)."""
+        prog = self.cfg.program
+        expected = attended = 0
+        leaving = []
+        for m in members:
+            if m.finished:
+                continue
+            if m.t_first is None:
+                self._start(m, ts)
+            elapsed = ts - m.t_first
+            phase = 0
+            while phase < len(self.phase_ends) - 1 and elapsed >= self.phase_ends[phase] - _EPS:
+                phase += 1
+            if m.week != week_idx:
+                m.week, m.week_count = week_idx, 0
+            if m.week_count >= self.sessions_per_week[phase]:
+                continue
+            m.week_count += 1
+            expected += 1
+            if m.uniform() < m.group.track.attendance[phase]:
+                attended += 1
+                m.attended += 1
+                m.missed_run = 0
+                if prog.sessions is not None and m.attended >= prog.sessions:
+                    leaving.append((m, "completed"))
+            else:
+                m.missed_run += 1
+                if m.missed_run >= prog.missed_sessions_dropout:
+                    leaving.append((m, "dropped_out"))
+        return expected, attended, leaving

@@ -1,0 +1,246 @@
+"""Staff: rostered people, their bookings, and the pay their rosters earn.
+
+Every piece of staff work -- an intake assessment, a group session, an
+individual or family session, a drug test -- is a **booking** of one staff
+member for an interval that lies inside one of their rostered shifts and
+overlaps none of their other bookings.  That invariant is what "no staff
+member is ever in two places at once" means here, and it is checked in the
+tests from the bookings log alone.  Work that cannot be fitted is recorded as
+**unmet demand** (hours, by role and activity).
+
+Paid hours come from the rosters (everyone is paid for their rostered hours,
+busy or not), split into weekday-day, weekday-evening and weekend hours for
+the shift differentials.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right, insort
+
+from sim.calendar import WeeklyCalendar
+from sim.scenario import WEEKDAYS, Roster, Scenario, Shift
+
+_EPS = 1e-9
+#: Name of the role the ``intake.clinicians``/``intake.roster`` shorthand creates.
+INTAKE_SHORTHAND_ROLE = "intake_clinician"
+
+
+def roles_of(scenario: Scenario) -> dict[str, list[list[Shift]]]:
+    """Role -> one shift list per staff member (the intake shorthand included)."""
+    out: dict[str, list[list[Shift]]] = {}
+    if scenario.staff is not None:
+        for name, role in scenario.staff.roles.items():
+            out[name] = [list(team.shifts) for team in role.teams for _ in range(team.headcount)]
+    if scenario.intake is not None and scenario.intake.role is None:
+        out[INTAKE_SHORTHAND_ROLE] = [list(scenario.intake.roster.shifts)] * scenario.intake.clinicians
+    return out
+
+
+class Booking:
+    __slots__ = ("member", "activity", "start", "end", "ref", "cancelled")
+
+    def __init__(self, member: "StaffMember", activity: str, start: float, end: float, ref):
+        self.member = member
+        self.activity = activity
+        self.start = start
+        self.end = end
+        self.ref = ref
+        self.cancelled = False
+
+
+class StaffMember:
+    """One person: a weekly calendar and a sorted list of non-overlapping bookings."""
+
+    __slots__ = ("id", "role", "calendar", "_starts", "_bookings")
+
+    def __init__(self, member_id: int, role: str, shifts: list[Shift]):
+        self.id = member_id
+        self.role = role
+        self.calendar = WeeklyCalendar(Roster(shifts=shifts))
+        self._starts: list[float] = []
+        self._bookings: list[Booking] = []
+
+    def on_shift(self, start: float, end: float) -> bool:
+        a, b = self.calendar.current_or_next(start)
+        return a <= start + _EPS and end <= b + _EPS
+
+    def conflict_end(self, start: float, end: float) -> float | None:
+        """End of the earliest booking overlapping [start, end), or None."""
+        i = bisect_right(self._starts, start)
+        if i > 0 and self._bookings[i - 1].end > start + _EPS:
+            return self._bookings[i - 1].end
+        if i < len(self._bookings) and self._bookings[i].start < end - _EPS:
+            return self._bookings[i].end
+        return None
+
+    def next_booking_start(self, t: float) -> float:
+        i = bisect_right(self._starts, t + _EPS)
+        return self._bookings[i].start if i < len(self._bookings) else math.inf
+
+    def available(self, start: float, end: float) -> bool:
+        return self.on_shift(start, end) and self.conflict_end(start, end) is None
+
+    def find_slot(self, earliest: float, latest: float, duration: float) -> float | None:
+        """Earliest start in [earliest, latest - duration] at which the member is free."""
+        t = earliest
+        while t + duration <= latest + _EPS:
+            a, b = self.calendar.current_or_next(t)
+            s = max(a, t)
+            if s + duration > latest + _EPS:
+                return None
+            if s + duration > b + _EPS:
+                t = b
+                continue
+            c = self.conflict_end(s, s + duration)
+            if c is None:
+                return s
+            t = c
+        return None
+
+    def add(self, booking: Booking) -> None:
+        i = bisect_right(self._starts, booking.start)
+        self._starts.insert(i, booking.start)
+        self._bookings.insert(i, booking)
+
+    def remove(self, booking: Booking) -> None:
+        i = self._bookings.index(booking)
+        del self._starts[i]
+        del self._bookings[i]
+
+    def forget_before(self, t: float) -> None:
+        """Drop bookings that ended before ``t`` (they stay in the log)."""
+        k = 0
+        while k < len(self._bookings) and self._bookings[k].end <= t:
+            k += 1
+        if k:
+            del self._starts[:k]
+            del self._bookings[:k]
+
+
+class StaffPool:
+    """All staff of a replication, by role, writing bookings and unmet demand to the recorder."""
+
+    def __init__(self, scenario: Scenario, recorder):
+        self.rec = recorder
+        self.by_role: dict[str, list[StaffMember]] = {}
+        self.members: list[StaffMember] = []
+        for role, shift_lists in roles_of(scenario).items():
+            people = []
+            for shifts in shift_lists:
+                m = StaffMember(len(self.members), role, shifts)
+                self.members.append(m)
+                people.append(m)
+            self.by_role[role] = people
+
+    def book(self, member: StaffMember, activity: str, start: float, end: float, ref=None) -> Booking:
+        b = Booking(member, activity, start, end, ref)
+        member.add(b)
+        self.rec.bookings.append(b)
+        return b
+
+    def cancel(self, booking: Booking) -> None:
+        if not booking.cancelled:
+            booking.cancelled = True
+            booking.member.remove(booking)
+
+    def unmet(self, role: str, activity: str, t: float, hours: float) -> None:
+        self.rec.unmet.append((t, role, activity, hours))
+
+    def team(self, role: str, count: int, start: float, end: float, prefer=()) -> list[StaffMember] | None:
+        """``count`` members of ``role`` free for [start, end), preferring ``prefer``."""
+        chosen = [m for m in prefer if m.role == role and m.available(start, end)][:count]
+        for m in self.by_role.get(role, ()):
+            if len(chosen) >= count:
+                break
+            if m not in chosen and m.available(start, end):
+                chosen.append(m)
+        return chosen if len(chosen) >= count else None
+
+    def fit(self, role: str, activity: str, earliest: float, latest: float, hours: float, ref=None) -> Booking | None:
+        """Book the earliest free ``hours`` of any member of ``role`` in [earliest, latest]."""
+        duration = hours / 24.0
+        best: tuple[float, StaffMember] | None = None
+        for m in self.by_role.get(role, ()):
+            s = m.find_slot(earliest, latest, duration)
+            if s is not None and (best is None or s < best[0]):
+                best = (s, m)
+        if best is None:
+            self.unmet(role, activity, earliest, hours)
+            return None
+        return self.book(best[1], activity, best[0], best[0] + duration, ref)
+
+    def forget_before(self, t: float) -> None:
+        for m in self.members:
+            m.forget_before(t)
+
+
+# --------------------------------------------------------------------------- pay
+
+
+def shift_hours(shifts: list[Shift], t0: float, t1: float, evening_start_hour: float) -> dict[str, float]:
+    """Rostered hours in [t0, t1) (days), split into weekday day/evening and weekend."""
+    out = {"day": 0.0, "evening": 0.0, "weekend": 0.0}
+    if t1 <= t0:
+        return out
+    first_week, last_week = math.floor(t0 / 7.0), math.floor(t1 / 7.0)
+    ev = evening_start_hour / 24.0
+    spans = []
+    for sh in shifts:
+        for day in sh.days:
+            d = WEEKDAYS.index(day)
+            spans.append((d, d + sh.start_hour / 24.0, d + sh.end_hour / 24.0))
+    # Merge overlapping shifts of the same person so no hour is paid twice.
+    spans.sort(key=lambda x: x[1])
+    merged: list[list[float]] = []
+    for d, a, b in spans:
+        if merged and a <= merged[-1][2] + _EPS and merged[-1][0] == d:
+            merged[-1][2] = max(merged[-1][2], b)
+        else:
+            merged.append([d, a, b])
+    for w in range(first_week, last_week + 1):
+        base = w * 7.0
+        for d, a, b in merged:
+            lo, hi = max(base + a, t0), min(base + b, t1)
+            if hi <= lo:
+                continue
+            hours = (hi - lo) * 24.0
+            if d >= 5:
+                out["weekend"] += hours
+                continue
+            split = base + d + ev
+            evening = max(0.0, hi - max(lo, split)) * 24.0
+            out["evening"] += evening
+            out["day"] += hours - evening
+    return out
+
+
+def idle_hours(member_shifts: list[Shift], bookings: list[tuple[float, float]], t0: float, t1: float) -> float:
+    """Rostered hours in [t0, t1) not covered by any booking (computed independently of
+    the paid-hours arithmetic, so paid = busy + idle is a real check)."""
+    cal = WeeklyCalendar(Roster(shifts=member_shifts))
+    intervals = []
+    w = math.floor(t0 / 7.0)
+    while w * 7.0 < t1:
+        for a, b in cal.intervals:
+            lo, hi = max(w * 7.0 + a, t0), min(w * 7.0 + b, t1)
+            if hi > lo:
+                intervals.append((lo, hi))
+        w += 1
+    busy = sorted((max(s, t0), min(e, t1)) for s, e in bookings if min(e, t1) > max(s, t0))
+    idle = 0.0
+    j = 0
+    for lo, hi in intervals:
+        t = lo
+        while j < len(busy) and busy[j][1] <= t:
+            j += 1
+        k = j
+        while k < len(busy) and busy[k][0] < hi:
+            s, e = busy[k]
+            if s > t:
+                idle += s - t
+            t = max(t, e)
+            k += 1
+        if hi > t:
+            idle += hi - t
+    return idle * 24.0
