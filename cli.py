@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from sim.errors import IopsimError
 
@@ -79,13 +80,15 @@ STAFF_KPIS = (
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("matplotlib", "PIL", "fontTools"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _fmt(x: float) -> str:
@@ -165,7 +168,8 @@ def validate(scenario: Path = typer.Argument(..., help="Scenario YAML file."),
     except IopsimError as exc:
         _fail(str(exc))
     stages = ", ".join(sc.stages.enabled()) or "none"
-    out.print(f"{scenario}: valid scenario {sc.name!r} (stages: {stages}; horizon {sc.horizon_days} days)", highlight=False)
+    out.print(Text(f"{scenario}: valid scenario {sc.name!r} (stages: {stages}; horizon {sc.horizon_days} days)"),
+              highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -178,7 +182,7 @@ def run(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: outputs/<scenario>-<time>)."),
 ) -> None:
     """Simulate a scenario, print KPIs with 95 % confidence intervals, write a run folder."""
-    from sim.output import default_run_dir
+    from sim.output import check_out_dir, default_run_dir
     from sim.run import execute_run
     from sim.scenario import load_scenario
 
@@ -187,6 +191,7 @@ def run(
         n = replications or sc.replications
         s = sc.seed if seed is None else seed
         dest = out_dir or default_run_dir(Path("outputs"), sc.name)
+        check_out_dir(dest)  # before the progress bar starts, so an error is the only output
         with Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),

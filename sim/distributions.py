@@ -226,10 +226,12 @@ class Triangular(_Dist):
         a, c, b = self.low, self.mode, self.high
         u = np.asarray(u, dtype=float)
         fc = (c - a) / (b - a)
+        # Clip each branch to its side of the mode: rounding would otherwise make
+        # ppf step down by a few ulps where the branches meet.
         return np.where(
             u < fc,
-            a + np.sqrt(u * (b - a) * (c - a)),
-            b - np.sqrt((1.0 - u) * (b - a) * (b - c)),
+            np.minimum(a + np.sqrt(u * (b - a) * (c - a)), c),
+            np.maximum(b - np.sqrt((1.0 - u) * (b - a) * (b - c)), c),
         )
 
 

@@ -43,10 +43,10 @@ KPI_UNITS = {
     "readmissions": ("Readmissions (returns after relapse)", "patients"),
     "programs_completed": ("Programs completed", "patients"),
     "placed_in_treatment": ("Placed in a level of care at intake", "patients"),
-    "admitted_to_treatment": ("Episodes admitted to treatment", "patients"),
+    "admitted_to_treatment": ("Referrals admitted to treatment", "patients"),
     "cost_total": ("Total cost", "currency"),
     "cost_per_completed_program": ("Cost per completed program", "currency"),
-    "cost_per_patient_day": ("Cost per patient-day in treatment", "currency"),
+    "cost_per_patient_day": ("Cost per patient-day (all stages, aftercare included)", "currency"),
     "joined": ("Joined waitlist", "patients"),
     "admissions": ("Admissions", "patients"),
     "completed": ("Completed stays", "patients"),
@@ -217,8 +217,10 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
         cap = _capacity(scenario, stage)
         k[f"{stage}_occupancy"] = k[f"{stage}_census_mean"] / cap if cap else math.nan
 
+    # Episodes referred in the window (not those already in care on day 0) admitted to treatment.
     treated = visits.loc[np.isin(stage_col, TREATMENT_STAGES) & (t_admit >= w0), ["patient_id", "episode"]]
-    k["admitted_to_treatment"] = float(len(treated.drop_duplicates()))
+    referred = episodes.loc[in_window, ["patient_id", "episode"]]
+    k["admitted_to_treatment"] = float(len(treated.drop_duplicates().merge(referred, on=["patient_id", "episode"])))
 
     k.update(track_kpis(records, scenario, w0))
     k.update(staff_kpis(records, scenario, w0, horizon, k))

@@ -406,10 +406,7 @@ class Model:
         self.env.process(self._episode(p))
 
     def _place(self, p: Patient) -> str:
-        table = self.placements.get(p.source)
-        if table is None:  # patients already in care on day 0 have no referral source
-            table = next(iter(self.placements.values()))
-        return _categorical(self.placement_u.get(p.ns, p.index), table)
+        return _categorical(self.placement_u.get(p.ns, p.index), self.placements[p.source])
 
     # -- one episode ----------------------------------------------------------------
     def _episode(self, p: Patient, first_stage: str | None = None, residual: bool = False, skip_intake=False):
@@ -429,6 +426,7 @@ class Model:
             self._close_episode(ep, "intake", first_stage)
             return
         treatment_outcome = None
+        t_treatment_end = math.nan
         while stage is not None and stage != "discharge":
             u = self.residual_u.get(p.ns, p.index) if residual else None
             residual = False
@@ -436,12 +434,17 @@ class Model:
             last_stage, last_outcome = used, outcome
             if used in TREATMENT_STAGES and outcome not in ("reneged", "relapsed"):
                 treatment_outcome = outcome
+                t_treatment_end = env.now
                 if outcome == "completed" and nxt not in TREATMENT_STAGES:
                     ep[8] = env.now
-                if self.relapse is not None and outcome in self.relapse.after and nxt not in TREATMENT_STAGES:
-                    p.t_relapse = env.now + self.relapse_days.get(p.ns, p.index)
+                if nxt not in TREATMENT_STAGES:  # treatment is over: the relapse clock starts
+                    self._start_relapse_clock(p, outcome, env.now)
             stage = nxt
         self._close_episode(ep, last_stage, last_outcome)
+        if treatment_outcome is not None and p.t_relapse == INF:
+            # Left treatment without finishing the pathway (e.g. completed residential,
+            # then left the IOP waitlist): the clock runs from the end of the last stay.
+            self._start_relapse_clock(p, treatment_outcome, t_treatment_end)
         if treatment_outcome is None or p.t_relapse == INF:
             return
         if p.t_relapse > env.now:
@@ -460,6 +463,10 @@ class Model:
         log.debug("t=%.3f patient %s returns (episode %d)", env.now, p.id, p.episode + 1)
         self._refer(Patient(p.id, p.episode + 1, p.source))
 
+    def _start_relapse_clock(self, p: Patient, outcome: str, t_end: float) -> None:
+        if self.relapse is not None and outcome in self.relapse.after:
+            p.t_relapse = t_end + self.relapse_days.get(p.ns, p.index)
+
     def _close_episode(self, ep: list, stage: str, outcome: str) -> None:
         ep[5] = self.env.now
         ep[6] = stage
@@ -474,8 +481,11 @@ class Model:
         def make() -> Patient:
             nonlocal k
             k += 1
-            p = Patient(-k, 1, "initial")
-            p.ep_rec = self.rec.open_episode(p.id, 1, "initial", math.nan)
+            p = Patient(-k, 1, "")
+            # Their referral source is drawn like anyone's (it sets the placement mix of
+            # those still waiting for intake, and of any return after relapse).
+            p.source = _categorical(self.source_u.get(p.ns, p.index), self.sources)
+            p.ep_rec = self.rec.open_episode(p.id, 1, p.source, math.nan)
             return p
 
         for name, st in start.stages.items():

@@ -62,6 +62,13 @@ def default_run_dir(base: Path, name: str) -> Path:
     return path
 
 
+def check_out_dir(final: Path) -> None:
+    """Refuse an output folder that already holds files (nothing written is ever replaced)."""
+    final = Path(final)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise IopsimError(f"{final}: output folder exists and is not empty; choose another --out")
+
+
 class RunFolder:
     """Write files into a staging folder; ``commit()`` moves it to ``final``.
 
@@ -71,8 +78,7 @@ class RunFolder:
 
     def __init__(self, final: Path):
         self.final = Path(final)
-        if self.final.exists() and any(self.final.iterdir()):
-            raise IopsimError(f"{self.final}: output folder exists and is not empty; choose another --out")
+        check_out_dir(self.final)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".partial", dir=self.final.parent))
 

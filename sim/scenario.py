@@ -20,12 +20,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from sim.base import FrozenModel
+from sim.base import FieldError as _FieldError
+from sim.base import FrozenModel, NotBool
 from sim.distributions import Distribution
 from sim.errors import ScenarioError
 
-Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), NotBool]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False), NotBool]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -423,9 +424,15 @@ class Scenario(FrozenModel):
                         f"stages.{name}.overflow_to",
                         f"must be an enabled lower level; allowed: {', '.join(lower) or 'none'}",
                     )
-        for name in self.start_state.stages:
+        for name, start in self.start_state.stages.items():
             if name not in enabled:
                 raise _FieldError(f"start_state.stages.{name}", f"stage is switched off; enabled: {', '.join(enabled)}")
+            cfg = enabled[name]
+            places = (
+                sum(t.groups * t.max_group_size for t in cfg.tracks.values()) if cfg.tracks else cfg.capacity
+            )
+            if places is not None and start.census > places:
+                raise _FieldError(f"start_state.stages.{name}.census", f"must be at most the stage's {places} places")
         if self.start_state.intake_waitlist and self.intake is None:
             raise _FieldError("start_state.intake_waitlist", "intake is switched off; must be 0")
         self._check_roles(enabled)
@@ -453,14 +460,6 @@ class Scenario(FrozenModel):
             need(f"staff.ratio_rules.{i}.role", rule.role)
             if rule.stage not in enabled:
                 raise _FieldError(f"staff.ratio_rules.{i}.stage", f"stage is switched off; enabled: {', '.join(enabled)}")
-
-
-class _FieldError(ValueError):
-    """A cross-field error that knows which dotted path it concerns."""
-
-    def __init__(self, path: str, message: str):
-        self.path = path
-        super().__init__(message)
 
 
 # --------------------------------------------------------------------------- loading
@@ -544,14 +543,41 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
     return out
 
 
-def _format_validation_error(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors(include_url=False)[0]
-    loc = [str(p) for p in err["loc"]]
-    # Drop discriminator tags pydantic inserts for tagged unions ("lognormal", ...)
-    # and the "function-after[...]" wrappers, which mean nothing to a user.
+def _clean_path(loc, raw) -> list[str]:
+    """The dotted path of an error location, as the user wrote it.
+
+    Pydantic inserts labels of its own into locations (``[key]`` for a mapping
+    key, the tag of a tagged union such as ``lognormal``, ``function-after[...]``).
+    Walking the location against the raw input keeps exactly the parts that are
+    the user's keys and indices, whatever they are called.
+    """
     from sim.distributions import FAMILIES
 
-    clean = [p for i, p in enumerate(loc) if not (p in FAMILIES and i > 0) and not p.startswith("function-")]
+    out: list[str] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            out.append(str(part))
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(str(part))
+            node = node[part]
+        elif isinstance(part, str) and (
+            part.startswith("[") or part.startswith("function-")
+            or (part in FAMILIES and isinstance(node, dict) and node.get("dist") == part)
+        ):
+            continue  # a pydantic label: skip it, stay at this node
+        else:
+            out.append(str(part))  # a missing field: name it; the rest is not in the input
+            node = None
+    return out
+
+
+def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
+    err = exc.errors(include_url=False)[0]
+    from sim.distributions import FAMILIES
+
+    clean = _clean_path(err["loc"], raw)
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
     if isinstance(inner, _FieldError):
@@ -580,7 +606,7 @@ def validate_raw(raw: dict[str, Any], source: str) -> Scenario:
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
-        field, msg = _format_validation_error(exc)
+        field, msg = _format_validation_error(exc, raw)
         raise ScenarioError(source, field or None, msg) from None
 
 
