@@ -172,50 +172,202 @@ def validate(scenario: Path = typer.Argument(..., help="Scenario YAML file."),
               highlight=False, soft_wrap=True)
 
 
+def _warmup_option(value: Optional[str]) -> int | str | None:
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        days = int(value)
+    except ValueError:
+        raise IopsimError(f"--warmup: expected a whole number of days or 'auto' (got {value!r})") from None
+    if days < 0:
+        raise IopsimError(f"--warmup: must be 0 or more days (got {days})")
+    return days
+
+
+def _progress():
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+REPLICATIONS = typer.Option(None, "-n", "--replications", min=1, help="Replications (default: the scenario's).")
+SEED = typer.Option(None, "--seed", min=0, help="Base seed (default: the scenario's).")
+SET = typer.Option([], "--set", help="Override a field: dotted.path=value (repeatable).")
+JOBS = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="Worker processes.")
+WARMUP = typer.Option(None, "--warmup", help="Days to discard, or 'auto' (MSER-5 on the output). Default: the scenario's.")
+PRECISION = typer.Option(None, "--precision", min=0.0001, max=1.0,
+                         help="Add replications until the 95 % CI half-width of --kpi is within this share of its mean.")
+KPI = typer.Option("cost_per_completed_program", "--kpi", help="KPI for --precision and --select.")
+MAX_REPS = typer.Option(200, "--max-replications", min=2, help="Upper bound on replications for --precision/--select.")
+THRESHOLD = typer.Option(10.0, "--threshold", min=0, help="Waitlist length whose first crossing is reported.")
+NO_REPORT = typer.Option(False, "--no-report", help="Do not write report.html.")
+
+
 @app.command()
 def run(
     scenario: Path = typer.Argument(..., help="Scenario YAML file."),
-    replications: Optional[int] = typer.Option(None, "-n", "--replications", min=1, help="Replications (default: the scenario's)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Base seed (default: the scenario's)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a field: dotted.path=value (repeatable)."),
-    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="Worker processes."),
+    replications: Optional[int] = REPLICATIONS,
+    seed: Optional[int] = SEED,
+    set_: list[str] = SET,
+    jobs: int = JOBS,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: outputs/<scenario>-<time>)."),
+    warmup: Optional[str] = WARMUP,
+    precision: Optional[float] = PRECISION,
+    kpi: str = KPI,
+    max_replications: int = MAX_REPS,
+    threshold: float = THRESHOLD,
+    no_report: bool = NO_REPORT,
 ) -> None:
-    """Simulate a scenario, print KPIs with 95 % confidence intervals, write a run folder."""
+    """Simulate a scenario, print KPIs with 95 % confidence intervals, write a run folder and report."""
     from sim.output import check_out_dir, default_run_dir
-    from sim.run import execute_run
+    from sim.run import Plan, execute_run
     from sim.scenario import load_scenario
 
     try:
         sc = load_scenario(scenario, set_)
-        n = replications or sc.replications
-        s = sc.seed if seed is None else seed
+        plan = Plan(replications=replications or sc.replications, seed=sc.seed if seed is None else seed, jobs=jobs,
+                    warmup=_warmup_option(warmup), precision=precision, kpi=kpi,
+                    max_replications=max_replications, threshold=threshold)
         dest = out_dir or default_run_dir(Path("outputs"), sc.name)
         check_out_dir(dest)  # before the progress bar starts, so an error is the only output
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as progress:
-            task = progress.add_task(f"{sc.name}: replications", total=n)
+        with _progress() as progress:
+            task = progress.add_task(f"{sc.name}: replications", total=0)
             result = execute_run(
-                sc,
-                dest,
-                replications=n,
-                seed=s,
-                jobs=jobs,
-                scenario_path=str(scenario),
-                overrides=list(set_),
+                sc, dest, plan, scenario_path=str(scenario), overrides=list(set_),
                 progress=lambda k: progress.advance(task, k),
+                total=lambda k: progress.update(task, total=(progress.tasks[0].total or 0) + k),
+                report=not no_report,
             )
     except IopsimError as exc:
         _fail(str(exc))
-    print_summary(result.summary, f"{sc.name}: {n} replications, seed {s}, {sc.horizon_days} days"
-                  + (f" (warm-up {sc.warmup_days} days discarded)" if sc.warmup_days else ""))
+    n = len(result.per_replication)
+    w = result.extra["warmup"]
+    print_summary(result.summary, f"{sc.name}: {n} replications, seed {plan.seed}, {sc.horizon_days} days"
+                  + (f" (warm-up {w} days discarded)" if w else ""))
+    if precision is not None:
+        out.print(f"--precision {precision}: {n} replications were needed for {kpi}", highlight=False)
     out.print(f"run folder: {result.folder}", highlight=False)
+
+
+@app.command()
+def compare(
+    scenarios: list[Path] = typer.Argument(..., help="Two or more scenario files; the first is the baseline."),
+    replications: Optional[int] = REPLICATIONS,
+    seed: Optional[int] = SEED,
+    set_: list[str] = typer.Option([], "--set", help="Override a field in every scenario: dotted.path=value."),
+    jobs: int = JOBS,
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Comparison folder (default: outputs/compare-<time>)."),
+    warmup: Optional[str] = WARMUP,
+    precision: Optional[float] = PRECISION,
+    kpi: str = KPI,
+    max_replications: int = MAX_REPS,
+    threshold: float = THRESHOLD,
+    select: bool = typer.Option(False, "--select", help="Guaranteed pick of the best scenario on --kpi (Nelson-Matejcik)."),
+    goal: str = typer.Option("min", "--goal", help="For --select: 'min' or 'max' of --kpi is best."),
+    indifference: Optional[float] = typer.Option(None, "--indifference", min=0,
+                                                 help="For --select: smallest difference in --kpi worth detecting."),
+    no_report: bool = NO_REPORT,
+) -> None:
+    """Compare scenarios with common random numbers: paired differences with CIs, and a report."""
+    from sim.output import check_out_dir, default_run_dir
+    from sim.run import Plan, execute_compare
+    from sim.scenario import load_scenario
+
+    try:
+        if len(scenarios) < 2:
+            raise IopsimError("compare: give at least two scenario files (the first is the baseline)")
+        if goal not in ("min", "max"):
+            raise IopsimError(f"--goal: allowed values are min, max (got {goal!r})")
+        if select and indifference is None:
+            raise IopsimError("--select needs --indifference (the smallest difference in --kpi worth detecting)")
+        loaded = {}
+        paths = {}
+        for path in scenarios:
+            sc = load_scenario(path, set_)
+            name = sc.name
+            i = 2
+            while name in loaded:
+                name = f"{sc.name}-{i}"
+                i += 1
+            loaded[name] = sc
+            paths[name] = str(path)
+        first = next(iter(loaded.values()))
+        plan = Plan(replications=replications or first.replications, seed=first.seed if seed is None else seed,
+                    jobs=jobs, warmup=_warmup_option(warmup), precision=precision, kpi=kpi,
+                    max_replications=max_replications, threshold=threshold,
+                    select={"goal": goal, "indifference": indifference, "alpha": 0.05} if select else None)
+        dest = out_dir or default_run_dir(Path("outputs"), "compare")
+        check_out_dir(dest)
+        with _progress() as progress:
+            task = progress.add_task("compare: replications", total=0)
+            result = execute_compare(
+                loaded, dest, plan, scenario_paths=paths, overrides=list(set_),
+                progress=lambda k: progress.advance(task, k),
+                total=lambda k: progress.update(task, total=(progress.tasks[0].total or 0) + k),
+                report=not no_report,
+            )
+    except IopsimError as exc:
+        _fail(str(exc))
+    print_comparison(result, list(loaded), kpi)
+    out.print(f"comparison folder: {result.folder}", highlight=False)
+
+
+def print_comparison(result, names: list[str], kpi: str) -> None:
+    diffs = result.summary
+    n = len(result.per_replication)
+    title = f"Paired differences from {names[0]} ({n} replications, common random numbers" + (
+        ", Bonferroni-adjusted 95 % CIs)" if len(names) > 2 else ", 95 % CIs)")
+    table = Table(title=title, title_justify="left")
+    table.add_column("KPI")
+    table.add_column(names[0], justify="right")
+    for other in names[1:]:
+        table.add_column(other, justify="right")
+        table.add_column(f"{other} − {names[0]}", justify="right")
+    keys = [k for k in dict.fromkeys([kpi, *HEADLINE, "iop_wait_mean_days", "iop_waitlist_mean", "iop_reneged"])
+            if k in set(diffs["kpi"])]
+    for k in keys:
+        d = diffs[diffs["kpi"] == k].set_index("scenario")
+        cells = [_fmt(d.loc[names[0], "mean"])]
+        for other in names[1:]:
+            r = d.loc[other]
+            star = " *" if r["significant"] else ""
+            ci = f" ({_fmt(r['diff_ci_low'])} to {_fmt(r['diff_ci_high'])})" if math.isfinite(r["diff_ci_low"]) else ""
+            cells += [_fmt(r["mean"]), f"{_fmt(r['diff'])}{ci}{star}"]
+        table.add_row(d["label"].iloc[0], *cells)
+    out.print(table)
+    out.print("* the 95 % confidence interval of the difference excludes zero", highlight=False)
+    params = result.extra.get("params")
+    if params is not None and len(params):
+        pt = Table(title="Settings that differ", title_justify="left")
+        for c in params.columns:
+            pt.add_column(c)
+        for _, r in params.head(30).iterrows():
+            pt.add_row(*[str(v) for v in r])
+        out.print(pt)
+    sel = result.extra.get("selection")
+    if sel:
+        out.print(f"Best on {sel['kpi']} ({sel['goal']}): {sel['best']} — Nelson-Matejcik, P(correct) >= "
+                  f"{1 - sel['alpha']:.0%} if the best leads by >= {sel['indifference']} "
+                  f"({sel['required']} replications)", highlight=False)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A finished run or comparison folder.")) -> None:
+    """(Re)write the self-contained report.html of a run or comparison folder."""
+    from sim.report import write_report
+
+    try:
+        path = write_report(run_dir)
+    except IopsimError as exc:
+        _fail(str(exc))
+    out.print(f"report: {path}", highlight=False)
 
 
 @app.command()

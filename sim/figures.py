@@ -202,3 +202,86 @@ def run_figures(tables: dict[str, pd.DataFrame], per_replication: pd.DataFrame, 
         out.append(u)
     out.append(cost_figure(per_replication, folder / "cost_breakdown.png"))
     return out
+
+
+#: KPIs shown in a comparison's forest plot (those present), after the chosen KPI.
+FOREST_KPIS = (
+    "programs_completed",
+    "admitted_to_treatment",
+    "iop_wait_mean_days",
+    "iop_waitlist_mean",
+    "iop_reneged",
+    "iop_census_mean",
+    "cost_total",
+    "cost_per_completed_program",
+    "iop_cost_per_client_week",
+)
+
+
+def forest_figure(diffs: pd.DataFrame, kpi: str, path: Path) -> Path:
+    """Paired differences from the baseline, relative to the baseline mean, with CIs."""
+    from sim.metrics import kpi_label
+
+    names = list(dict.fromkeys(diffs["scenario"]))
+    base = names[0]
+    kpis = [k for k in dict.fromkeys([kpi, *FOREST_KPIS]) if k in set(diffs["kpi"])]
+    rows = []
+    for k in kpis:
+        d = diffs[diffs["kpi"] == k].set_index("scenario")
+        bm = d.loc[base, "mean"]
+        for n in names[1:]:
+            if not np.isfinite(bm) or bm == 0:
+                continue
+            r = d.loc[n]
+            rows.append((f"{kpi_label(k)[0]}  [{n}]", 100 * r["diff"] / abs(bm), 100 * r["diff_ci_low"] / abs(bm),
+                         100 * r["diff_ci_high"] / abs(bm), bool(r["significant"])))
+    fig, ax = plt.subplots(figsize=(9, 0.42 * max(len(rows), 1) + 1.6))
+    for i, (label, m, lo, hi, sig) in enumerate(rows[::-1]):
+        color = "#C44E52" if sig else "#4C72B0"
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.plot([lo, hi], [i, i], color=color, lw=2)
+        ax.plot([m], [i], "o", color=color)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows[::-1]], fontsize=8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel(f"difference from {base}, % of {base}'s mean (95 % CI; red = significant)")
+    ax.set_title("Paired differences with common random numbers")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def overlay_figure(levels_by_scenario: dict[str, pd.DataFrame], column: str, title: str, ylabel: str, path: Path) -> Path:
+    """One panel per stage, one line (weekly mean, 95 % CI band) per scenario."""
+    stages = list(dict.fromkeys(s for lv in levels_by_scenario.values() for s in lv["stage"]))
+    fig, axes = plt.subplots(len(stages), 1, figsize=(9, 2.2 * len(stages) + 0.6), sharex=True, squeeze=False)
+    for name, levels in levels_by_scenario.items():
+        band = _band(levels, column)
+        for ax, stage in zip(axes[:, 0], stages):
+            b = band[band["stage"] == stage]
+            line, = ax.plot(b["day"], b["mean"], lw=1.2, label=name)
+            ax.fill_between(b["day"], b["lo"], b["hi"], alpha=0.2, color=line.get_color())
+    for ax, stage in zip(axes[:, 0], stages):
+        ax.set_title(STAGE_LABELS.get(stage, stage), fontsize=10, loc="left")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc="upper right")
+    axes[-1, 0].set_xlabel("day since start")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def comparison_figures(folder, names: list[str], diffs: pd.DataFrame, kpi: str) -> list[Path]:
+    """Figures of a comparison, read back from the scenario folders already written."""
+    fig_dir = folder.file("figures/.keep").parent
+    levels = {n: pd.read_parquet(folder.path / "scenarios" / n / "levels.parquet") for n in names}
+    return [
+        forest_figure(diffs, kpi, fig_dir / "forest.png"),
+        overlay_figure(levels, "waitlist_mean", "Waitlist length over time, by scenario", "waiting", fig_dir / "waitlist_overlay.png"),
+        overlay_figure(levels, "census_mean", "Census over time, by scenario", "in care", fig_dir / "census_overlay.png"),
+    ]

@@ -40,6 +40,47 @@ def _worker(args) -> ReplicationResult:
     return run_replication(scenario, replication, seed)
 
 
+class Runner:
+    """Runs (scenario, replication, seed) tasks serially or on a process pool.
+
+    The pool is created on first use and reused, so sequential procedures
+    (adding replications until a precision is reached) pay its start-up once.
+    Results come back in task order whatever order workers finish in.
+    """
+
+    def __init__(self, jobs: int = 1):
+        self.jobs = max(1, int(jobs))
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def run(self, tasks: list[tuple[Scenario, int, int]], progress: Callable[[int], None] | None = None):
+        results: list[ReplicationResult | None] = [None] * len(tasks)
+        if self.jobs <= 1 or len(tasks) <= 1:
+            for i, item in enumerate(tasks):
+                results[i] = _worker(item)
+                if progress:
+                    progress(1)
+            return results
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=mp.get_context("forkserver"))
+        futures = {self._pool.submit(_worker, item): i for i, item in enumerate(tasks)}
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+            if progress:
+                progress(1)
+        return results
+
+
 def run_replications(
     scenario: Scenario,
     replications: int,
@@ -50,25 +91,11 @@ def run_replications(
 ) -> list[ReplicationResult]:
     """Run replications ``first .. first+replications-1``; results in replication order."""
     seed = scenario.seed if seed is None else seed
-    work = [(scenario, r, seed) for r in range(first, first + replications)]
-    results: dict[int, ReplicationResult] = {}
-    if jobs <= 1 or replications <= 1:
-        for item in work:
-            res = _worker(item)
-            results[res.replication] = res
-            if progress:
-                progress(1)
-    else:
-        ctx = mp.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=min(jobs, replications), mp_context=ctx) as pool:
-            futures = [pool.submit(_worker, item) for item in work]
-            for fut in as_completed(futures):
-                res = fut.result()
-                results[res.replication] = res
-                if progress:
-                    progress(1)
+    tasks = [(scenario, r, seed) for r in range(first, first + replications)]
+    with Runner(min(jobs, replications)) as runner:
+        results = runner.run(tasks, progress)
     log.info("ran %d replications of %s", replications, scenario.name)
-    return [results[r] for r in sorted(results)]
+    return results
 
 
 def kpi_table(results: list[ReplicationResult]) -> pd.DataFrame:
