@@ -359,6 +359,67 @@ def print_comparison(result, names: list[str], kpi: str) -> None:
 
 
 @app.command()
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="Sweep YAML file (base scenario, factors, design)."),
+    jobs: int = JOBS,
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster: tcp://HOST:PORT."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: outputs/sweep-<name>); "
+                                           "re-running with the same folder resumes."),
+) -> None:
+    """Run (or resume) a parameter sweep locally or on a Dask cluster; sensitivity indices if the file asks."""
+    from sim.sweep import execute_sweep
+
+    try:
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("failures: {task.fields[failures]}"), TimeRemainingColumn(), console=err,
+                      transient=True) as progress:
+            task = progress.add_task("sweep: points", total=None, failures=0)
+            result = execute_sweep(
+                sweep_file, out_dir, jobs=jobs, scheduler=scheduler,
+                progress=lambda done, total, failed: progress.update(task, completed=done, total=total, failures=failed),
+            )
+    except IopsimError as exc:
+        _fail(str(exc))
+    out.print(f"sweep: {result['points']} points ({result['skipped']} already done, {result['ran']} run now) "
+              f"in {result['elapsed_s']:.1f} s; results: {result['folder']}", highlight=False)
+    for f in result["failures"]:
+        err.print(Text(f"point {f['point_id']} failed at {f['factors']}: {f['error']}"), soft_wrap=True)
+    if "sensitivity" in result:
+        _print_sensitivity(result["sensitivity"])
+    if result["failures"]:
+        raise typer.Exit(code=1)
+
+
+def _print_sensitivity(df) -> None:
+    table = Table(title="Sensitivity (95 % CI half-widths in brackets)", title_justify="left")
+    cols = [c for c in ("S1", "ST", "mu_star", "sigma") if c in df.columns]
+    table.add_column("KPI")
+    table.add_column("factor")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for _, r in df.iterrows():
+        cells = []
+        for c in cols:
+            conf = r.get(f"{c}_conf")
+            cells.append(f"{r[c]:.3f}" + (f" (±{conf:.3f})" if conf is not None and conf == conf else ""))
+        table.add_row(r["kpi"], r["factor"], *cells)
+    out.print(table)
+
+
+@app.command()
+def sensitivity(sweep_dir: Path = typer.Argument(..., help="A finished sweep folder whose file set method: sobol|morris.")) -> None:
+    """Sobol' indices or Morris effects of a finished sensitivity sweep (SALib)."""
+    from sim.sensitivity import analyse_sweep
+
+    try:
+        df = analyse_sweep(sweep_dir)
+    except IopsimError as exc:
+        _fail(str(exc))
+    _print_sensitivity(df)
+    out.print(f"written: {Path(sweep_dir) / 'sensitivity.csv'}", highlight=False)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A finished run or comparison folder.")) -> None:
     """(Re)write the self-contained report.html of a run or comparison folder."""
     from sim.report import write_report

@@ -285,3 +285,74 @@ def comparison_figures(folder, names: list[str], diffs: pd.DataFrame, kpi: str) 
         overlay_figure(levels, "waitlist_mean", "Waitlist length over time, by scenario", "waiting", fig_dir / "waitlist_overlay.png"),
         overlay_figure(levels, "census_mean", "Census over time, by scenario", "in care", fig_dir / "census_overlay.png"),
     ]
+
+
+def _save(fig, path: Path) -> Path:
+    """Save atomically: a figure is either complete or absent."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def sweep_lines(summary: pd.DataFrame, factor: str, kpi: str, ylabel: str, path: Path) -> Path:
+    s = summary.sort_values(f"factor:{factor}")
+    x = s[f"factor:{factor}"].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, s[kpi], "o-", lw=1.4, label="mean of replications")
+    ax.fill_between(x, s[f"{kpi}:ci_low"], s[f"{kpi}:ci_high"], alpha=0.3, label="95 % CI")
+    ax.set_xlabel(factor)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{ylabel} as {factor} varies", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sweep_heatmap(summary: pd.DataFrame, fx: str, fy: str, kpi: str, label: str, path: Path) -> Path:
+    grid = summary.pivot_table(index=f"factor:{fy}", columns=f"factor:{fx}", values=kpi, aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(7, 5))
+    im = ax.imshow(grid.to_numpy(dtype=float), origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(grid.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.index])
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            v = grid.iloc[i, j]
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_xlabel(fx)
+    ax.set_ylabel(fy)
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(label, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sensitivity_figure(df: pd.DataFrame, method: str, kpi: str, path: Path) -> Path:
+    """Tornado-style bars: Sobol' S1 and ST, or Morris mu*, with confidence half-widths."""
+    from sim.metrics import kpi_label
+
+    if method == "sobol":
+        d = df.sort_values("ST")
+        y = np.arange(len(d))
+        fig, ax = plt.subplots(figsize=(8, 0.5 * len(d) + 1.8))
+        ax.barh(y + 0.2, d["ST"], 0.4, xerr=d["ST_conf"], label="total (ST)", color="#C44E52", capsize=3)
+        ax.barh(y - 0.2, d["S1"], 0.4, xerr=d["S1_conf"], label="first order (S1)", color="#4C72B0", capsize=3)
+        ax.set_xlabel("Sobol' index (95 % CI)")
+    else:
+        d = df.sort_values("mu_star")
+        y = np.arange(len(d))
+        fig, ax = plt.subplots(figsize=(8, 0.5 * len(d) + 1.8))
+        ax.barh(y, d["mu_star"], xerr=d["mu_star_conf"], color="#4C72B0", capsize=3, label="mu* (95 % CI)")
+        ax.set_xlabel("Morris mu*: mean absolute elementary effect")
+    ax.set_yticks(y, d["factor"], fontsize=8)
+    ax.legend(fontsize=8)
+    ax.set_title(f"What drives {kpi_label(kpi)[0]}", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,403 @@
+"""Parameter sweeps: a design over scenario factors, run locally or on Dask, resumable.
+
+A sweep file names a base scenario, the factors (dotted paths into it), a
+design and the replications per point.  Every point runs the same replication
+numbers with the same seed, so points share common random numbers.  Each
+finished point is written at once as its own Parquet part (atomically), so a
+sweep killed part-way loses only the points in flight, and re-running the same
+command skips the points already stored.  Local worker processes and a Dask
+cluster run the same pure function, so results are identical either way.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Annotated, Callable, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from sim.base import FrozenModel
+from sim.errors import IopsimError, ScenarioError
+from sim.metrics import kpi_label
+from sim.output import atomic_write_text, manifest
+from sim.runner import run_replication
+from sim.scenario import Scenario, _format_validation_error, resolve_raw, validate_raw
+from sim.stats import mean_ci
+
+log = logging.getLogger(__name__)
+
+
+class Factor(FrozenModel):
+    """A swept input: explicit ``values``, or a ``range`` [low, high] (``steps`` for a grid)."""
+
+    values: list | None = Field(default=None, min_length=1)
+    range: tuple[float, float] | None = None
+    steps: Annotated[int, Field(ge=2)] | None = None
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.values is None) == (self.range is None):
+            raise ValueError("give either values (a list) or range: [low, high]")
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise ValueError(f"range low must not exceed high (got {self.range[0]} > {self.range[1]})")
+        if self.steps is not None and self.range is None:
+            raise ValueError("steps applies to a range")
+        return self
+
+
+class Design(FrozenModel):
+    """How points are chosen.
+
+    * ``grid`` -- every combination (ranges need ``steps``);
+    * ``lhs`` / ``sobol`` -- ``points`` points of a Latin hypercube / scrambled
+      Sobol' sequence (``scipy.stats.qmc``) over the ranges;
+    * ``saltelli`` -- the sample Sobol' sensitivity indices need (SALib),
+      ``n`` base samples, n x (factors + 2) points;
+    * ``morris`` -- ``n`` Morris trajectories on ``levels`` levels (SALib).
+    """
+
+    kind: Literal["grid", "lhs", "sobol", "saltelli", "morris"] = "grid"
+    points: Annotated[int, Field(ge=1)] | None = None
+    n: Annotated[int, Field(ge=1)] | None = None
+    levels: Annotated[int, Field(ge=2)] = 4
+
+
+class SweepFile(FrozenModel):
+    base: str
+    name: str | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    replications: Annotated[int, Field(ge=1)] = 3
+    kpis: list[str] = Field(min_length=1)
+    design: Design = Field(default_factory=Design)
+    factors: dict[str, Factor] = Field(min_length=1)
+    method: Literal["sobol", "morris"] | None = None
+
+    @model_validator(mode="after")
+    def _design_fits(self):
+        kind = self.design.kind
+        if kind == "grid":
+            for path, f in self.factors.items():
+                if f.range is not None and f.steps is None:
+                    raise _FieldErr(f"factors.{path}.steps", "a grid needs steps for a range (or give values)")
+        if kind in ("lhs", "sobol") and self.design.points is None:
+            raise _FieldErr("design.points", f"required for a {kind} design")
+        if kind in ("saltelli", "morris"):
+            if self.design.n is None:
+                raise _FieldErr("design.n", f"required for a {kind} design")
+            for path, f in self.factors.items():
+                if f.range is None:
+                    raise _FieldErr(f"factors.{path}", f"a {kind} design needs a range, not values")
+        if self.method == "sobol" and kind != "saltelli":
+            raise _FieldErr("design.kind", "method: sobol needs design kind: saltelli")
+        if self.method == "morris" and kind != "morris":
+            raise _FieldErr("design.kind", "method: morris needs design kind: morris")
+        return self
+
+    def problem(self) -> dict:
+        """The SALib problem definition (ranges only)."""
+        return {"num_vars": len(self.factors), "names": list(self.factors),
+                "bounds": [list(f.range) for f in self.factors.values()]}
+
+
+from sim.base import FieldError as _FieldErr  # noqa: E402
+
+
+def load_sweep(path: Path) -> tuple[SweepFile, dict, Scenario, str]:
+    """Validate a sweep file and its base scenario; returns (sweep, base raw, base scenario, hash)."""
+    path = Path(path)
+    if not path.exists():
+        raise ScenarioError(str(path), None, "file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ScenarioError(str(path), None, f"malformed YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(str(path), None, "top level must be a mapping of fields")
+    try:
+        sweep = SweepFile.model_validate(raw)
+    except ValidationError as exc:
+        field, msg = _format_validation_error(exc, raw)
+        raise ScenarioError(str(path), field or None, msg) from None
+    base_path = path.parent / sweep.base
+    base_raw = resolve_raw(base_path)
+    base = validate_raw(base_raw, str(base_path))
+    dumped = base.model_dump(mode="json", by_alias=True)
+    for fpath in sweep.factors:
+        if not _exists(dumped, fpath):
+            raise ScenarioError(str(path), f"factors.{fpath}", f"no such field in the base scenario {sweep.base}")
+    known = kpi_names(base)
+    for i, kpi in enumerate(sweep.kpis):
+        if kpi not in known:
+            close = sorted(k for k in known if k.split("_")[0] == kpi.split("_")[0])[:8]
+            raise ScenarioError(str(path), f"kpis.{i}", f"unknown KPI {kpi!r}; e.g. {', '.join(close or sorted(known)[:8])}")
+    digest = hashlib.sha256(json.dumps({"sweep": raw, "base": base_raw}, sort_keys=True, default=str).encode()).hexdigest()
+    return sweep, base_raw, base, digest[:16]
+
+
+def kpi_names(scenario: Scenario) -> set[str]:
+    """The KPI names a scenario produces (from a two-day run: cheap, and the same set)."""
+    short = scenario.model_copy(update={"horizon_days": 2, "warmup_days": 0})
+    return set(run_replication(short, 0).kpis)
+
+
+def _exists(tree, dotted: str) -> bool:
+    node = tree
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def design_points(sweep: SweepFile) -> list[dict[str, object]]:
+    """The design's points in a fixed order (point id = position)."""
+    names = list(sweep.factors)
+    factors = list(sweep.factors.values())
+    d = sweep.design
+    if d.kind == "grid":
+        axes = [f.values if f.values is not None else list(np.linspace(f.range[0], f.range[1], f.steps)) for f in factors]
+        rows = [list(c) for c in itertools.product(*axes)]
+    elif d.kind in ("lhs", "sobol"):
+        from scipy.stats import qmc
+
+        eng = qmc.LatinHypercube(len(names), seed=sweep.seed) if d.kind == "lhs" else qmc.Sobol(
+            len(names), scramble=True, seed=sweep.seed)
+        u = eng.random(d.points)
+        rows = [[_from_unit(f, x) for f, x in zip(factors, row)] for row in u]
+    elif d.kind == "saltelli":
+        from SALib.sample import sobol as sobol_sample
+
+        x = sobol_sample.sample(sweep.problem(), d.n, calc_second_order=False, seed=sweep.seed)
+        rows = x.tolist()
+    else:
+        from SALib.sample import morris as morris_sample
+
+        x = morris_sample.sample(sweep.problem(), d.n, num_levels=d.levels, seed=sweep.seed)
+        rows = x.tolist()
+    out = []
+    for row in rows:
+        point = {}
+        for name, f, v in zip(names, factors, row):
+            v = v.item() if hasattr(v, "item") else v
+            if f.integer and isinstance(v, float):
+                v = int(round(v))
+            point[name] = v
+        out.append(point)
+    return out
+
+
+def _from_unit(f: Factor, x: float):
+    if f.values is not None:
+        return f.values[min(int(x * len(f.values)), len(f.values) - 1)]
+    return f.range[0] + x * (f.range[1] - f.range[0])
+
+
+def point_scenario(base_raw: dict, point: dict, source: str) -> Scenario:
+    raw = copy.deepcopy(base_raw)
+    for path, value in point.items():
+        _set(raw, path, value)
+    try:
+        return validate_raw(raw, source)
+    except ScenarioError as exc:
+        values = ", ".join(f"{k}={v!r}" for k, v in point.items())
+        raise ScenarioError(source, exc.field, f"{exc.message} (at point {values})") from None
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_point(scenario: Scenario, point_id: int, seed: int, replications: int) -> dict:
+    """Run one point's replications (pure: the same arguments give the same rows)."""
+    try:
+        rows = []
+        for r in range(replications):
+            res = run_replication(scenario, r, seed)
+            rows.append({"point_id": point_id, "replication": r, **res.kpis})
+        return {"point_id": point_id, "rows": rows, "error": None}
+    except Exception as exc:  # one bad point must not kill the sweep
+        return {"point_id": point_id, "rows": [], "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()}
+
+
+def _part(folder: Path, point_id: int) -> Path:
+    return folder / "points" / f"point-{point_id:06d}.parquet"
+
+
+def done_points(folder: Path) -> set[int]:
+    d = folder / "points"
+    if not d.exists():
+        return set()
+    return {int(p.stem.split("-")[1]) for p in d.glob("point-*.parquet")}
+
+
+def _write_part(folder: Path, point_id: int, point: dict, rows: list[dict]) -> None:
+    df = pd.DataFrame(rows)
+    for k, v in point.items():
+        df.insert(2, f"factor:{k}", [v] * len(df) if not isinstance(v, (list, dict)) else [json.dumps(v)] * len(df))
+    path = _part(folder, point_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def execute_sweep(
+    sweep_path: Path,
+    out_dir: Path | None = None,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> dict:
+    """Run (or resume) a sweep.  Returns a summary dict (folder, points, failures)."""
+    sweep, base_raw, base, digest = load_sweep(sweep_path)
+    name = sweep.name or Path(sweep_path).stem
+    folder = Path(out_dir) if out_dir is not None else Path("outputs") / f"sweep-{name}"
+    points = design_points(sweep)
+    scenarios = [point_scenario(base_raw, p, str(sweep_path)) for p in points]  # all validated before any run
+    mpath = folder / "manifest.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text(encoding="utf-8"))
+        if old.get("sweep_hash") != digest:
+            raise IopsimError(f"{folder}: holds results of a different sweep (or base scenario); use another --out")
+    elif folder.exists() and any(folder.iterdir()):
+        raise IopsimError(f"{folder}: output folder exists and is not a sweep of this file; choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(mpath, json.dumps(manifest(
+        kind="sweep", sweep=name, sweep_file=str(sweep_path), sweep_hash=digest, seed=sweep.seed,
+        replications=sweep.replications, design=sweep.design.model_dump(), factors={k: f.model_dump() for k, f in sweep.factors.items()},
+        points=len(points), kpis=sweep.kpis, method=sweep.method, scheduler=scheduler, jobs=jobs,
+        references=base.references,
+    ), indent=2, default=str) + "\n")
+    atomic_write_text(folder / "design.json", json.dumps(points, indent=1, default=str) + "\n")
+    finished = done_points(folder)
+    pending = [i for i in range(len(points)) if i not in finished]
+    failures: list[dict] = []
+    n_done = len(finished)
+    if progress:
+        progress(n_done, len(points), 0)
+    t0 = time.perf_counter()
+
+    def handle(res: dict) -> None:
+        nonlocal n_done
+        pid = res["point_id"]
+        if res["error"] is None:
+            _write_part(folder, pid, points[pid], res["rows"])
+            n_done += 1
+        else:
+            failures.append({"point_id": pid, "factors": points[pid], "error": res["error"]})
+            log.warning("point %d failed (%s): %s", pid, points[pid], res["error"])
+        if progress:
+            progress(n_done, len(points), len(failures))
+
+    if scheduler:
+        _run_dask(scheduler, scenarios, pending, sweep, handle)
+    elif jobs <= 1 or len(pending) <= 1:
+        for pid in pending:
+            handle(run_point(scenarios[pid], pid, sweep.seed, sweep.replications))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("forkserver")) as pool:
+            futures = [pool.submit(run_point, scenarios[pid], pid, sweep.seed, sweep.replications) for pid in pending]
+            for fut in as_completed(futures):
+                handle(fut.result())
+    elapsed = time.perf_counter() - t0
+    atomic_write_text(folder / "failures.json", json.dumps(failures, indent=2, default=str) + "\n")
+    summary = collect(folder, sweep, points)
+    result = {"folder": folder, "points": len(points), "ran": len(pending) - len(failures), "skipped": len(finished),
+              "failures": failures, "elapsed_s": elapsed, "summary": summary, "sweep": sweep}
+    if sweep.method is not None and not failures:
+        from sim.sensitivity import analyse_sweep
+
+        result["sensitivity"] = analyse_sweep(folder)
+    return result
+
+
+def _run_dask(address: str, scenarios, pending, sweep, handle) -> None:
+    try:
+        from distributed import Client, as_completed as dask_completed
+    except ImportError:  # pragma: no cover - declared dependency
+        raise IopsimError("--scheduler needs the 'distributed' package (pip install distributed)") from None
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise IopsimError(f"--scheduler {address}: cannot connect ({exc})") from None
+    try:
+        futures = [client.submit(run_point, scenarios[pid], pid, sweep.seed, sweep.replications, pure=False)
+                   for pid in pending]
+        for fut in dask_completed(futures):
+            handle(fut.result())
+    finally:
+        client.close()
+
+
+def load_results(folder: Path) -> pd.DataFrame:
+    parts = sorted((Path(folder) / "points").glob("point-*.parquet"))
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True).sort_values(
+        ["point_id", "replication"], ignore_index=True)
+
+
+def collect(folder: Path, sweep: SweepFile, points: list[dict]) -> pd.DataFrame:
+    """Write results.parquet (all rows) and points.csv (mean and CI per point and KPI)."""
+    res = load_results(folder)
+    if not len(res):
+        return pd.DataFrame()
+    tmp = folder / ".results.parquet.tmp"
+    res.to_parquet(tmp, index=False)
+    os.replace(tmp, folder / "results.parquet")
+    rows = []
+    for pid, g in res.groupby("point_id"):
+        row = {"point_id": int(pid), **{f"factor:{k}": v for k, v in points[int(pid)].items()}}
+        for kpi in sweep.kpis:
+            m, _sd, lo, hi, n = mean_ci(g[kpi].to_numpy(dtype=float))
+            row.update({kpi: m, f"{kpi}:ci_low": lo, f"{kpi}:ci_high": hi})
+        row["replications"] = len(g)
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    atomic_write_text(folder / "points.csv", summary.to_csv(index=False))
+    _sweep_figures(folder, sweep, summary)
+    return summary
+
+
+def _sweep_figures(folder: Path, sweep: SweepFile, summary: pd.DataFrame) -> None:
+    from sim.figures import sweep_heatmap, sweep_lines
+
+    fig_dir = folder / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    names = list(sweep.factors)
+    for kpi in sweep.kpis:
+        label, unit = kpi_label(kpi)
+        if len(names) == 1:
+            sweep_lines(summary, names[0], kpi, f"{label} ({unit})", fig_dir / f"{kpi}.png")
+        elif len(names) == 2 and sweep.design.kind == "grid":
+            sweep_heatmap(summary, names[0], names[1], kpi, f"{label} ({unit})", fig_dir / f"{kpi}.png")
+
