@@ -16,7 +16,9 @@ the shift differentials.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right, insort
+from bisect import bisect_right
+
+import numpy as np
 
 from sim.calendar import WeeklyCalendar
 from sim.scenario import WEEKDAYS, Roster, Scenario, Shift
@@ -82,20 +84,35 @@ class StaffMember:
         return self.on_shift(start, end) and self.conflict_end(start, end) is None
 
     def find_slot(self, earliest: float, latest: float, duration: float) -> float | None:
-        """Earliest start in [earliest, latest - duration] at which the member is free."""
-        t = earliest
-        while t + duration <= latest + _EPS:
-            a, b = self.calendar.current_or_next(t)
-            s = max(a, t)
-            if s + duration > latest + _EPS:
-                return None
-            if s + duration > b + _EPS:
-                t = b
-                continue
-            c = self.conflict_end(s, s + duration)
-            if c is None:
-                return s
-            t = c
+        """Earliest start in [earliest, latest - duration] at which the member is free.
+
+        One pass over the shifts in the window and, within each, over the
+        bookings it holds (sorted, non-overlapping): the first gap that fits wins.
+        """
+        bookings = self._bookings
+        w = math.floor(earliest / 7.0)
+        while w * 7.0 < latest:
+            base = w * 7.0
+            for a, b in self.calendar.intervals:
+                lo = max(base + a, earliest)
+                hi = min(base + b, latest)
+                if lo + duration > hi + _EPS:
+                    continue
+                i = max(bisect_right(self._starts, lo) - 1, 0)
+                t = lo
+                n = len(bookings)
+                while i < n:
+                    bk = bookings[i]
+                    if bk.start >= hi:
+                        break
+                    if bk.end > t:
+                        if t + duration <= bk.start + _EPS:
+                            return t
+                        t = bk.end
+                    i += 1
+                if t + duration <= hi + _EPS:
+                    return t
+            w += 1
         return None
 
     def add(self, booking: Booking) -> None:
@@ -216,31 +233,37 @@ def shift_hours(shifts: list[Shift], t0: float, t1: float, evening_start_hour: f
 
 
 def idle_hours(member_shifts: list[Shift], bookings: list[tuple[float, float]], t0: float, t1: float) -> float:
-    """Rostered hours in [t0, t1) not covered by any booking (computed independently of
-    the paid-hours arithmetic, so paid = busy + idle is a real check)."""
+    """Rostered hours in [t0, t1) not covered by any booking.
+
+    Computed from the calendar and the bookings log independently of the
+    paid-hours arithmetic (:func:`shift_hours`), so that paid = busy + idle is
+    a real check that every booking lies inside a shift and none overlap.
+    """
     cal = WeeklyCalendar(Roster(shifts=member_shifts))
-    intervals = []
-    w = math.floor(t0 / 7.0)
-    while w * 7.0 < t1:
-        for a, b in cal.intervals:
-            lo, hi = max(w * 7.0 + a, t0), min(w * 7.0 + b, t1)
-            if hi > lo:
-                intervals.append((lo, hi))
-        w += 1
-    busy = sorted((max(s, t0), min(e, t1)) for s, e in bookings if min(e, t1) > max(s, t0))
-    idle = 0.0
-    j = 0
-    for lo, hi in intervals:
-        t = lo
-        while j < len(busy) and busy[j][1] <= t:
-            j += 1
-        k = j
-        while k < len(busy) and busy[k][0] < hi:
-            s, e = busy[k]
-            if s > t:
-                idle += s - t
-            t = max(t, e)
-            k += 1
-        if hi > t:
-            idle += hi - t
-    return idle * 24.0
+    weeks = np.arange(math.floor(t0 / 7.0), math.floor(t1 / 7.0) + 1) * 7.0
+    iv = np.asarray(cal.intervals, dtype=float)
+    lo = np.clip((weeks[:, None] + iv[None, :, 0]).ravel(), t0, t1)
+    hi = np.clip((weeks[:, None] + iv[None, :, 1]).ravel(), t0, t1)
+    rostered = float(np.sum(hi - lo))
+    if not bookings:
+        return rostered * 24.0
+    b = np.asarray(sorted(bookings), dtype=float)
+    # Union of the bookings as disjoint intervals, then the measure of their
+    # intersection with the shifts through the cumulative covered length F(t).
+    starts, ends = [b[0, 0]], [b[0, 1]]
+    for s0, e0 in b[1:]:
+        if s0 <= ends[-1]:
+            ends[-1] = max(ends[-1], e0)
+        else:
+            starts.append(s0)
+            ends.append(e0)
+    us, ue = np.asarray(starts), np.asarray(ends)
+    cum = np.concatenate([[0.0], np.cumsum(ue - us)])
+
+    def covered(t):
+        k = np.searchsorted(us, t, side="right")  # intervals starting at or before t
+        inside = np.where(k > 0, np.minimum(t, ue[np.maximum(k - 1, 0)]) - us[np.maximum(k - 1, 0)], 0.0)
+        return cum[np.maximum(k - 1, 0)] * (k > 0) + np.maximum(inside, 0.0)
+
+    busy_in_shifts = float(np.sum(covered(hi) - covered(lo)))
+    return (rostered - busy_in_shifts) * 24.0
