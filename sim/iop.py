@@ -292,15 +292,9 @@ class TrackedIOP(Stage):
             start = t_week + off
             end = start + hours / 24.0
             for g in track.groups:
-                if g.state == "forming" and not g.members:
+                if not g.members:  # staffed at the session if someone joins by then
                     continue
-                team = []
-                for f in track.cfg.facilitators:
-                    people = pool.team(f.role, f.count, start, end, prefer=g.last_facilitators)
-                    if people is None:
-                        team = None
-                        break
-                    team.extend(people)
+                team = self._facilitators(track, g, start, end)
                 if team is None:
                     plan[(start, name, g.index)] = None
                 else:
@@ -322,12 +316,30 @@ class TrackedIOP(Stage):
                         rec.services.append((t_week, m.patient.id, svc_name, delivered))
         return plan
 
+    def _facilitators(self, track: Track, g: Group, start: float, end: float) -> list | None:
+        """Free people for every facilitator entry of the track (none chosen twice), or None."""
+        team: list = []
+        for f in track.cfg.facilitators:
+            people = self.pool.team(f.role, f.count, start, end, prefer=g.last_facilitators, exclude=team)
+            if people is None:
+                return None
+            team.extend(people)
+        return team
+
     def _run_sessions(self, track: Track, ts: float, hours: float, plan: dict) -> None:
-        """All groups of ``track`` meeting at ``ts``: start cohorts, staff, merge, attend."""
+        """All groups of ``track`` meeting at ``ts``: finish, staff, start cohorts, merge, attend."""
         cfg = track.cfg
         pool = self.pool
         sessions = self.model.rec.sessions
         week_idx = math.floor(ts / 7.0 + _EPS)
+        end = ts + hours / 24.0
+        if self.cfg.program.sessions is None:
+            # Programs ending exactly at this session's start end before it (the
+            # completion timer and the session clock may differ by rounding).
+            for g in track.groups:
+                for m in list(g.members):
+                    if m.t_first is not None and ts >= m.t_first + self.program_days - 1e-7:
+                        self._finish(m, "completed")
         meeting: list[tuple[Group, list | None]] = []
         for g in track.groups:
             key = (ts, track.name, g.index)
@@ -341,24 +353,24 @@ class TrackedIOP(Stage):
                     for b in bookings or []:
                         pool.cancel(b)
                     continue
-                g.state = "running"
-                for m in g.members:
-                    self._start(m, ts)
             if not g.members:
                 for b in bookings or []:
                     pool.cancel(b)
                 if key in plan:
                     sessions.append([track.name, g.index, ts, hours, "no_clients", 0, 0, 0, 0, -1])
                 continue
-            if key not in plan:  # joined after planning; staff it now if anyone is free
-                team = []
-                for f in cfg.facilitators:
-                    people = pool.team(f.role, f.count, ts, ts + hours / 24.0, prefer=g.last_facilitators)
-                    if people is None:
-                        team = None
-                        break
-                    team.extend(people)
-                bookings = None if team is None else [pool.book(x, "group", ts, ts + hours / 24.0, g.index) for x in team]
+            if bookings is None:  # not staffed when the week was planned (or joined since): try again
+                team = self._facilitators(track, g, ts, end)
+                bookings = None if team is None else [pool.book(x, "group", ts, end, g.index) for x in team]
+            if g.state == "forming":
+                if bookings is None:  # a cohort starts only at a session that is held
+                    for f in cfg.facilitators:
+                        pool.unmet(f.role, "group", ts, f.count * hours)
+                    sessions.append([track.name, g.index, ts, hours, "cancelled", len(g.members), 0, 0, 0, -1])
+                    continue
+                g.state = "running"
+                for m in g.members:
+                    self._start(m, ts)
             meeting.append((g, bookings))
         staffed = [(g, b) for g, b in meeting if b is not None]
         hosts = {g.index: list(g.members) for g, _ in staffed}

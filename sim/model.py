@@ -170,11 +170,11 @@ class Intake:
             if start > now + _EPS:
                 yield env.timeout(start - now)
                 continue
-            busy_until = member.conflict_end(now, now + _EPS)
-            if busy_until is not None:  # booked for other work right now
-                yield env.timeout(busy_until - now)
+            nb = member.next_booking(now)
+            if nb is not None and nb.start <= now + _EPS:  # booked for other work now (or within rounding)
+                yield env.timeout(max(nb.end - now, 0.0))
                 continue
-            free_until = min(end, member.next_booking_start(now))
+            free_until = min(end, nb.start) if nb is not None else end
             while queue and queue[0].done:
                 queue.popleft()
             if not queue:
@@ -188,7 +188,12 @@ class Intake:
                 log.info("t=%.3f assessment of %.2f h cut to the %.2f h shift", now, duration * 24, (end - start) * 24)
                 duration = end - start
             if now + duration > free_until + _EPS:
-                yield env.timeout(free_until - now)
+                # It does not fit before the shift ends or the next booking starts:
+                # wait for the end of whichever comes first.
+                if nb is not None and nb.start < end:
+                    yield env.timeout(nb.end - now)
+                else:
+                    yield env.timeout(end - now)
                 continue
             queue.popleft()
             w.done = True

@@ -168,6 +168,7 @@ class Recorder:
         if len(levels):
             levels["stage"] = levels["stage"].astype("string")
         sessions = pd.DataFrame(self.sessions, columns=list(SESSION_COLUMNS))
+        sessions = sessions.sort_values(["t_start", "track", "group"], kind="stable", ignore_index=True)
         for c in ("track", "status"):
             sessions[c] = sessions[c].astype("string")
         live = [b for b in self.bookings if not b.cancelled]

@@ -76,9 +76,12 @@ class StaffMember:
             return self._bookings[i].end
         return None
 
-    def next_booking_start(self, t: float) -> float:
-        i = bisect_right(self._starts, t + _EPS)
-        return self._bookings[i].start if i < len(self._bookings) else math.inf
+    def next_booking(self, t: float) -> Booking | None:
+        """The booking in progress at ``t`` or else the next one (None if there is none)."""
+        i = bisect_right(self._starts, t) - 1
+        if i >= 0 and self._bookings[i].end > t + _EPS:
+            return self._bookings[i]
+        return self._bookings[i + 1] if i + 1 < len(self._bookings) else None
 
     def available(self, start: float, end: float) -> bool:
         return self.on_shift(start, end) and self.conflict_end(start, end) is None
@@ -164,13 +167,14 @@ class StaffPool:
     def unmet(self, role: str, activity: str, t: float, hours: float) -> None:
         self.rec.unmet.append((t, role, activity, hours))
 
-    def team(self, role: str, count: int, start: float, end: float, prefer=()) -> list[StaffMember] | None:
-        """``count`` members of ``role`` free for [start, end), preferring ``prefer``."""
-        chosen = [m for m in prefer if m.role == role and m.available(start, end)][:count]
+    def team(self, role: str, count: int, start: float, end: float, prefer=(), exclude=()) -> list[StaffMember] | None:
+        """``count`` members of ``role`` free for [start, end), preferring ``prefer``,
+        never one of ``exclude`` (already chosen for the same session)."""
+        chosen = [m for m in prefer if m.role == role and m not in exclude and m.available(start, end)][:count]
         for m in self.by_role.get(role, ()):
             if len(chosen) >= count:
                 break
-            if m not in chosen and m.available(start, end):
+            if m not in chosen and m not in exclude and m.available(start, end):
                 chosen.append(m)
         return chosen if len(chosen) >= count else None
 
