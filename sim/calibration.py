@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from sim.base import FrozenModel
 from sim.errors import IopsimError, ScenarioError
-from sim.scenario import TREATMENT_STAGES, Scenario, validate_raw
+from sim.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
 from sim.stats import mean_ci
 
 STAY_OUTCOMES = ("completed", "dropped_out", "transferred", "terminated", "other", "relapsed")
@@ -66,18 +66,12 @@ class Targets(FrozenModel):
 
 def load_targets(path: Path) -> Targets:
     path = Path(path)
-    if not path.exists():
-        raise ScenarioError(str(path), None, "file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ScenarioError(str(path), None, f"malformed YAML: {str(exc).splitlines()[0]}") from None
+    raw = read_yaml(path)
     try:
         return Targets.model_validate(raw)
     except ValidationError as exc:
-        e = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in e["loc"])
-        raise ScenarioError(str(path), field or None, e["msg"].removeprefix("Value error, ")) from None
+        field, msg = _format_validation_error(exc, raw)
+        raise ScenarioError(str(path), field or None, msg) from None
 
 
 # --------------------------------------------------------------------------- metrics

@@ -15,6 +15,18 @@ from scipy import stats  # noqa: E402
 from sim.metrics import STAGE_LABELS  # noqa: E402
 
 
+def _save(fig, path: Path) -> Path:
+    """Save atomically: a figure is either complete or absent."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def _band(levels: pd.DataFrame, column: str) -> pd.DataFrame:
     """Weekly mean across replications per stage, with a 95 % t interval.
 
@@ -47,9 +59,7 @@ def _level_figure(levels: pd.DataFrame, column: str, title: str, ylabel: str, pa
     axes[-1, 0].set_xlabel("day since start")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def funnel_counts(per_replication: pd.DataFrame, stages: list[str]) -> list[tuple[str, float]]:
@@ -78,9 +88,7 @@ def funnel_figure(per_replication: pd.DataFrame, stages: list[str], path: Path) 
     ax.set_title("Outcome funnel")
     ax.margins(x=0.15)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def group_census_figure(sessions: pd.DataFrame, path: Path) -> Path:
@@ -100,9 +108,7 @@ def group_census_figure(sessions: pd.DataFrame, path: Path) -> Path:
     ax.set_title("Group census per session, by track")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _mean_ci_cols(per_replication: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -127,9 +133,7 @@ def utilisation_figure(per_replication: pd.DataFrame, path: Path) -> Path | None
     ax.set_xlabel("utilisation: busy hours / paid hours (mean, 95 % CI)")
     ax.set_title("Staff utilisation by role")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 COST_COMPONENTS = ("cost_services", "cost_patient_days", "cost_assessments", "cost_overhead")
@@ -153,9 +157,7 @@ def cost_figure(per_replication: pd.DataFrame, path: Path) -> Path:
     ax.set_title("Cost breakdown")
     ax.margins(x=0.25)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def calendar_figure(sessions: pd.DataFrame, horizon_days: int, replications: int, path: Path) -> Path:
@@ -177,9 +179,7 @@ def calendar_figure(sessions: pd.DataFrame, horizon_days: int, replications: int
     ax.set_title("Group sessions held: average per week, by hour")
     fig.colorbar(im, ax=ax, label="sessions in progress (per week)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def run_figures(tables: dict[str, pd.DataFrame], per_replication: pd.DataFrame, folder: Path,
@@ -247,9 +247,7 @@ def forest_figure(diffs: pd.DataFrame, kpi: str, path: Path) -> Path:
     ax.set_title("Paired differences with common random numbers")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def overlay_figure(levels_by_scenario: dict[str, pd.DataFrame], column: str, title: str, ylabel: str, path: Path) -> Path:
@@ -271,9 +269,7 @@ def overlay_figure(levels_by_scenario: dict[str, pd.DataFrame], column: str, tit
     axes[-1, 0].set_xlabel("day since start")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def comparison_figures(folder, names: list[str], diffs: pd.DataFrame, kpi: str) -> list[Path]:
@@ -285,18 +281,6 @@ def comparison_figures(folder, names: list[str], diffs: pd.DataFrame, kpi: str) 
         overlay_figure(levels, "waitlist_mean", "Waitlist length over time, by scenario", "waiting", fig_dir / "waitlist_overlay.png"),
         overlay_figure(levels, "census_mean", "Census over time, by scenario", "in care", fig_dir / "census_overlay.png"),
     ]
-
-
-def _save(fig, path: Path) -> Path:
-    """Save atomically: a figure is either complete or absent."""
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
 
 
 def sweep_lines(summary: pd.DataFrame, factor: str, kpi: str, ylabel: str, path: Path) -> Path:

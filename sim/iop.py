@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import math
 
-from sim.model import ADMITTED, INF, Patient, Stage, _categorical, _cumulative
+from sim.model import ADMITTED, Patient, Stage, _categorical, _cumulative
 from sim.scenario import WEEKDAYS
 from sim.streams import generator
 

@@ -41,7 +41,6 @@ from collections import deque
 import numpy as np
 import simpy
 
-from sim.calendar import WeeklyCalendar
 from sim.records import Recorder
 from sim.scenario import STAGE_ORDER, TREATMENT_STAGES, Scenario
 from sim.staff import INTAKE_SHORTHAND_ROLE, StaffPool

@@ -161,9 +161,12 @@ def write_scenario(folder: RunFolder, prefix: str, scenario: Scenario, results: 
     return summary
 
 
-def _manifest_fields(plan: Plan, warmup: int, **extra) -> dict:
-    return dict(
+def _finish(folder: RunFolder, plan: Plan, warmup: int, replications: int, report: bool, **fields) -> Path:
+    """Write the manifest (last of the data files), the report, and move the folder into place."""
+    folder.write_json("manifest.json", manifest(
+        **fields,
         seed=plan.seed,
+        replications=replications,
         jobs=plan.jobs,
         warmup_days=warmup,
         warmup_requested=plan.warmup,
@@ -171,8 +174,15 @@ def _manifest_fields(plan: Plan, warmup: int, **extra) -> dict:
         precision_kpi=plan.kpi if plan.precision else None,
         threshold=plan.threshold,
         notes=plan.notes,
-        **extra,
-    )
+        files=_files(folder),
+    ))
+    if report:
+        from sim.report import write_report
+
+        write_report(folder.path)
+    final = folder.commit()
+    log.info("wrote %s", final)
+    return final
 
 
 def execute_run(
@@ -192,20 +202,9 @@ def execute_run(
         warmup = resolve_warmup(plan, {scenario.name: scenario}, {scenario.name: results})
         per_rep = kpis_for(results, scenario, warmup)
         summary = write_scenario(folder, "", scenario, results, per_rep, plan, warmup)
-        fields = _manifest_fields(plan, warmup)
-        fields["replications"] = len(results)
-        folder.write_json(
-            "manifest.json",
-            manifest(kind="run", scenario=scenario.name, scenario_file=scenario_path, overrides=overrides or [],
-                     horizon_days=scenario.horizon_days, references=scenario.references, **fields,
-                     files=_files(folder)),
-        )
-        if report:
-            from sim.report import write_report
-
-            write_report(folder.path)
-        final = folder.commit()
-    log.info("wrote %s", final)
+        final = _finish(folder, plan, warmup, len(results), report, kind="run", scenario=scenario.name,
+                        scenario_file=scenario_path, overrides=overrides or [], horizon_days=scenario.horizon_days,
+                        references=scenario.references)
     return RunOutput(final, per_rep, summary, {"warmup": warmup})
 
 
@@ -243,20 +242,10 @@ def execute_compare(
             extra["selection"] = sel.__dict__
             folder.write_json("selection.json", sel.__dict__)
         comparison_figures(folder, list(scenarios), diffs, plan.kpi)
-        fields = _manifest_fields(plan, warmup)
-        fields["replications"] = len(next(iter(results.values())))
-        folder.write_json(
-            "manifest.json",
-            manifest(kind="compare", scenarios=list(scenarios), scenario_files=scenario_paths or {},
-                     overrides=overrides or [], horizon_days={n: s.horizon_days for n, s in scenarios.items()},
-                     references={k: v for s in scenarios.values() for k, v in s.references.items()},
-                     kpi=plan.kpi, **fields, files=_files(folder)),
-        )
-        if report:
-            from sim.report import write_report
-
-            write_report(folder.path)
-        final = folder.commit()
+        final = _finish(folder, plan, warmup, len(next(iter(results.values()))), report, kind="compare",
+                        scenarios=list(scenarios), scenario_files=scenario_paths or {}, overrides=overrides or [],
+                        horizon_days={n: s.horizon_days for n, s in scenarios.items()},
+                        references={k: v for s in scenarios.values() for k, v in s.references.items()}, kpi=plan.kpi)
     return RunOutput(final, per_rep[next(iter(scenarios))], diffs, {"warmup": warmup, "params": params, **extra,
                                                                     "per_rep": per_rep})
 

@@ -465,7 +465,7 @@ class Scenario(FrozenModel):
 # --------------------------------------------------------------------------- loading
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ScenarioError(str(path), None, "file not found")
     if path.is_dir():
@@ -504,7 +504,7 @@ def resolve_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if real in _chain:
         cycle = " -> ".join(p.name for p in (*_chain, real))
         raise ScenarioError(str(path), "extends", f"circular extends: {cycle}")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     parent = data.pop("extends", None)
     if parent is None:
         return data

@@ -26,7 +26,6 @@ from typing import Annotated, Callable, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from sim.base import FrozenModel
@@ -34,7 +33,7 @@ from sim.errors import IopsimError, ScenarioError
 from sim.metrics import kpi_label
 from sim.output import atomic_write_text, manifest
 from sim.runner import run_replication
-from sim.scenario import Scenario, _format_validation_error, resolve_raw, validate_raw
+from sim.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, validate_raw
 from sim.stats import mean_ci
 
 log = logging.getLogger(__name__)
@@ -119,14 +118,7 @@ from sim.base import FieldError as _FieldErr  # noqa: E402
 def load_sweep(path: Path) -> tuple[SweepFile, dict, Scenario, str]:
     """Validate a sweep file and its base scenario; returns (sweep, base raw, base scenario, hash)."""
     path = Path(path)
-    if not path.exists():
-        raise ScenarioError(str(path), None, "file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ScenarioError(str(path), None, f"malformed YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(str(path), None, "top level must be a mapping of fields")
+    raw = read_yaml(path)
     try:
         sweep = SweepFile.model_validate(raw)
     except ValidationError as exc:
