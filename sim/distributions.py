@@ -45,8 +45,8 @@ class _Dist(FrozenModel):
     def truncated_ppf(self, u: float, upper: float) -> float:
         """Inverse transform of the distribution conditioned on ``X < upper``."""
         p = float(self.cdf(upper))
-        if p <= 0.0:
-            return 0.0
+        if p <= 0.0:  # no mass before `upper`: the exit happens at `upper` (as for `fixed`)
+            return float(upper)
         return min(float(self.ppf(u * p)), upper)
 
 

@@ -18,7 +18,8 @@ planned stay ``S ~ los_days`` is drawn, and the early exits race it:
     ``exits[x].days`` *conditioned on being earlier than S*.  So the realised
     share of admissions ending in ``x`` equals the probability exactly (tested),
     whatever the two distributions are, and the stays of those who leave early
-    are shorter than their planned stays.
+    are never longer than their planned stays (equal only when the exit-time
+    distribution has no mass before the planned end).
 
 A completed stay steps down (``step_down`` probabilities) to a lower level or
 to discharge.  Completing a treatment stage (residential, PHP, IOP) and then
@@ -430,7 +431,6 @@ class Model:
             self._close_episode(ep, "intake", first_stage)
             return
         treatment_outcome = None
-        t_treatment_end = math.nan
         while stage is not None and stage != "discharge":
             u = self.residual_u.get(p.ns, p.index) if residual else None
             residual = False
@@ -438,7 +438,6 @@ class Model:
             last_stage, last_outcome = used, outcome
             if used in TREATMENT_STAGES and outcome not in ("reneged", "relapsed"):
                 treatment_outcome = outcome
-                t_treatment_end = env.now
                 if outcome == "completed" and nxt not in TREATMENT_STAGES:
                     ep[8] = env.now
                 if nxt not in TREATMENT_STAGES:  # treatment is over: the relapse clock starts
@@ -446,9 +445,9 @@ class Model:
             stage = nxt
         self._close_episode(ep, last_stage, last_outcome)
         if treatment_outcome is not None and p.t_relapse == INF:
-            # Left treatment without finishing the pathway (e.g. completed residential,
-            # then left the IOP waitlist): the clock runs from the end of the last stay.
-            self._start_relapse_clock(p, treatment_outcome, t_treatment_end)
+            # Left without finishing the pathway (e.g. completed residential, then left
+            # the IOP waitlist): the clock runs from leaving, when care really ended.
+            self._start_relapse_clock(p, treatment_outcome, env.now)
         if treatment_outcome is None or p.t_relapse == INF:
             return
         if p.t_relapse > env.now:

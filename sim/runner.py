@@ -40,6 +40,14 @@ def _worker(args) -> ReplicationResult:
     return run_replication(scenario, replication, seed)
 
 
+def worker_context():
+    """Process start method for workers: a fork server that has imported the
+    simulator once, so each worker starts without re-importing pandas and scipy."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["sim.runner"])
+    return ctx
+
+
 class Runner:
     """Runs (scenario, replication, seed) tasks serially or on a process pool.
 
@@ -72,7 +80,7 @@ class Runner:
                     progress(1)
             return results
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=mp.get_context("forkserver"))
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context())
         futures = {self._pool.submit(_worker, item): i for i, item in enumerate(tasks)}
         for fut in as_completed(futures):
             results[futures[fut]] = fut.result()

@@ -16,7 +16,6 @@ import hashlib
 import itertools
 import json
 import logging
-import multiprocessing as mp
 import os
 import time
 import traceback
@@ -32,7 +31,7 @@ from sim.base import FrozenModel
 from sim.errors import IopsimError, ScenarioError
 from sim.metrics import kpi_label
 from sim.output import atomic_write_text, manifest
-from sim.runner import run_replication
+from sim.runner import run_replication, worker_context
 from sim.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, validate_raw
 from sim.stats import mean_ci
 
@@ -316,7 +315,7 @@ def execute_sweep(
         for pid in pending:
             handle(run_point(scenarios[pid], pid, sweep.seed, sweep.replications))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("forkserver")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context()) as pool:
             futures = [pool.submit(run_point, scenarios[pid], pid, sweep.seed, sweep.replications) for pid in pending]
             for fut in as_completed(futures):
                 handle(fut.result())
