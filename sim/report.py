@@ -19,7 +19,7 @@ import yaml
 from jinja2 import Environment, select_autoescape
 
 from sim.errors import IopsimError
-from sim.metrics import STAGE_LABELS
+from sim.metrics import STAGE_LABELS, kpi_label
 from sim.output import atomic_write_text
 
 HEADLINE = (
@@ -182,7 +182,21 @@ def write_report(folder: Path) -> Path:
     params = _read_csv(folder / "parameters_differ.csv")
     selection = json.loads((folder / "selection.json").read_text()) if (folder / "selection.json").exists() else None
     figs = folder / "figures"
+    horizon = man.get("horizon_days")
+    if isinstance(horizon, dict):
+        lengths = set(horizon.values())
+        run_length = f"{lengths.pop()} days" if len(lengths) == 1 else "; ".join(f"{n}: {d} days" for n, d in horizon.items())
+    else:
+        run_length = f"{horizon} days"
+    selection_label = selection_indifference = None
+    if selection:
+        label, unit = kpi_label(selection["kpi"])
+        selection_label = label
+        selection_indifference = fmt(selection["indifference"], unit)
     ctx = {
+        "run_length": run_length,
+        "selection_label": selection_label,
+        "selection_indifference": selection_indifference,
         "kind": kind,
         "names": names,
         "blocks": blocks,
@@ -260,10 +274,10 @@ Bonferroni-adjusted intervals so that all {{ names|length - 1 }} comparisons hol
 
 {% if selection %}
 <h2>Which scenario is best?</h2>
-<p>On <b>{{ selection.kpi }}</b> ({{ 'lower' if selection.goal == 'min' else 'higher' }} is better), the
+<p>On <b>{{ selection_label }}</b> ({{ 'lower' if selection.goal == 'min' else 'higher' }} is better), the
 Nelson–Matejcik two-stage procedure selects <b>{{ selection.best }}</b>. It guarantees a correct choice with probability
 at least {{ '%.0f'|format(100 * (1 - selection.alpha)) }} % whenever the best scenario is better than the others by at least
-{{ selection.indifference }} (the indifference zone). First stage: {{ selection.first_stage }} replications; the
+{{ selection_indifference }} (the indifference zone). First stage: {{ selection.first_stage }} replications; the
 procedure required {{ selection.required }}.</p>
 {% endif %}
 
@@ -323,7 +337,7 @@ sessions is a dropout. Full definitions: the iopsim README.</p>
 <h3>4. Experimentation</h3>
 <ul>
 <li>Replications: {{ manifest.replications }}{% if manifest.precision %} (added sequentially until the 95 % CI half-width of <code>{{ manifest.precision_kpi }}</code> was within {{ '%.1f'|format(100 * manifest.precision) }} % of its mean){% endif %}; base seed {{ manifest.seed }}; each random decision has its own stream seeded from (seed, replication, stream name).</li>
-<li>Run length: {{ manifest.horizon_days }} days; warm-up discarded: {{ manifest.warmup_days }} days{% if manifest.warmup_requested == 'auto' %} (estimated from the output with {{ manifest.notes.warmup_method }}){% endif %}.</li>
+<li>Run length: {{ run_length }}; warm-up discarded: {{ manifest.warmup_days }} days{% if manifest.warmup_requested == 'auto' %} (estimated from the output with {{ manifest.notes.warmup_method }}){% endif %}.</li>
 {% if kind == 'compare' %}<li>Scenarios compared with common random numbers; differences are paired across replications.</li>{% endif %}
 <li>Intervals: Student-t 95 % confidence intervals across independent replications.</li>
 </ul>
