@@ -46,6 +46,7 @@ STAGE_KPIS = (
     ("wait_p90_days", "90th pct wait (days)"),
     ("waitlist_mean", "Average waitlist"),
     ("waitlist_max", "Longest waitlist"),
+    ("waitlist_max_first_year", "Longest waitlist, first year"),
     ("census_mean", "Average census"),
     ("occupancy", "Occupancy"),
     ("completed", "Completed stays"),
@@ -251,9 +252,31 @@ def run(
     w = result.extra["warmup"]
     print_summary(result.summary, f"{sc.name}: {n} replications, seed {plan.seed}, {sc.horizon_days} days"
                   + (f" (warm-up {w} days discarded)" if w else ""))
+    print_transient(result.folder / "transient.csv")
     if precision is not None:
         out.print(f"--precision {precision}: {n} replications were needed for {kpi}", highlight=False)
     out.print(f"run folder: {result.folder}", highlight=False)
+
+
+def print_transient(path: Path) -> None:
+    """When each waitlist settles and how soon it reaches the threshold (from transient.csv)."""
+    import pandas as pd
+
+    from sim.metrics import STAGE_LABELS
+
+    if not path.exists():
+        return
+    df = pd.read_csv(path)
+    if not len(df):
+        return
+    thr = df["threshold"].iloc[0]
+    table = Table(title=f"Opening transient: waitlists (threshold {thr:g} waiting)", title_justify="left")
+    for col in ("Stage", "settles after (days)", "share of replications reaching threshold", "first day reached (mean)"):
+        table.add_column(col, justify="left" if col == "Stage" else "right")
+    for _, r in df.iterrows():
+        table.add_row(STAGE_LABELS.get(r["stage"], r["stage"]), f"{r['settles_day']:.0f}",
+                      f"{r['share_replications_over_threshold']:.0%}", _fmt(r["first_day_over_threshold_mean"]))
+    out.print(table)
 
 
 @app.command()

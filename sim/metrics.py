@@ -14,7 +14,8 @@ Definitions (also in the README):
   admitted in the window.  Patients who reneged or are still waiting at the end
   are not in it (their waits are censored); ``<stage>_reneged`` counts them.
 * ``<stage>_waitlist_mean`` / ``_max`` -- time-average and maximum of the
-  number waiting; ``<stage>_census_mean`` likewise for the number in care;
+  number waiting; ``_max_first_year`` -- the maximum over days 0-364 (a new
+  site's first year, whatever the warm-up); ``<stage>_census_mean`` likewise for the number in care;
   ``<stage>_occupancy`` -- census mean / capacity.
 * ``placed_in_treatment`` -- referrals in the window that intake placed in
   residential, PHP or IOP; ``admitted_to_treatment`` -- episodes with a
@@ -63,6 +64,7 @@ KPI_UNITS = {
     "stay_mean_days": ("Mean length of stay", "days"),
     "waitlist_mean": ("Average waitlist", "patients"),
     "waitlist_max": ("Longest waitlist", "patients"),
+    "waitlist_max_first_year": ("Longest waitlist in the first year (from day 0)", "patients"),
     "census_mean": ("Average census", "patients"),
     "census_max": ("Peak census", "patients"),
     "occupancy": ("Occupancy", "fraction"),
@@ -210,6 +212,8 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
         lv = levels.loc[sel]
         k[f"{stage}_waitlist_mean"] = float(lv["waitlist_mean"].sum() / window)
         k[f"{stage}_waitlist_max"] = float(lv["waitlist_max"].max()) if len(lv) else 0.0
+        first_year = levels.loc[(lv_stage == stage) & (lv_day < 365), "waitlist_max"]
+        k[f"{stage}_waitlist_max_first_year"] = float(first_year.max()) if len(first_year) else 0.0
         census_area = float(lv["census_mean"].sum())
         patient_days[stage] = census_area
         k[f"{stage}_census_mean"] = census_area / window

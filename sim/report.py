@@ -29,6 +29,7 @@ HEADLINE = (
     "iop_wait_mean_days",
     "iop_waitlist_mean",
     "iop_waitlist_max",
+    "iop_waitlist_max_first_year",
     "iop_census_mean",
     "iop_reneged",
     "cost_total",
@@ -88,6 +89,7 @@ def _scenario_block(folder: Path, name: str, currency: str) -> dict:
     stage_rows = []
     for key, label in (("admissions", "Admissions"), ("wait_mean_days", "Mean wait"), ("wait_p90_days", "90th percentile wait"),
                        ("waitlist_mean", "Average waitlist"), ("waitlist_max", "Longest waitlist"),
+                       ("waitlist_max_first_year", "Longest waitlist in the first year"),
                        ("census_mean", "Average census"), ("occupancy", "Occupancy"),
                        ("completed", "Completed stays"), ("dropped_out", "Dropped out"), ("reneged", "Left the waitlist")):
         cells = []
