@@ -195,6 +195,7 @@ def _progress():
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # a transient bar still leaves a blank line on a pipe
     )
 
 
@@ -254,7 +255,11 @@ def run(
                   + (f" (warm-up {w} days discarded)" if w else ""))
     print_transient(result.folder / "transient.csv")
     if precision is not None:
-        out.print(f"--precision {precision}: {n} replications were needed for {kpi}", highlight=False)
+        if result.extra.get("precision_reached", True):
+            out.print(f"--precision {precision}: {n} replications were needed for {kpi}", highlight=False)
+        else:
+            out.print(f"--precision {precision}: NOT reached for {kpi} within --max-replications {max_replications}",
+                      highlight=False)
     out.print(f"run folder: {result.folder}", highlight=False)
 
 
@@ -395,7 +400,7 @@ def sweep(
     try:
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("failures: {task.fields[failures]}"), TimeRemainingColumn(), console=err,
-                      transient=True) as progress:
+                      transient=True, disable=not err.is_terminal) as progress:
             task = progress.add_task("sweep: points", total=None, failures=0)
             result = execute_sweep(
                 sweep_file, out_dir, jobs=jobs, scheduler=scheduler,

@@ -370,7 +370,8 @@ class TrackedIOP(Stage):
                     continue
                 g.state = "running"
                 for m in g.members:
-                    self._start(m, ts)
+                    if m.t_first is None:  # those in the program since day 0 have started already
+                        self._start(m, ts)
             meeting.append((g, bookings))
         staffed = [(g, b) for g, b in meeting if b is not None]
         hosts = {g.index: list(g.members) for g, _ in staffed}

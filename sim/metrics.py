@@ -18,13 +18,16 @@ Definitions (also in the README):
   site's first year, whatever the warm-up); ``<stage>_census_mean`` likewise for the number in care;
   ``<stage>_occupancy`` -- census mean / capacity.
 * ``placed_in_treatment`` -- referrals in the window that intake placed in
-  residential, PHP or IOP; ``admitted_to_treatment`` -- episodes with a
-  treatment admission in the window.
+  residential, PHP or IOP; ``admitted_to_treatment`` -- of those referrals,
+  the ones admitted to a treatment stage in the window.
 * ``programs_completed`` -- episodes that completed a treatment stage and then
   left treatment (discharge or aftercare), in the window.
-* ``cost_total`` -- patient-days x cost per patient-day by stage, plus
-  assessments x cost per assessment, plus fixed overhead per day, over the
-  window; ``cost_per_completed_program`` = ``cost_total / programs_completed``.
+* ``cost_*`` -- see :mod:`sim.cost` (labour from rosters, services,
+  patient-day costs, assessments, overhead); ``cost_per_completed_program`` =
+  ``cost_total / programs_completed``.
+* ``iop_track_<track>_*`` -- group sessions, group census, waits to start and
+  outcomes per IOP track; ``staff_<role>_*`` -- paid, busy, idle and unmet
+  hours, utilisation and FTE per role (see :func:`track_kpis`, :func:`staff_kpis`).
 """
 
 from __future__ import annotations

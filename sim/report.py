@@ -71,9 +71,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
-def _scenario_block(folder: Path, name: str, currency: str) -> dict:
+def _scenario_block(folder: Path, name: str) -> dict:
     summary = _read_csv(folder / "summary.csv").set_index("kpi")
     scenario = yaml.safe_load((folder / "scenario.yaml").read_text(encoding="utf-8"))
+    currency = (scenario.get("costs") or {}).get("currency", "USD")
 
     def row(k):
         r = summary.loc[k]
@@ -130,6 +131,7 @@ def _scenario_block(folder: Path, name: str, currency: str) -> dict:
         },
         "staff_figures": [(cap, _img(figs / f)) for f, cap in STAFF_FIGURES if (figs / f).exists()],
         "horizon": scenario.get("horizon_days"),
+        "currency": currency,
     }
 
 
@@ -175,12 +177,14 @@ def write_report(folder: Path) -> Path:
         raise IopsimError(f"{folder}: not a run folder (manifest.json missing)")
     man = json.loads(mpath.read_text(encoding="utf-8"))
     kind = man.get("kind", "run")
+    if kind not in ("run", "compare"):
+        raise IopsimError(f"{folder}: a {kind} folder has no report; reports are for run and compare folders")
     if kind == "compare":
         names = man["scenarios"]
-        blocks = [_scenario_block(folder / "scenarios" / n, n, "USD") for n in names]
+        blocks = [_scenario_block(folder / "scenarios" / n, n) for n in names]
     else:
         names = [man["scenario"]]
-        blocks = [_scenario_block(folder, names[0], "USD")]
+        blocks = [_scenario_block(folder, names[0])]
     params = _read_csv(folder / "parameters_differ.csv")
     selection = json.loads((folder / "selection.json").read_text()) if (folder / "selection.json").exists() else None
     figs = folder / "figures"
@@ -205,7 +209,7 @@ def write_report(folder: Path) -> Path:
         "manifest": man,
         "params": params.to_dict(orient="records") if len(params) else [],
         "param_cols": list(params.columns) if len(params) else [],
-        "differences": _differences(folder, names, "USD") if kind == "compare" else [],
+        "differences": _differences(folder, names, blocks[0]["currency"]) if kind == "compare" else [],
         "selection": selection,
         "forest": _img(figs / "forest.png"),
         "waitlist_overlay": _img(figs / "waitlist_overlay.png"),

@@ -106,6 +106,8 @@ def simulate(
                     break
                 run_more(min(batch, plan.max_replications - len(results[next(iter(results))])))
             plan.notes["replications_used"] = len(results[next(iter(results))])
+            values = {n: np.array([r.kpis.get(plan.kpi, np.nan) for r in rs]) for n, rs in results.items()}
+            plan.notes["precision_reached"] = bool(replications_for_precision(values, plan.precision))
         if plan.select is not None and len(scenarios) > 1:
             from sim.compare import nm_required_replications
 
@@ -136,6 +138,28 @@ def resolve_warmup(plan: Plan, scenarios: dict[str, Scenario], results: dict[str
     return int(plan.warmup)
 
 
+def fixed_warmup(scenario: Scenario, plan: Plan) -> Scenario:
+    """The scenario with ``--warmup DAYS`` applied, so that workers (and the
+    precision rule) judge KPIs over the same window as the final results."""
+    if isinstance(plan.warmup, int):
+        if plan.warmup >= scenario.horizon_days:
+            raise IopsimError(f"--warmup: {plan.warmup} days is not shorter than the {scenario.horizon_days}-day horizon")
+        return scenario.model_copy(update={"warmup_days": plan.warmup})
+    return scenario
+
+
+def check_kpi(scenario: Scenario, plan: Plan) -> None:
+    """Refuse an unknown --kpi before anything runs (it drives --precision and --select)."""
+    if plan.precision is None and plan.select is None:
+        return
+    from sim.sweep import kpi_names
+
+    known = kpi_names(scenario)
+    if plan.kpi not in known:
+        close = sorted(k for k in known if k.split("_")[0] == plan.kpi.split("_")[0])[:8]
+        raise IopsimError(f"--kpi: unknown KPI {plan.kpi!r}; e.g. {', '.join(close or sorted(known)[:8])}")
+
+
 def kpis_for(results: list[ReplicationResult], scenario: Scenario, warmup: int) -> pd.DataFrame:
     if warmup == scenario.warmup_days:
         return kpi_table(results)
@@ -149,7 +173,8 @@ def write_scenario(folder: RunFolder, prefix: str, scenario: Scenario, results: 
                    per_rep: pd.DataFrame, plan: Plan, warmup: int) -> pd.DataFrame:
     """Everything about one scenario: its resolved file, records, KPIs, transient, figures."""
     summary = summarise(per_rep, kpi_label)
-    folder.write_text(f"{prefix}scenario.yaml", scenario_to_yaml(scenario))
+    # The resolved scenario records the warm-up actually used (--warmup included).
+    folder.write_text(f"{prefix}scenario.yaml", scenario_to_yaml(scenario.model_copy(update={"warmup_days": warmup})))
     tables = {name: stack_records(results, name) for name in TABLE_FILES}
     for name, df in tables.items():
         df.to_parquet(folder.file(prefix + TABLE_FILES[name]), index=False)
@@ -197,6 +222,8 @@ def execute_run(
     report: bool = True,
 ) -> RunOutput:
     """Run the replications and write the run folder atomically."""
+    scenario = fixed_warmup(scenario, plan)
+    check_kpi(scenario, plan)
     with RunFolder(out_dir) as folder:
         results = simulate({scenario.name: scenario}, plan, progress, total)[scenario.name]
         warmup = resolve_warmup(plan, {scenario.name: scenario}, {scenario.name: results})
@@ -205,7 +232,7 @@ def execute_run(
         final = _finish(folder, plan, warmup, len(results), report, kind="run", scenario=scenario.name,
                         scenario_file=scenario_path, overrides=overrides or [], horizon_days=scenario.horizon_days,
                         references=scenario.references)
-    return RunOutput(final, per_rep, summary, {"warmup": warmup})
+    return RunOutput(final, per_rep, summary, {"warmup": warmup, "precision_reached": plan.notes.get("precision_reached", True)})
 
 
 def execute_compare(
@@ -220,6 +247,8 @@ def execute_compare(
     report: bool = True,
 ) -> RunOutput:
     """Run scenarios with common random numbers; write per-scenario folders and the comparison."""
+    scenarios = {n: fixed_warmup(sc, plan) for n, sc in scenarios.items()}
+    check_kpi(next(iter(scenarios.values())), plan)
     with RunFolder(out_dir) as folder:
         results = simulate(scenarios, plan, progress, total)
         warmup = resolve_warmup(plan, scenarios, results)

@@ -447,6 +447,9 @@ class Scenario(FrozenModel):
 
         if self.intake is not None and self.intake.role is not None:
             need("intake.role", self.intake.role)
+        if self.intake is not None and self.intake.role is None and "intake_clinician" in roles:
+            raise _FieldError("intake.clinicians", "staff.roles has an 'intake_clinician' role: use intake.role: intake_clinician "
+                              "instead of clinicians and roster")
         for name, stage in enabled.items():
             if stage.tracks is not None and name != "iop":
                 raise _FieldError(f"stages.{name}.tracks", "tracks are only supported for the iop stage")

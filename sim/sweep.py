@@ -124,8 +124,10 @@ def load_sweep(path: Path) -> tuple[SweepFile, dict, Scenario, str]:
         field, msg = _format_validation_error(exc, raw)
         raise ScenarioError(str(path), field or None, msg) from None
     base_path = path.parent / sweep.base
-    base_raw = resolve_raw(base_path)
-    base = validate_raw(base_raw, str(base_path))
+    base = validate_raw(resolve_raw(base_path), str(base_path))
+    # Points are built on the validated base with every default written out, so a
+    # factor may address a field (or list element) the base file leaves at its default.
+    base_raw = base.model_dump(mode="json", by_alias=True, exclude_none=True)
     dumped = base.model_dump(mode="json", by_alias=True)
     for fpath in sweep.factors:
         if not _exists(dumped, fpath):
