@@ -178,9 +178,11 @@ class Intake:
             while queue and queue[0].done:
                 queue.popleft()
             if not queue:
+                # Nothing to do until someone joins: the loop then re-checks the
+                # roster and bookings, so no timer for the shift end is needed.
                 if self.wake is None or self.wake.triggered:
                     self.wake = env.event()
-                yield self.wake | env.timeout(free_until - now)
+                yield self.wake
                 continue
             w = queue[0]
             duration = w.duration
@@ -226,6 +228,7 @@ class Stage:
         self.treatment = name in TREATMENT_STAGES
         self.waitlist = model.rec.waitlist[name]
         self.census = model.rec.census[name]
+        self.open_visit = model.rec.open_visit
         s = model.streams
         self.los = s.patient(f"{name}.los", cfg.los_days.ppf) if cfg.los_days is not None else None
         self.patience = s.patient(f"{name}.patience", cfg.patience_days.ppf) if cfg.patience_days else None
@@ -269,6 +272,12 @@ class Stage:
     def _wait(self, p: Patient, rec: list):
         """Generator: join this stage's waitlist; returns the waiter once it is done
         (``waiter.event.value`` is ADMITTED, "reneged" or "relapsed")."""
+        w = self._join_waitlist(p, rec)
+        yield w.event
+        return w
+
+    def _join_waitlist(self, p: Patient, rec: list) -> _Waiter:
+        """Put ``p`` on this stage's waitlist, with a deadline if they may renege or relapse."""
         env = self.env
         now = env.now
         relapse_in = p.t_relapse - now
@@ -281,7 +290,6 @@ class Stage:
         deadline = min(patience, relapse_in)
         if deadline < INF:
             env.timeout(deadline).callbacks.append(w)
-        yield w.event
         return w
 
     # -- the stay -----------------------------------------------------------------
@@ -308,25 +316,31 @@ class Stage:
         return (yield from st._visit_here(p, self.name, residual_u))
 
     def _visit_here(self, p: Patient, intended: str, residual_u: float | None):
+        # The hot path of every run: locals and inlined one-liners on purpose.
         env = self.env
         now = env.now
-        rec = self.model.rec.open_visit(p.id, p.episode, self.name, intended, now)
+        rec = self.open_visit(p.id, p.episode, self.name, intended, now)
         if self.occupied < self.capacity:
             self.occupied += 1
             self.census.add(now, 1)
         else:
-            w = yield from self._wait(p, rec)
-            if w.event.value != ADMITTED:
-                return w.event.value, None, self.name
-        rec[5] = env.now
-        outcome, stay = self.plan_stay(p)
+            w = self._join_waitlist(p, rec)
+            result = yield w.event
+            if result != ADMITTED:
+                return result, None, self.name
+            now = env.now
+        rec[5] = now
+        if self.exits:
+            outcome, stay = self.plan_stay(p)
+        else:
+            outcome, stay = "completed", self.los.get(p.ns, p.index)
         if residual_u is not None:  # already in care on day 0: only the rest of the stay remains
             stay *= residual_u
-        if env.now + stay > p.t_relapse:
-            outcome, stay = "relapsed", max(p.t_relapse - env.now, 0.0)
+        if now + stay > p.t_relapse:
+            outcome, stay = "relapsed", max(p.t_relapse - now, 0.0)
         yield env.timeout(stay)
         self._release()
-        nxt = self.next_stage(p) if outcome == "completed" else None
+        nxt = (self.step_down[0][0] if self.step_u is None else self.next_stage(p)) if outcome == "completed" else None
         rec[6] = env.now
         rec[7] = outcome
         rec[8] = nxt
@@ -401,7 +415,9 @@ class Model:
     def _new_patient(self) -> Patient:
         pid = self._next_id
         self._next_id += 1
-        source = _categorical(self.source_u.get(1, pid), self.sources)
+        # A one-entry table needs no draw (per-patient streams are indexed, so
+        # skipping a draw shifts no other patient's numbers).
+        source = self.sources[0][0] if len(self.sources) == 1 else _categorical(self.source_u.get(1, pid), self.sources)
         return Patient(pid, 1, source)
 
     def _refer(self, p: Patient, t_referral: float | None = None) -> None:
@@ -411,7 +427,10 @@ class Model:
         self.env.process(self._episode(p))
 
     def _place(self, p: Patient) -> str:
-        return _categorical(self.placement_u.get(p.ns, p.index), self.placements[p.source])
+        table = self.placements[p.source]
+        if len(table) == 1:
+            return table[0][0]
+        return _categorical(self.placement_u.get(p.ns, p.index), table)
 
     # -- one episode ----------------------------------------------------------------
     def _episode(self, p: Patient, first_stage: str | None = None, residual: bool = False, skip_intake=False):
@@ -434,14 +453,15 @@ class Model:
         while stage is not None and stage != "discharge":
             u = self.residual_u.get(p.ns, p.index) if residual else None
             residual = False
-            outcome, nxt, used = yield from self.stages[stage].visit(p, residual_u=u)
+            outcome, nxt, used = yield from self.stages[stage]._target(p)._visit_here(p, stage, u)
             last_stage, last_outcome = used, outcome
-            if used in TREATMENT_STAGES and outcome not in ("reneged", "relapsed"):
+            if used in TREATMENT_STAGES and outcome != "reneged" and outcome != "relapsed":
                 treatment_outcome = outcome
-                if outcome == "completed" and nxt not in TREATMENT_STAGES:
-                    ep[8] = env.now
                 if nxt not in TREATMENT_STAGES:  # treatment is over: the relapse clock starts
-                    self._start_relapse_clock(p, outcome, env.now)
+                    if outcome == "completed":
+                        ep[8] = env.now
+                    if self.relapse is not None:
+                        self._start_relapse_clock(p, outcome, env.now)
             stage = nxt
         self._close_episode(ep, last_stage, last_outcome)
         if treatment_outcome is not None and p.t_relapse == INF:
@@ -487,7 +507,8 @@ class Model:
             p = Patient(-k, 1, "")
             # Their referral source is drawn like anyone's (it sets the placement mix of
             # those still waiting for intake, and of any return after relapse).
-            p.source = _categorical(self.source_u.get(p.ns, p.index), self.sources)
+            p.source = self.sources[0][0] if len(self.sources) == 1 else _categorical(
+                self.source_u.get(p.ns, p.index), self.sources)
             p.ep_rec = self.rec.open_episode(p.id, 1, p.source, math.nan)
             return p
 

@@ -72,15 +72,34 @@ SERVICE_COLUMNS = ("t_week", "patient_id", "service", "delivered")
 IN_SYSTEM = "in_system"
 
 
+def _frame(rows: list[list], columns: tuple[str, ...], ints=(), strings=(), bools=()) -> pd.DataFrame:
+    """Rows -> DataFrame, column by column with known dtypes (much faster than
+    letting pandas infer the type of every cell)."""
+    cols = list(zip(*rows)) if rows else [()] * len(columns)
+    data = {}
+    for name, values in zip(columns, cols):
+        if name in ints:
+            data[name] = np.fromiter(values, dtype=np.int64, count=len(values))
+        elif name in strings:
+            data[name] = pd.array(values, dtype="string")
+        elif name in bools:
+            data[name] = np.fromiter(values, dtype=bool, count=len(values))
+        else:
+            data[name] = np.fromiter(values, dtype=float, count=len(values))
+    return pd.DataFrame(data, columns=list(columns))
+
+
 class Level:
     """A piecewise-constant quantity (waitlist length, census) integrated per day."""
 
-    __slots__ = ("value", "t_last", "area", "peak", "days")
+    __slots__ = ("value", "t_last", "area", "peak", "days", "_day", "_day_end")
 
     def __init__(self, days: int, value: float = 0.0):
         self.days = days
         self.value = value
         self.t_last = 0.0
+        self._day = 0  # the day bin of t_last ...
+        self._day_end = 1.0  # ... and where it ends
         self.area = [0.0] * days
         self.peak = [0.0] * days
         if days:
@@ -104,10 +123,16 @@ class Level:
         self.t_last = t
 
     def add(self, t: float, delta: float) -> None:
-        self._advance(t)
+        if t < self._day_end:  # same day as the last change: no bin boundary to cross
+            day = self._day
+            self.area[day] += self.value * (t - self.t_last)
+            self.t_last = t
+        else:
+            self._advance(t)
+            day = self._day = int(t)
+            self._day_end = day + 1.0
         v = self.value + delta
         self.value = v
-        day = int(t)
         if day < self.days and v > self.peak[day]:
             self.peak[day] = v
 
@@ -142,13 +167,10 @@ class Recorder:
     def finish(self) -> dict[str, pd.DataFrame]:
         for lvl in (*self.waitlist.values(), *self.census.values()):
             lvl.close(float(self.horizon))
-        visits = pd.DataFrame(self.visits, columns=list(VISIT_COLUMNS))
-        episodes = pd.DataFrame(self.episodes, columns=list(EPISODE_COLUMNS))
-        for df, cols in ((visits, ("stage", "intended_stage", "outcome", "next", "track")),
-                         (episodes, ("source", "placement", "exit_stage", "exit_outcome"))):
-            for c in cols:
-                df[c] = df[c].astype("string")
-        episodes["readmitted"] = episodes["readmitted"].astype(bool)
+        visits = _frame(self.visits, VISIT_COLUMNS, ints=("patient_id", "episode"),
+                        strings=("stage", "intended_stage", "outcome", "next", "track"))
+        episodes = _frame(self.episodes, EPISODE_COLUMNS, ints=("patient_id", "episode"),
+                          strings=("source", "placement", "exit_stage", "exit_outcome"), bools=("readmitted",))
         series = []
         for stage in self.waitlist:
             w, c = self.waitlist[stage], self.census[stage]

@@ -1,0 +1,703 @@
+#!/usr/bin/env python
+"""Performance benchmark for iopsim.
+
+    python benchmarks/bench.py [--quick] [--repeats N] [--json FILE]
+
+Measures, in ONE process and as medians of several repeats (see README.md):
+
+1. M/M/c: patients per second of ``Model(scenario, 0).run()`` on a one-stage
+   M/M/c scenario against a minimal hand-written SimPy M/M/c with the same
+   parameters and patient count; the ratio is taken within each repeat.
+2. Events per second of the baseline scenario against a bare SimPy timeout
+   loop; the ratio is taken within each repeat.
+3. Replications per second and peak memory of the baseline at 1, 2 and 5 years
+   (each horizon timed in a fresh subprocess, whose max RSS is read with
+   ``os.wait4``), and the wall time of the goal case: 30 two-year replications
+   with ``run_replications(..., jobs=2)``.
+
+Nothing here changes the product; it only imports ``sim``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import simpy
+
+from sim.metrics import replication_kpis
+from sim.model import Model
+from sim.runner import run_replications
+from sim.scenario import resolve_raw, validate_raw
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = ROOT / "scenarios" / "baseline.yaml"
+
+#: Goals the figures are compared against.
+GOAL_MMC_RATIO = 0.7
+GOAL_WALL_S = 60.0
+
+# Sizes: (full, quick).
+SIZES = {
+    "repeats": (5, 3),
+    "mmc_patients": (20_000, 2_500),
+    "events_horizon": (730, 365),
+    "bare_events": (300_000, 50_000),
+    "reps_per_child": ({365: 9, 730: 7, 1825: 5}, {365: 1, 730: 1, 1825: 1}),
+    "goal_replications": (30, 4),
+    "goal_runs": (3, 1),
+    "imports_child": (True, False),
+}
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def mmc_scenario(c: int, rho: float, mean_stay: float, patients: int, seed: int = 20261126):
+    """One-stage M/M/c in iopsim terms: only ``iop``, no intake, flat Poisson referrals,
+    one source placing everyone into iop, exponential stays, no exits/patience/relapse."""
+    lam = rho * c / mean_stay  # arrivals per day
+    horizon = int(math.ceil(patients / lam))
+    raw = {
+        "name": f"mmc_c{c}_rho{rho}",
+        "seed": seed,
+        "horizon_days": horizon,
+        "replications": 1,
+        "referrals": {
+            "referrals_per_week": 7.0 * lam,
+            "sources": {"all": {"share": 1.0, "placement": {"iop": 1.0}}},
+        },
+        "stages": {"iop": {"capacity": c, "los_days": {"dist": "exponential", "mean": mean_stay}}},
+    }
+    return validate_raw(raw, "bench"), lam
+
+
+def baseline_scenario(horizon_days: int):
+    raw = resolve_raw(BASELINE)
+    raw["horizon_days"] = int(horizon_days)
+    return validate_raw(raw, "bench")
+
+
+def erlang_c_wait(c: int, lam: float, mu: float) -> float:
+    """Mean wait in queue of an M/M/c queue (Erlang C)."""
+    a = lam / mu
+    rho = a / c
+    s = sum(a**k / math.factorial(k) for k in range(c))
+    top = a**c / math.factorial(c) / (1.0 - rho)
+    return top / (s + top) / (c * mu - lam)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Clock:
+    """Wall (``perf_counter``) and CPU (``process_time``) time of a block, in seconds.
+
+    Wall time is what a user waits for; CPU time of this process is much less
+    disturbed by other jobs on a shared machine, so both are kept.
+    """
+
+    __slots__ = ("wall", "cpu", "_w", "_c")
+
+    def __enter__(self):
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self._w
+        self.cpu = time.process_time() - self._c
+        return False
+
+
+def _timed_env_run(model: Model) -> Clock:
+    """Wrap ``model.env.run`` (one call per run, no per-event cost) to time the event loop alone."""
+    clock = Clock()
+    clock.wall = clock.cpu = math.nan
+    inner = model.env.run
+
+    def run(*a, **kw):
+        with clock:
+            return inner(*a, **kw)
+
+    model.env.run = run
+    return clock
+
+
+def processed_events(env: simpy.Environment) -> int:
+    """Events popped from the queue and processed by ``env.step()`` so far.
+
+    SimPy gives every scheduled event a fresh id from ``env._eid`` (an
+    ``itertools.count``) and keeps not-yet-processed events in ``env._queue``,
+    so processed = scheduled - still queued.  Reading the counter costs nothing
+    during the run (unlike wrapping ``env.step``).  Because both are private,
+    ``events_section`` checks this count against a step-counting run first.
+    """
+    scheduled = next(env._eid)  # consumes one id; harmless after the run
+    return scheduled - len(env._queue)
+
+
+def _count_by_step(env: simpy.Environment) -> list[int]:
+    """Patch the instance's ``step`` so every processed event is counted (slow; validation only)."""
+    counter = [0]
+    inner = env.step
+
+    def step():
+        counter[0] += 1
+        inner()
+
+    env.step = step
+    return counter
+
+
+def _median(xs):
+    xs = [x for x in xs if not (isinstance(x, float) and math.isnan(x))]
+    return statistics.median(xs) if xs else math.nan
+
+
+def _fresh():
+    gc.collect()
+
+
+# --------------------------------------------------------------------------- 1. M/M/c
+
+
+def handwritten_mmc(c: int, lam: float, mu: float, n: int, seed: int = 1) -> list[float]:
+    """A minimal, idiomatic SimPy M/M/c: n customers, returns each customer's wait."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / lam, n).tolist()
+    services = rng.exponential(1.0 / mu, n).tolist()
+    env = simpy.Environment()
+    server = simpy.Resource(env, capacity=c)
+    waits: list[float] = []
+
+    def customer(service):
+        arrived = env.now
+        with server.request() as req:
+            yield req
+            waits.append(env.now - arrived)
+            yield env.timeout(service)
+
+    def source():
+        for gap, service in zip(gaps, services):
+            yield env.timeout(gap)
+            env.process(customer(service))
+
+    env.process(source())
+    env.run()
+    return waits
+
+
+def mmc_section(args, sizes) -> dict:
+    c, rho, mean_stay = args.c, args.rho, 1.0
+    mu = 1.0 / mean_stay
+    sc, lam = mmc_scenario(c, rho, mean_stay, sizes["mmc_patients"])
+    # Warm-up (imports, scipy/numpy first calls, code caches); not timed.  Replication 0
+    # is deterministic, so its patient count is the same in every repeat: the hand-written
+    # model simulates exactly that many customers.
+    n_patients = len(Model(sc, 0).run()["episodes"])
+    handwritten_mmc(c, lam, mu, 200)
+
+    rows = []
+    for r in range(args.repeats):
+        out = {}
+        # Alternate the order so neither side always runs on a "warmer" machine.
+        order = ("iopsim", "hand") if r % 2 == 0 else ("hand", "iopsim")
+        for side in order:
+            _fresh()
+            if side == "iopsim":
+                with Clock() as clk:
+                    m = Model(sc, 0)
+                    env_clk = _timed_env_run(m)
+                    records = m.run()
+                n = len(records["episodes"])
+                assert n == n_patients, (n, n_patients)
+                waits = (records["visits"]["t_admit"] - records["visits"]["t_join"]).dropna()
+                out.update(
+                    n=n,
+                    iop_s=clk.wall,
+                    iop_cpu_s=clk.cpu,
+                    iop_env_run_s=env_clk.wall,
+                    iop_env_run_cpu_s=env_clk.cpu,
+                    iop_wait=float(waits.mean()),
+                )
+                del m, records
+            else:
+                with Clock() as clk:
+                    waits = handwritten_mmc(c, lam, mu, n_patients)
+                out.update(hand_n=n_patients, hand_s=clk.wall, hand_cpu_s=clk.cpu, hand_wait=float(np.mean(waits)))
+        out["iop_pps"] = out["n"] / out["iop_s"]
+        out["hand_pps"] = out["hand_n"] / out["hand_s"]
+        out["ratio"] = out["iop_pps"] / out["hand_pps"]
+        out["ratio_cpu"] = (out["n"] / out["iop_cpu_s"]) / (out["hand_n"] / out["hand_cpu_s"])
+        out["ratio_env_run"] = (out["n"] / out["iop_env_run_s"]) / out["hand_pps"]
+        rows.append(out)
+        _progress(f"  mmc repeat {r + 1}/{args.repeats}: ratio {out['ratio']:.3f}")
+    return {
+        "c": c,
+        "rho": rho,
+        "mean_stay_days": mean_stay,
+        "arrivals_per_day": lam,
+        "horizon_days": sc.horizon_days,
+        "patients": rows[0]["n"],
+        "iopsim_patients_per_s": _median([x["iop_pps"] for x in rows]),
+        "handwritten_patients_per_s": _median([x["hand_pps"] for x in rows]),
+        "ratio_median": _median([x["ratio"] for x in rows]),
+        "ratio_min": min(x["ratio"] for x in rows),
+        "ratio_max": max(x["ratio"] for x in rows),
+        "ratio_cpu_median": _median([x["ratio_cpu"] for x in rows]),
+        "ratio_env_run_only_median": _median([x["ratio_env_run"] for x in rows]),
+        "iopsim_env_run_share": _median([x["iop_env_run_s"] / x["iop_s"] for x in rows]),
+        "mean_wait_iopsim": rows[0]["iop_wait"],
+        "mean_wait_handwritten": rows[0]["hand_wait"],
+        "mean_wait_erlang_c": erlang_c_wait(c, lam, mu),
+        "goal": GOAL_MMC_RATIO,
+        "repeats": rows,
+    }
+
+
+# --------------------------------------------------------------------------- 2. events
+
+
+def bare_timeout_loop(n_events: int) -> simpy.Environment:
+    """One process yielding ``env.timeout(1)`` forever, run for ``n_events`` time units."""
+    env = simpy.Environment()
+
+    def ticker():
+        while True:
+            yield env.timeout(1.0)
+
+    env.process(ticker())
+    env.run(until=n_events)
+    return env
+
+
+def events_section(args, sizes) -> dict:
+    sc = baseline_scenario(sizes["events_horizon"])
+    n_bare = sizes["bare_events"]
+
+    # Validation (untimed): the _eid/_queue count equals a step-by-step count.
+    m = Model(sc, 0)
+    counter = _count_by_step(m.env)
+    m.run()
+    by_step, by_eid = counter[0], processed_events(m.env)
+    env = simpy.Environment()
+    bare_counter = _count_by_step(env)
+
+    def ticker():
+        while True:
+            yield env.timeout(1.0)
+
+    env.process(ticker())
+    env.run(until=1000)
+    bare_ok = bare_counter[0] == processed_events(env)
+    if by_step != by_eid or not bare_ok:
+        raise SystemExit(f"event counting mismatch: step={by_step} eid={by_eid} bare_ok={bare_ok}")
+    bare_timeout_loop(1000)  # warm-up
+
+    rows = []
+    for r in range(args.repeats):
+        out = {}
+        order = ("iopsim", "bare") if r % 2 == 0 else ("bare", "iopsim")
+        for side in order:
+            _fresh()
+            if side == "iopsim":
+                with Clock() as clk:
+                    m = Model(sc, 0)
+                    env_clk = _timed_env_run(m)
+                    m.run()
+                out.update(
+                    iop_events=processed_events(m.env),
+                    iop_s=clk.wall,
+                    iop_env_run_s=env_clk.wall,
+                    iop_env_run_cpu_s=env_clk.cpu,
+                )
+                del m
+            else:
+                with Clock() as clk:
+                    env = bare_timeout_loop(n_bare)
+                out.update(bare_events=processed_events(env), bare_s=clk.wall, bare_cpu_s=clk.cpu)
+                del env
+        out["iop_eps_env_run"] = out["iop_events"] / out["iop_env_run_s"]
+        out["iop_eps_whole_run"] = out["iop_events"] / out["iop_s"]
+        out["bare_eps"] = out["bare_events"] / out["bare_s"]
+        out["ratio"] = out["iop_eps_env_run"] / out["bare_eps"]
+        out["ratio_cpu"] = (out["iop_events"] / out["iop_env_run_cpu_s"]) / (out["bare_events"] / out["bare_cpu_s"])
+        out["ratio_whole_run"] = out["iop_eps_whole_run"] / out["bare_eps"]
+        rows.append(out)
+        _progress(f"  events repeat {r + 1}/{args.repeats}: ratio {out['ratio']:.3f}")
+    return {
+        "horizon_days": sc.horizon_days,
+        "iopsim_events": rows[0]["iop_events"],
+        "bare_events": rows[0]["bare_events"],
+        "counting_validated": {"by_step": by_step, "by_eid": by_eid},
+        "iopsim_events_per_s_env_run": _median([x["iop_eps_env_run"] for x in rows]),
+        "iopsim_events_per_s_whole_run": _median([x["iop_eps_whole_run"] for x in rows]),
+        "bare_events_per_s": _median([x["bare_eps"] for x in rows]),
+        "ratio_median": _median([x["ratio"] for x in rows]),
+        "ratio_cpu_median": _median([x["ratio_cpu"] for x in rows]),
+        "ratio_whole_run_median": _median([x["ratio_whole_run"] for x in rows]),
+        "repeats": rows,
+    }
+
+
+# --------------------------------------------------------------------------- 3. horizons
+
+
+def child_main(horizon: int, reps: int) -> dict:
+    """Runs in a fresh subprocess: time ``reps`` replications of the baseline at ``horizon``."""
+    out = {"horizon_days": horizon, "reps": reps}
+    if horizon <= 0:  # imports only: the RSS floor every child pays
+        baseline_scenario(730)
+    else:
+        sc = baseline_scenario(horizon)
+        warm = baseline_scenario(28)  # untimed warm-up: first calls into scipy/pandas/pyarrow
+        replication_kpis(Model(warm, 0).run(), warm)
+        model_s, kpis_s, cpu_s = [], [], []
+        for r in range(reps):
+            gc.collect()
+            with Clock() as total:
+                with Clock() as run:
+                    records = Model(sc, r).run()
+                with Clock() as kpis:
+                    replication_kpis(records, sc)
+            model_s.append(run.wall)
+            kpis_s.append(kpis.wall)
+            cpu_s.append(total.cpu)
+            del records
+        out.update(model_s=model_s, kpis_s=kpis_s, cpu_s=cpu_s)
+    out["self_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return out
+
+
+def run_child(horizon: int, reps: int) -> dict:
+    """Run ``child_main`` in a fresh interpreter; its own max RSS comes from ``os.wait4``.
+
+    ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` is the maximum over *all* children
+    waited for so far, so a big earlier child would hide a smaller later one;
+    ``os.wait4`` returns the same rusage for this one child only.
+    """
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", f"{horizon}:{reps}"]
+    # stderr goes to a file (a chatty child cannot fill a pipe and block); stdout is one
+    # JSON line, read to EOF before the child is reaped with wait4.
+    with tempfile.TemporaryFile() as errf:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, cwd=str(ROOT))
+        out = p.stdout.read()
+        p.stdout.close()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            errf.seek(0)
+            err = errf.read().decode(errors="replace")
+            raise SystemExit(f"benchmark child failed ({p.returncode}): {err[-2000:]}")
+    res = json.loads(out.decode().strip().splitlines()[-1])
+    res["child_maxrss_kb"] = ru.ru_maxrss  # Linux: kilobytes
+    res["rusage_children_maxrss_kb_so_far"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return res
+
+
+def tracemalloc_peak(horizon: int) -> float:
+    """Peak traced Python allocation (MB) of one replication incl. KPIs, measured in-process.
+
+    tracemalloc only traces blocks allocated after ``start()``, so what this
+    process already holds does not count; it is run outside any timed section.
+    """
+    sc = baseline_scenario(horizon)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        records = Model(sc, 0).run()
+        replication_kpis(records, sc)
+        del records
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 1e6
+
+
+def horizons_section(args, sizes) -> dict:
+    reps = sizes["reps_per_child"]
+    # The imports-only child gives the RSS every child pays before simulating anything
+    # (skipped in --quick to save an interpreter start).
+    floor = run_child(0, 0) if sizes["imports_child"] else None
+    rows = []
+    for h in (365, 730, 1825):
+        k = max(reps[h], 1) if not args.repeats_given else max(args.repeats, 1)
+        res = run_child(h, k)
+        total = [a + b for a, b in zip(res["model_s"], res["kpis_s"])]
+        row = {
+            "horizon_days": h,
+            "replications_timed": k,
+            "replications_per_s": 1.0 / _median(total),
+            "model_s_median": _median(res["model_s"]),
+            "kpis_s_median": _median(res["kpis_s"]),
+            "replications_per_cpu_s": 1.0 / _median(res["cpu_s"]),
+            "child_maxrss_mb": res["child_maxrss_kb"] / 1024.0,
+            "child_maxrss_over_imports_mb": ((res["child_maxrss_kb"] - floor["child_maxrss_kb"]) / 1024.0 if floor else math.nan),
+            "child_self_maxrss_mb": res["self_maxrss_kb"] / 1024.0,
+            "rusage_children_maxrss_mb_so_far": res["rusage_children_maxrss_kb_so_far"] / 1024.0,
+        }
+        rows.append(row)
+        _progress(f"  horizon {h}: {row['replications_per_s']:.2f} reps/s, RSS {row['child_maxrss_mb']:.0f} MB")
+    for row in rows:
+        row["tracemalloc_peak_mb"] = tracemalloc_peak(row["horizon_days"])
+    return {"imports_only_child_maxrss_mb": floor["child_maxrss_kb"] / 1024.0 if floor else math.nan, "rows": rows}
+
+
+def goal_section(args, sizes, horizons: dict) -> dict:
+    n = sizes["goal_replications"]
+    sc = baseline_scenario(730)
+    runs = []
+    for r in range(sizes["goal_runs"]):
+        _fresh()
+        with Clock() as clk:
+            res = run_replications(sc, n, jobs=2)
+        runs.append(clk.wall)
+        assert len(res) == n
+        del res
+        _progress(f"  goal run {r + 1}/{sizes['goal_runs']}: {runs[-1]:.2f} s")
+    rows = horizons["rows"] if horizons else []
+    two_year = next((x for x in rows if x["horizon_days"] == 730), None)
+    serial_est = n / two_year["replications_per_s"] if two_year else math.nan
+    return {
+        "horizon_days": 730,
+        "replications": n,
+        "jobs": 2,
+        "wall_s_first": runs[0],
+        "wall_s_median": _median(runs),
+        "wall_s_runs": runs,
+        "serial_estimate_s": serial_est,
+        "goal_s": GOAL_WALL_S,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _table(title: str, header: list[str], rows: list[list]) -> str:
+    cells = [[str(h) for h in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    out = [title, line]
+    for i, r in enumerate(cells):
+        out.append("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))))
+        if i == 0:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _fmt(x: float, spec: str, missing: str = "n/a") -> str:
+    return missing if math.isnan(x) else spec.format(x)
+
+
+def _json_safe(x):
+    """NaN/inf -> None, so the file is strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _ok(flag: bool) -> str:
+    return "MET" if flag else "NOT MET"
+
+
+def report(res: dict) -> str:
+    parts = []
+    meta = res["meta"]
+    parts.append(
+        f"iopsim benchmark  mode={meta['mode']}  repeats={meta['repeats']}  python {meta['python']}  "
+        f"simpy {meta['simpy']}  numpy {meta['numpy']}  cpus={meta['cpu_count']}  commit={meta['commit']}"
+    )
+    m = res.get("mmc")
+    if m:
+        parts.append(
+            _table(
+                f"1. One-stage M/M/c (c={m['c']}, rho={m['rho']}, mean stay {m['mean_stay_days']} d, "
+                f"{m['patients']} patients; medians of {len(m['repeats'])} interleaved repeats)",
+                ["figure", "value"],
+                [
+                    ["iopsim patients/s  (Model(sc, 0).run())", f"{m['iopsim_patients_per_s']:,.0f}"],
+                    ["hand-written SimPy patients/s", f"{m['handwritten_patients_per_s']:,.0f}"],
+                    [
+                        f"ratio iopsim / hand-written (goal >= {m['goal']})",
+                        f"{m['ratio_median']:.3f}  [{_ok(m['ratio_median'] >= m['goal'])}]",
+                    ],
+                    ["  ratio range over repeats", f"{m['ratio_min']:.3f} .. {m['ratio_max']:.3f}"],
+                    ["  ratio of CPU times (less load-sensitive)", f"{m['ratio_cpu_median']:.3f}"],
+                    ["  ratio, iopsim env.run() only", f"{m['ratio_env_run_only_median']:.3f}"],
+                    ["  env.run() share of iopsim run()", f"{m['iopsim_env_run_share']:.1%}"],
+                    [
+                        "mean wait: iopsim / hand / Erlang C (days)",
+                        f"{m['mean_wait_iopsim']:.3f} / {m['mean_wait_handwritten']:.3f} / {m['mean_wait_erlang_c']:.3f}",
+                    ],
+                ],
+            )
+        )
+    e = res.get("events")
+    if e:
+        parts.append(
+            _table(
+                f"2. Events per second: baseline {e['horizon_days']} d ({e['iopsim_events']:,} events) "
+                f"vs bare SimPy timeout loop ({e['bare_events']:,} events)",
+                ["figure", "value"],
+                [
+                    ["iopsim events/s (env.run() only)", f"{e['iopsim_events_per_s_env_run']:,.0f}"],
+                    ["iopsim events/s (whole Model(..).run())", f"{e['iopsim_events_per_s_whole_run']:,.0f}"],
+                    ["bare SimPy timeout loop events/s", f"{e['bare_events_per_s']:,.0f}"],
+                    ["ratio iopsim / bare (env.run() only)", f"{e['ratio_median']:.3f}"],
+                    ["ratio iopsim / bare (env.run() only, CPU times)", f"{e['ratio_cpu_median']:.3f}"],
+                    ["ratio iopsim / bare (whole run())", f"{e['ratio_whole_run_median']:.3f}"],
+                ],
+            )
+        )
+    h = res.get("horizons")
+    if h:
+        floor = h["imports_only_child_maxrss_mb"]
+        floor_txt = "not measured" if math.isnan(floor) else f"{floor:.0f} MB"
+        rows = []
+        for x in h["rows"]:
+            rows.append(
+                [
+                    f"{x['horizon_days']} d",
+                    x["replications_timed"],
+                    f"{x['replications_per_s']:.2f}",
+                    f"{x['replications_per_cpu_s']:.2f}",
+                    f"{x['model_s_median'] * 1e3:.0f}",
+                    f"{x['kpis_s_median'] * 1e3:.0f}",
+                    f"{x['tracemalloc_peak_mb']:.1f}",
+                    f"{x['child_maxrss_mb']:.0f}",
+                    _fmt(x["child_maxrss_over_imports_mb"], "{:+.0f}"),
+                ]
+            )
+        parts.append(
+            _table(
+                f"3a. Baseline replications (fresh subprocess per horizon; imports-only child RSS {floor_txt}; "
+                "model/kpis ms are medians per replication)",
+                ["horizon", "reps", "reps/s", "reps/cpu-s", "model ms", "kpis ms", "tracemalloc MB", "max RSS MB", "RSS-imports MB"],
+                rows,
+            )
+        )
+    g = res.get("goal")
+    if g:
+        parts.append(
+            _table(
+                f"3b. Goal case: baseline {g['horizon_days']} d x {g['replications']} replications, "
+                f"run_replications(jobs={g['jobs']}), {g['cpu_count']} cpus",
+                ["figure", "value"],
+                [
+                    ["wall time, first run (incl. forkserver start)", f"{g['wall_s_first']:.2f} s"],
+                    [
+                        f"wall time, median of {len(g['wall_s_runs'])} (goal < {g['goal_s']:.0f} s)",
+                        f"{g['wall_s_median']:.2f} s  [{_ok(g['wall_s_median'] < g['goal_s'])}]",
+                    ],
+                    [
+                        "serial estimate from 3a (reps / reps-per-s)",
+                        _fmt(g["serial_estimate_s"], "{:.2f} s", "n/a (horizons not run)"),
+                    ],
+                ],
+            )
+        )
+    parts.append("Timings on shared machines are noisy: ratios are measured side by side within each repeat and medians reported.")
+    return "\n\n".join(parts)
+
+
+def _git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sim"], cwd=ROOT, capture_output=True, text=True)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except Exception:  # not a git checkout
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (~20 s), for smoke tests")
+    ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 5, quick 3)")
+    ap.add_argument("--json", type=Path, default=None, help="also write all figures and raw repeats to FILE")
+    ap.add_argument("--c", type=int, default=3, help="M/M/c servers (default 3)")
+    ap.add_argument("--rho", type=float, default=0.8, help="M/M/c utilisation (default 0.8)")
+    ap.add_argument("--only", default="mmc,events,horizons,goal", help="comma-separated sections (mmc,events,horizons,goal)")
+    ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args._child is not None:
+        h, k = (int(x) for x in args._child.split(":"))
+        print(json.dumps(child_main(h, k)))
+        return 0
+
+    idx = 1 if args.quick else 0
+    sizes = {k: v[idx] for k, v in SIZES.items()}
+    args.repeats_given = args.repeats is not None
+    args.repeats = args.repeats if args.repeats is not None else sizes["repeats"]
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    sections = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = sections - {"mmc", "events", "horizons", "goal"}
+    if unknown:
+        ap.error(f"unknown section(s) for --only: {', '.join(sorted(unknown))}")
+
+    res: dict = {
+        "meta": {
+            "mode": "quick" if args.quick else "full",
+            "repeats": args.repeats,
+            "python": platform.python_version(),
+            "simpy": simpy.__version__,
+            "numpy": np.__version__,
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "commit": _git_commit(),
+            "sizes": {k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()}) for k, v in sizes.items()},
+        }
+    }
+    t_start = time.perf_counter()
+    section_s = res["meta"]["section_s"] = {}
+
+    def section(name, title, fn):
+        _progress(title)
+        t0 = time.perf_counter()
+        res[name] = fn()
+        section_s[name] = time.perf_counter() - t0
+
+    if "mmc" in sections:
+        section("mmc", "1. M/M/c ...", lambda: mmc_section(args, sizes))
+    if "events" in sections:
+        section("events", "2. events ...", lambda: events_section(args, sizes))
+    if "horizons" in sections:
+        section("horizons", "3a. horizons ...", lambda: horizons_section(args, sizes))
+    if "goal" in sections:
+        section("goal", "3b. goal case ...", lambda: goal_section(args, sizes, res.get("horizons")))
+    res["meta"]["total_s"] = time.perf_counter() - t_start
+
+    print(report(res))
+    took = ", ".join(f"{k} {v:.1f} s" for k, v in res["meta"]["section_s"].items())
+    print(f"\n(total benchmark time {res['meta']['total_s']:.1f} s: {took})")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_json_safe(res), indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
