@@ -48,6 +48,7 @@ BASELINE = ROOT / "scenarios" / "baseline.yaml"
 
 #: Goals the figures are compared against.
 GOAL_MMC_RATIO = 0.7
+GOAL_SWEEP_SPEEDUP = 1.8
 GOAL_WALL_S = 60.0
 
 # Sizes: (full, quick).
@@ -60,6 +61,9 @@ SIZES = {
     "goal_replications": (30, 4),
     "goal_runs": (3, 1),
     "imports_child": (True, False),
+    "sweep_points": (20, 4),
+    "sweep_horizon": (730, 120),
+    "sweep_replications": (2, 1),
 }
 
 
@@ -487,6 +491,76 @@ def goal_section(args, sizes, horizons: dict) -> dict:
 # --------------------------------------------------------------------------- report
 
 
+# --------------------------------------------------------------------------- 4. sweeps
+
+
+def _sweep_file(folder: Path, points: int, horizon: int, replications: int) -> Path:
+    """A grid sweep of `points` points over the baseline at a shorter horizon."""
+    base = folder / "base.yaml"
+    raw = resolve_raw(BASELINE)
+    raw["horizon_days"] = horizon
+    import yaml
+
+    base.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    sweep = folder / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "base": "base.yaml", "name": "bench", "seed": 3, "replications": replications, "kpis": ["iop_wait_mean_days"],
+        "design": {"kind": "grid"},
+        "factors": {"referrals.referrals_per_week": {"range": [4.0, 7.0], "steps": points}},
+    }), encoding="utf-8")
+    return sweep
+
+
+def _timed_sweep(sweep: Path, out: Path, **kw) -> tuple[float, float]:
+    """(end-to-end wall time, time running the points incl. the pool start)."""
+    from sim.sweep import execute_sweep
+
+    t0 = time.perf_counter()
+    res = execute_sweep(sweep, out, **kw)
+    wall = time.perf_counter() - t0
+    if res["failures"]:
+        raise RuntimeError(f"benchmark sweep had failures: {res['failures']}")
+    return wall, res["elapsed_s"]
+
+
+def sweep_section(args, sizes) -> dict:
+    """Points per second with 1 and 2 local workers, and the Dask path's overhead per point.
+
+    Each configuration runs the same sweep into a fresh folder (so nothing is
+    resumed); the Dask cluster is a LocalCluster of 2 single-threaded worker
+    processes on 127.0.0.1, started before timing.
+    """
+    from distributed import LocalCluster
+
+    n = sizes["sweep_points"]
+    out: dict = {"points": n, "horizon_days": sizes["sweep_horizon"], "replications": sizes["sweep_replications"], "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sweep = _sweep_file(tmp, n, sizes["sweep_horizon"], sizes["sweep_replications"])
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        try:
+            _timed_sweep(sweep, tmp / "warm", jobs=1)  # warm-up: imports, caches
+            reps = max(1, min(args.repeats, 3))
+            for r in range(reps):
+                row = {}
+                for label, kw in (("jobs1", {"jobs": 1}), ("jobs2", {"jobs": 2}),
+                                  ("dask2", {"scheduler": cluster.scheduler_address})):
+                    row[label], row[f"{label}_points"] = _timed_sweep(sweep, tmp / f"{label}-{r}", **kw)
+                out["runs"].append(row)
+                _progress(f"   sweep repeat {r + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items() if "_" not in k))
+        finally:
+            cluster.close()
+    med = {k: _median([r[k] for r in out["runs"]]) for k in ("jobs1", "jobs2", "dask2")}
+    out["median_s"] = med
+    out["points_per_s"] = {k: n / v for k, v in med.items()}
+    out["speedup_2_workers"] = _median([r["jobs1"] / r["jobs2"] for r in out["runs"]])
+    out["speedup_2_workers_points_phase"] = _median([r["jobs1_points"] / r["jobs2_points"] for r in out["runs"]])
+    out["dask_overhead_per_point_s"] = (med["dask2"] - med["jobs2"]) / n
+    out["dask_vs_local_ratio"] = _median([r["dask2"] / r["jobs2"] for r in out["runs"]])
+    return out
+
+
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -618,6 +692,29 @@ def report(res: dict) -> str:
                 ],
             )
         )
+    sw = res.get("sweep")
+    if sw:
+        pps = sw["points_per_s"]
+        parts.append(
+            _table(
+                f"4. Sweeps: {sw['points']} points x {sw['replications']} replications of the baseline at "
+                f"{sw['horizon_days']} d, each configuration a fresh sweep incl. its pool start "
+                f"(medians of {len(sw['runs'])} repeats; --quick is too small for the speed-up to mean much)",
+                ["figure", "value"],
+                [
+                    ["points/s, 1 local worker", f"{pps['jobs1']:.2f}"],
+                    ["points/s, 2 local workers", f"{pps['jobs2']:.2f}"],
+                    [f"speed-up with 2 workers, running the points (goal >= {GOAL_SWEEP_SPEEDUP})",
+                     f"{sw['speedup_2_workers_points_phase']:.2f}x  "
+                     f"[{_ok(sw['speedup_2_workers_points_phase'] >= GOAL_SWEEP_SPEEDUP)}]"],
+                    ["speed-up with 2 workers, end to end (validation, store, figures included)",
+                     f"{sw['speedup_2_workers']:.2f}x"],
+                    ["points/s, Dask LocalCluster (2 workers)", f"{pps['dask2']:.2f}"],
+                    ["Dask time / local 2-worker time", f"{sw['dask_vs_local_ratio']:.2f}"],
+                    ["Dask overhead per point vs local processes", f"{sw['dask_overhead_per_point_s'] * 1000:.0f} ms"],
+                ],
+            )
+        )
     parts.append("Timings on shared machines are noisy: ratios are measured side by side within each repeat and medians reported.")
     return "\n\n".join(parts)
 
@@ -638,7 +735,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write all figures and raw repeats to FILE")
     ap.add_argument("--c", type=int, default=3, help="M/M/c servers (default 3)")
     ap.add_argument("--rho", type=float, default=0.8, help="M/M/c utilisation (default 0.8)")
-    ap.add_argument("--only", default="mmc,events,horizons,goal", help="comma-separated sections (mmc,events,horizons,goal)")
+    ap.add_argument("--only", default="mmc,events,horizons,goal,sweep",
+                    help="comma-separated sections (mmc,events,horizons,goal,sweep)")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -654,7 +752,7 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = sections - {"mmc", "events", "horizons", "goal"}
+    unknown = sections - {"mmc", "events", "horizons", "goal", "sweep"}
     if unknown:
         ap.error(f"unknown section(s) for --only: {', '.join(sorted(unknown))}")
 
@@ -688,6 +786,8 @@ def main(argv=None) -> int:
         section("horizons", "3a. horizons ...", lambda: horizons_section(args, sizes))
     if "goal" in sections:
         section("goal", "3b. goal case ...", lambda: goal_section(args, sizes, res.get("horizons")))
+    if "sweep" in sections:
+        section("sweep", "4. sweeps ...", lambda: sweep_section(args, sizes))
     res["meta"]["total_s"] = time.perf_counter() - t_start
 
     print(report(res))
