@@ -1,0 +1,1 @@
+"""iopsim: a discrete-event simulator of addiction-treatment programs (see the README)."""

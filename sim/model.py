@@ -229,6 +229,7 @@ class Stage:
         self.waitlist = model.rec.waitlist[name]
         self.census = model.rec.census[name]
         self.open_visit = model.rec.open_visit
+        self.trace = model.trace
         s = model.streams
         self.los = s.patient(f"{name}.los", cfg.los_days.ppf) if cfg.los_days is not None else None
         self.patience = s.patient(f"{name}.patience", cfg.patience_days.ppf) if cfg.patience_days else None
@@ -330,6 +331,8 @@ class Stage:
                 return result, None, self.name
             now = env.now
         rec[5] = now
+        if self.trace:
+            log.debug("t=%.4f %s: patient %d (episode %d) admitted", now, self.name, p.id, p.episode)
         if self.exits:
             outcome, stay = self.plan_stay(p)
         else:
@@ -344,6 +347,8 @@ class Stage:
         rec[6] = env.now
         rec[7] = outcome
         rec[8] = nxt
+        if self.trace:
+            log.debug("t=%.4f %s: patient %d leaves (%s), next: %s", env.now, self.name, p.id, outcome, nxt)
         return outcome, nxt, self.name
 
 
@@ -356,6 +361,7 @@ class Model:
         self.seed = scenario.seed if seed is None else seed
         self.env = simpy.Environment()
         self.horizon = float(scenario.horizon_days)
+        self.trace = log.isEnabledFor(logging.DEBUG)  # -vv: an event trace with simulation times
         self.streams = Streams(self.seed, replication)
         enabled = scenario.stages.enabled()
         names = (["intake"] if scenario.intake else []) + list(enabled)
@@ -422,6 +428,8 @@ class Model:
 
     def _refer(self, p: Patient, t_referral: float | None = None) -> None:
         now = self.env.now if t_referral is None else t_referral
+        if self.trace:
+            log.debug("t=%.4f referral: patient %d episode %d from %s", now, p.id, p.episode, p.source)
         p.ep_rec = self.rec.open_episode(p.id, p.episode, p.source, now)
         p.t_relapse = INF
         self.env.process(self._episode(p))
