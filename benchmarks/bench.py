@@ -61,7 +61,7 @@ SIZES = {
     "goal_replications": (30, 4),
     "goal_runs": (3, 1),
     "imports_child": (True, False),
-    "sweep_points": (20, 4),
+    "sweep_points": (40, 4),
     "sweep_horizon": (730, 120),
     "sweep_replications": (2, 1),
 }
