@@ -138,7 +138,8 @@ def _scenario_block(folder: Path, name: str) -> dict:
 def _first_year(df: pd.DataFrame) -> dict:
     if not len(df):
         return {"stages": [], "rows": []}
-    stages = list(dict.fromkeys(df["stage"]))
+    order = list(STAGE_LABELS)
+    stages = sorted(dict.fromkeys(df["stage"]), key=lambda x: order.index(x) if x in order else len(order))
     rows = []
     for month, g in df.groupby("month"):
         g = g.set_index("stage")
