@@ -88,12 +88,15 @@ def paired_differences(per_rep: dict[str, pd.DataFrame], kpis: list[str] | None 
             m, _, lo, hi, nn = mean_ci(x, level)
             row = {"kpi": kpi, "scenario": n, "mean": m, "ci_low": lo, "ci_high": hi, "n": nn}
             if n == base:
-                row.update(diff=0.0, diff_ci_low=math.nan, diff_ci_high=math.nan, p_value=math.nan, significant=False)
+                row.update(diff=0.0, diff_ci_low=math.nan, diff_ci_high=math.nan, p_value=math.nan, significant=False,
+                           p_value_adjusted=math.nan)
             else:
                 d = x - b
                 ok = np.isfinite(d)
                 d = d[ok]
                 row.update(_paired(d, alpha))
+                # Bonferroni-adjusted p-value, consistent with the adjusted interval.
+                row["p_value_adjusted"] = min(1.0, row["p_value"] * k) if math.isfinite(row["p_value"]) else math.nan
             rows.append(row)
     return pd.DataFrame(rows)
 
