@@ -271,6 +271,20 @@ def execute_sweep(
     progress: Callable[[int, int, int], None] | None = None,
 ) -> dict:
     """Run (or resume) a sweep.  Returns a summary dict (folder, points, failures)."""
+    pool = None
+    if not scheduler and jobs > 1:
+        # Start the worker pool now: its fork server imports the simulator while
+        # the sweep is being validated, instead of after.
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context())
+        pool.submit(int)
+    try:
+        return _execute(sweep_path, out_dir, jobs, scheduler, progress, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _execute(sweep_path, out_dir, jobs, scheduler, progress, pool) -> dict:
     sweep, base_raw, base, digest = load_sweep(sweep_path)
     name = sweep.name or Path(sweep_path).stem
     folder = Path(out_dir) if out_dir is not None else Path("outputs") / f"sweep-{name}"
@@ -313,14 +327,13 @@ def execute_sweep(
 
     if scheduler:
         _run_dask(scheduler, scenarios, pending, sweep, handle)
-    elif jobs <= 1 or len(pending) <= 1:
+    elif pool is None or len(pending) <= 1:
         for pid in pending:
             handle(run_point(scenarios[pid], pid, sweep.seed, sweep.replications))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context()) as pool:
-            futures = [pool.submit(run_point, scenarios[pid], pid, sweep.seed, sweep.replications) for pid in pending]
-            for fut in as_completed(futures):
-                handle(fut.result())
+        futures = [pool.submit(run_point, scenarios[pid], pid, sweep.seed, sweep.replications) for pid in pending]
+        for fut in as_completed(futures):
+            handle(fut.result())
     elapsed = time.perf_counter() - t0
     atomic_write_text(folder / "failures.json", json.dumps(failures, indent=2, default=str) + "\n")
     summary = collect(folder, sweep, points)
