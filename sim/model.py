@@ -311,13 +311,11 @@ class Stage:
             return self.step_down[0][0]
         return _categorical(self.step_u.get(p.ns, p.index), self.step_down)
 
-    def visit(self, p: Patient, *, residual_u: float | None = None):
-        """Generator: one stage visit.  Returns (outcome, next stage or None, stage used)."""
-        st = self._target(p)
-        return (yield from st._visit_here(p, self.name, residual_u))
-
     def _visit_here(self, p: Patient, intended: str, residual_u: float | None):
-        # The hot path of every run: locals and inlined one-liners on purpose.
+        """Generator: one visit to this stage (the caller has resolved overflow with
+        ``_target``).  Returns (outcome, next stage or None, this stage's name).
+
+        The hot path of every run: locals and inlined one-liners on purpose."""
         env = self.env
         now = env.now
         rec = self.open_visit(p.id, p.episode, self.name, intended, now)

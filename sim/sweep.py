@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationError, model_validator
 
+from sim.base import FieldError as _FieldErr
 from sim.base import FrozenModel
 from sim.errors import IopsimError, ScenarioError
 from sim.metrics import kpi_label
@@ -110,8 +111,6 @@ class SweepFile(FrozenModel):
         return {"num_vars": len(self.factors), "names": list(self.factors),
                 "bounds": [list(f.range) for f in self.factors.values()]}
 
-
-from sim.base import FieldError as _FieldErr  # noqa: E402
 
 
 def load_sweep(path: Path) -> tuple[SweepFile, dict, Scenario, str]:
