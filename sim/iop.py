@@ -248,16 +248,13 @@ class TrackedIOP(Stage):
         """Give free seats of ``g`` to waiting patients who can attend its track (FIFO)."""
         if not g.has_seat() or not self.n_waiting:
             return
-        now = self.env.now
         for w in list(self.queue):
             if not g.has_seat():
                 break
             if w.done or self.availability(w.patient) not in g.track.accepts:
                 continue
-            w.done = True
             self.queue.remove(w)
-            self.n_waiting -= 1
-            self.waitlist.add(now, -1)
+            self._leave_waitlist(w)
             w.member = self._join(g, w.patient, w.record)
             w.event.succeed(ADMITTED)
 

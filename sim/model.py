@@ -92,14 +92,35 @@ class _Waiter:
     def __call__(self, _timeout) -> None:
         if self.done:
             return
-        self.done = True
-        owner = self.owner
-        now = owner.env.now
-        owner.n_waiting -= 1
-        owner.waitlist.add(now, -1)
-        self.record[6] = now
+        self.owner._leave_waitlist(self)
+        self.record[6] = self.owner.env.now
         self.record[7] = self.outcome
         self.event.succeed(self.outcome)
+
+
+class _WaitlistOwner:
+    """Bookkeeping shared by everything patients wait for (intake, stages): a FIFO
+    ``queue`` of waiters (reneged ones are marked done and skipped lazily), the
+    number really waiting, and the waitlist's level series."""
+
+    def _init_waitlist(self, level) -> None:
+        self.queue: deque[_Waiter] = deque()
+        self.n_waiting = 0
+        self.waitlist = level
+
+    def _enqueue(self, w: _Waiter, deadline: float) -> None:
+        """Add ``w``; if ``deadline`` is finite, ``w`` leaves by itself then (see ``_Waiter``)."""
+        self.queue.append(w)
+        self.n_waiting += 1
+        self.waitlist.add(self.env.now, 1)
+        if deadline < INF:
+            self.env.timeout(deadline).callbacks.append(w)
+
+    def _leave_waitlist(self, w: _Waiter) -> None:
+        """``w`` stops waiting (admitted, or gave up); it stays in ``queue`` until skipped."""
+        w.done = True
+        self.n_waiting -= 1
+        self.waitlist.add(self.env.now, -1)
 
 
 def _categorical(u: float, cumulative: list[tuple[str, float]], default: str | None = None):
@@ -118,7 +139,7 @@ def _cumulative(mapping: dict[str, float], order=None) -> list[tuple[str, float]
     return out
 
 
-class Intake:
+class Intake(_WaitlistOwner):
     """Intake waitlist served by rostered clinicians (staff members of the intake role).
 
     A clinician on shift and not booked for other work takes the head of the
@@ -132,10 +153,8 @@ class Intake:
         self.model = model
         self.env = model.env
         self.cfg = cfg
-        self.queue: deque[_Waiter] = deque()
-        self.n_waiting = 0
+        self._init_waitlist(model.rec.waitlist["intake"])
         self.wake: simpy.Event | None = None
-        self.waitlist = model.rec.waitlist["intake"]
         self.census = model.rec.census["intake"]
         s = model.streams
         self.duration = s.patient("intake.assessment", lambda u: cfg.assessment_hours.ppf(u) / 24.0)
@@ -150,13 +169,9 @@ class Intake:
         now = env.now
         rec = self.model.rec.open_visit(p.id, p.episode, "intake", "intake", now)
         w = _Waiter(env.event(), rec, self, duration=self.duration.get(p.ns, p.index))
-        self.queue.append(w)
-        self.n_waiting += 1
-        self.waitlist.add(now, 1)
+        self._enqueue(w, self.patience.get(p.ns, p.index) if self.patience is not None else INF)
         if self.wake is not None and not self.wake.triggered:
             self.wake.succeed()
-        if self.patience is not None:
-            env.timeout(self.patience.get(p.ns, p.index)).callbacks.append(w)
         result = yield w.event
         return result == "assessed"
 
@@ -198,9 +213,7 @@ class Intake:
                     yield env.timeout(end - now)
                 continue
             queue.popleft()
-            w.done = True
-            self.n_waiting -= 1
-            self.waitlist.add(now, -1)
+            self._leave_waitlist(w)
             self.census.add(now, 1)
             w.record[5] = now
             staff.book(member, "intake", now, now + duration, w.record[0])
@@ -212,7 +225,7 @@ class Intake:
             w.event.succeed("assessed")
 
 
-class Stage:
+class Stage(_WaitlistOwner):
     """A level of care with a fixed number of places (beds/slots) and a FIFO waitlist."""
 
     def __init__(self, model: "Model", name: str, cfg):
@@ -222,11 +235,9 @@ class Stage:
         self.cfg = cfg
         self.capacity = INF if cfg.capacity is None else cfg.capacity
         self.occupied = 0
-        self.queue: deque[_Waiter] = deque()
-        self.n_waiting = 0
         self.overflow: Stage | None = None  # linked after all stages exist
         self.treatment = name in TREATMENT_STAGES
-        self.waitlist = model.rec.waitlist[name]
+        self._init_waitlist(model.rec.waitlist[name])
         self.census = model.rec.census[name]
         self.open_visit = model.rec.open_visit
         self.trace = model.trace
@@ -262,9 +273,7 @@ class Stage:
             w = q.popleft()
             if w.done:
                 continue
-            w.done = True
-            self.n_waiting -= 1
-            self.waitlist.add(now, -1)
+            self._leave_waitlist(w)
             w.event.succeed(ADMITTED)
             return
         self.occupied -= 1
@@ -279,18 +288,11 @@ class Stage:
 
     def _join_waitlist(self, p: Patient, rec: list) -> _Waiter:
         """Put ``p`` on this stage's waitlist, with a deadline if they may renege or relapse."""
-        env = self.env
-        now = env.now
-        relapse_in = p.t_relapse - now
+        relapse_in = p.t_relapse - self.env.now
         patience = self.patience.get(p.ns, p.index) if self.patience is not None else INF
-        w = _Waiter(env.event(), rec, self, "relapsed" if relapse_in < patience else "reneged")
+        w = _Waiter(self.env.event(), rec, self, "relapsed" if relapse_in < patience else "reneged")
         w.patient = p
-        self.queue.append(w)
-        self.n_waiting += 1
-        self.waitlist.add(now, 1)
-        deadline = min(patience, relapse_in)
-        if deadline < INF:
-            env.timeout(deadline).callbacks.append(w)
+        self._enqueue(w, min(patience, relapse_in))
         return w
 
     # -- the stay -----------------------------------------------------------------
