@@ -20,7 +20,7 @@ from sim.errors import IopsimError
 from sim.figures import comparison_figures, run_figures
 from sim.metrics import kpi_label, replication_kpis
 from sim.output import RunFolder, manifest
-from sim.runner import ReplicationResult, Runner, kpi_table
+from sim.runner import ReplicationResult, Runner, kpi_names, kpi_table, unknown_kpi
 from sim.scenario import Scenario, scenario_to_yaml
 from sim.stats import summarise
 from sim.warmup import monthly_trajectory, transient_table, warmup_days
@@ -152,12 +152,9 @@ def check_kpi(scenario: Scenario, plan: Plan) -> None:
     """Refuse an unknown --kpi before anything runs (it drives --precision and --select)."""
     if plan.precision is None and plan.select is None:
         return
-    from sim.sweep import kpi_names
-
     known = kpi_names(scenario)
     if plan.kpi not in known:
-        close = sorted(k for k in known if k.split("_")[0] == plan.kpi.split("_")[0])[:8]
-        raise IopsimError(f"--kpi: unknown KPI {plan.kpi!r}; e.g. {', '.join(close or sorted(known)[:8])}")
+        raise IopsimError(f"--kpi: {unknown_kpi(plan.kpi, known)}")
 
 
 def kpis_for(results: list[ReplicationResult], scenario: Scenario, warmup: int) -> pd.DataFrame:

@@ -35,6 +35,18 @@ def run_replication(scenario: Scenario, replication: int, seed: int | None = Non
     return ReplicationResult(replication, records, replication_kpis(records, scenario))
 
 
+def kpi_names(scenario: Scenario) -> set[str]:
+    """The KPI names a scenario produces (from a two-day run: cheap, and the same set)."""
+    short = scenario.model_copy(update={"horizon_days": 2, "warmup_days": 0})
+    return set(run_replication(short, 0).kpis)
+
+
+def unknown_kpi(kpi: str, known: set[str]) -> str:
+    """The message for a KPI name that is not in ``known``, with similar names as examples."""
+    close = sorted(k for k in known if k.split("_")[0] == kpi.split("_")[0])[:8]
+    return f"unknown KPI {kpi!r}; e.g. {', '.join(close or sorted(known)[:8])}"
+
+
 def _worker(args) -> ReplicationResult:
     scenario, replication, seed = args
     return run_replication(scenario, replication, seed)

@@ -32,7 +32,7 @@ from sim.base import FrozenModel
 from sim.errors import IopsimError, ScenarioError
 from sim.metrics import kpi_label
 from sim.output import atomic_write_text, manifest
-from sim.runner import run_replication, worker_context
+from sim.runner import kpi_names, run_replication, unknown_kpi, worker_context
 from sim.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, validate_raw
 from sim.stats import mean_ci
 
@@ -134,16 +134,9 @@ def load_sweep(path: Path) -> tuple[SweepFile, dict, Scenario, str]:
     known = kpi_names(base)
     for i, kpi in enumerate(sweep.kpis):
         if kpi not in known:
-            close = sorted(k for k in known if k.split("_")[0] == kpi.split("_")[0])[:8]
-            raise ScenarioError(str(path), f"kpis.{i}", f"unknown KPI {kpi!r}; e.g. {', '.join(close or sorted(known)[:8])}")
+            raise ScenarioError(str(path), f"kpis.{i}", unknown_kpi(kpi, known))
     digest = hashlib.sha256(json.dumps({"sweep": raw, "base": base_raw}, sort_keys=True, default=str).encode()).hexdigest()
     return sweep, base_raw, base, digest[:16]
-
-
-def kpi_names(scenario: Scenario) -> set[str]:
-    """The KPI names a scenario produces (from a two-day run: cheap, and the same set)."""
-    short = scenario.model_copy(update={"horizon_days": 2, "warmup_days": 0})
-    return set(run_replication(short, 0).kpis)
 
 
 def _exists(tree, dotted: str) -> bool:
