@@ -8,6 +8,10 @@
   ``data`` (a dict, dumped as YAML, or a str written verbatim) to a file under
   ``tmp_path`` and returns its :class:`~pathlib.Path`.
 * ``repo_root`` -- the repository root (the folder holding ``scenarios/``).
+* ``shipped_raw(name)`` -- a shipped scenario (``extends`` resolved) as a dict;
+  ``stressed_groups_raw()`` -- the baseline made short of group seats and
+  counselors; ``GROUP_VARIANTS`` -- name -> builder of both, for the group and
+  staff tests.
 """
 
 from __future__ import annotations
@@ -20,6 +24,35 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shipped_raw(name: str) -> dict:
+    """A shipped scenario of ``scenarios/`` as a dict, ``extends`` resolved."""
+    from sim.scenario import resolve_raw
+
+    return resolve_raw(REPO_ROOT / "scenarios" / f"{name}.yaml")
+
+
+def stressed_groups_raw() -> dict:
+    """Baseline with far more referrals, few seats per group and too few counselors:
+    at 09:00 only the day counselor is on shift for three day groups, at 18:00 only
+    the late counselor for two evening groups, so sessions are merged or cancelled."""
+    raw = shipped_raw("baseline")
+    raw["name"] = "stressed"
+    raw["referrals"]["referrals_per_week"] = 20.0
+    iop = raw["stages"]["iop"]
+    iop["when_short"] = "merge"
+    iop["tracks"]["day"].update(groups=3, max_group_size=8)
+    iop["tracks"]["evening"].update(groups=2, max_group_size=8)
+    return raw
+
+
+GROUP_VARIANTS = {
+    "baseline": lambda: shipped_raw("baseline"),
+    "evening": lambda: shipped_raw("evening"),
+    "weekend": lambda: shipped_raw("weekend"),
+    "stressed": stressed_groups_raw,
+}
 
 _MINIMAL: dict[str, Any] = {
     "name": "minimal",

@@ -16,20 +16,19 @@ from __future__ import annotations
 import functools
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GROUP_VARIANTS
 
 import sim.iop
 from sim.metrics import track_kpis
 from sim.model import Model, Patient
 from sim.runner import run_replication
-from sim.scenario import resolve_raw, validate_raw
+from sim.scenario import validate_raw
 from sim.stats import mean_ci
 from sim.streams import BLOCK, generator
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 WEEKDAYS5 = ["mon", "tue", "wed", "thu", "fri"]
 EPS = 1e-9
 
@@ -37,30 +36,7 @@ EPS = 1e-9
 # --------------------------------------------------------------------------- helpers
 
 
-def shipped_raw(name: str) -> dict:
-    return resolve_raw(SCENARIOS / f"{name}.yaml")
-
-
-def stressed_raw() -> dict:
-    """Baseline with far more referrals, few seats per group and too few counselors:
-    at 09:00 only the day counselor is on shift for three day groups, at 18:00 only
-    the late counselor for two evening groups, so sessions are merged or cancelled."""
-    raw = shipped_raw("baseline")
-    raw["name"] = "stressed"
-    raw["referrals"]["referrals_per_week"] = 20.0
-    iop = raw["stages"]["iop"]
-    iop["when_short"] = "merge"
-    iop["tracks"]["day"].update(groups=3, max_group_size=8)
-    iop["tracks"]["evening"].update(groups=2, max_group_size=8)
-    return raw
-
-
-VARIANTS = {
-    "baseline": lambda: shipped_raw("baseline"),
-    "evening": lambda: shipped_raw("evening"),
-    "weekend": lambda: shipped_raw("weekend"),
-    "stressed": stressed_raw,
-}
+VARIANTS = GROUP_VARIANTS
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,20 +14,18 @@ Helpers live in this file on purpose (no dependency on conftest.py).
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GROUP_VARIANTS, stressed_groups_raw
 
 from sim.model import Model
 from sim.runner import run_replication
-from sim.scenario import WEEKDAYS, Shift, resolve_raw, validate_raw
+from sim.scenario import WEEKDAYS, Shift, validate_raw
 from sim.staff import roles_of, shift_hours
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 EPS = 1e-7
 WEEKDAYS5 = ["mon", "tue", "wed", "thu", "fri"]
 
@@ -35,41 +33,17 @@ WEEKDAYS5 = ["mon", "tue", "wed", "thu", "fri"]
 # --------------------------------------------------------------------------- helpers
 
 
-def shipped_raw(name: str) -> dict:
-    return resolve_raw(SCENARIOS / f"{name}.yaml")
-
-
-def stressed_raw() -> dict:
-    """Baseline with far more referrals, few seats per group and too few counselors:
-    at 09:00 only the day counselor is on shift for three day groups, at 18:00 only
-    the late counselor for two evening groups, so sessions are merged or cancelled."""
-    raw = shipped_raw("baseline")
-    raw["name"] = "stressed"
-    raw["referrals"]["referrals_per_week"] = 20.0
-    iop = raw["stages"]["iop"]
-    iop["when_short"] = "merge"
-    iop["tracks"]["day"].update(groups=3, max_group_size=8)
-    iop["tracks"]["evening"].update(groups=2, max_group_size=8)
-    return raw
-
-
 def shared_intake_raw() -> dict:
     """Stressed variant whose counselors also do the intake assessments (one role
     shared by intake, groups and individual/family sessions)."""
-    raw = stressed_raw()
+    raw = stressed_groups_raw()
     raw["name"] = "shared_intake"
     raw["intake"]["role"] = "counselor"
     del raw["staff"]["roles"]["intake_clinician"]
     return raw
 
 
-VARIANTS = {
-    "baseline": lambda: shipped_raw("baseline"),
-    "evening": lambda: shipped_raw("evening"),
-    "weekend": lambda: shipped_raw("weekend"),
-    "stressed": stressed_raw,
-    "shared_intake": shared_intake_raw,
-}
+VARIANTS = {**GROUP_VARIANTS, "shared_intake": shared_intake_raw}
 
 
 @functools.lru_cache(maxsize=None)
