@@ -64,10 +64,6 @@ class Fixed(_Dist):
     def ppf(self, u):
         return np.full_like(np.asarray(u, dtype=float), self.value)
 
-    def truncated_ppf(self, u: float, upper: float) -> float:
-        # A fixed time to an event that cannot happen before `upper` is clipped.
-        return min(self.value, upper)
-
 
 class Exponential(_Dist):
     dist: Literal["exponential"]
