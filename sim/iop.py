@@ -194,9 +194,10 @@ class TrackedIOP(Stage):
             # The tracks they are waiting for ("" if no track fits their availability:
             # they wait until they renege -- the site cannot serve them).
             rec[9] = "|".join(t.name for t in self.feasible(p))
-            w = yield from self._wait(p, rec)
-            if w.event.value != ADMITTED:
-                return w.event.value, None, self.name
+            w = self._join_waitlist(p, rec)
+            result = yield w.event
+            if result != ADMITTED:
+                return result, None, self.name
             m = w.member
         if residual_u is not None:  # in the program on day 0: part of it is behind them
             self._start(m, env.now - residual_u * self.program_days)

@@ -279,13 +279,6 @@ class Stage(_WaitlistOwner):
         self.occupied -= 1
         self.census.add(now, -1)
 
-    def _wait(self, p: Patient, rec: list):
-        """Generator: join this stage's waitlist; returns the waiter once it is done
-        (``waiter.event.value`` is ADMITTED, "reneged" or "relapsed")."""
-        w = self._join_waitlist(p, rec)
-        yield w.event
-        return w
-
     def _join_waitlist(self, p: Patient, rec: list) -> _Waiter:
         """Put ``p`` on this stage's waitlist, with a deadline if they may renege or relapse."""
         relapse_in = p.t_relapse - self.env.now
