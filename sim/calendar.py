@@ -43,7 +43,3 @@ class WeeklyCalendar:
                 if base + b > t + _EPS:
                     return base + a, base + b
         raise AssertionError("a roster always has at least one interval")  # pragma: no cover
-
-    def is_open(self, t: float) -> bool:
-        start, _ = self.current_or_next(t)
-        return start <= t + _EPS

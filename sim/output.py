@@ -8,7 +8,6 @@ always present in a finished run folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -135,10 +134,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def manifest(**fields) -> dict:
