@@ -15,7 +15,7 @@ Measures, in ONE process and as medians of several repeats (see README.md):
    ``os.wait4``), and the wall time of the goal case: 30 two-year replications
    with ``run_replications(..., jobs=2)``.
 
-Nothing here changes the product; it only imports ``sim``.
+Nothing here changes the product; it only imports ``iopsim``.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import simpy
 
-from sim.metrics import replication_kpis
-from sim.model import Model
-from sim.runner import run_replications
-from sim.scenario import resolve_raw, validate_raw
+from iopsim.analysis.kpis import replication_kpis
+from iopsim.engine.model import Model
+from iopsim.experiments.replications import run_replications
+from iopsim.schema.scenario import resolve_raw, validate_raw
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "scenarios" / "baseline.yaml"
@@ -513,7 +513,7 @@ def _sweep_file(folder: Path, points: int, horizon: int, replications: int) -> P
 
 def _timed_sweep(sweep: Path, out: Path, **kw) -> tuple[float, float]:
     """(end-to-end wall time, time running the points incl. the pool start)."""
-    from sim.sweep import execute_sweep
+    from iopsim.experiments.sweep import execute_sweep
 
     t0 = time.perf_counter()
     res = execute_sweep(sweep, out, **kw)
@@ -722,7 +722,7 @@ def report(res: dict) -> str:
 def _git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sim"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sim", "cli.py"], cwd=ROOT, capture_output=True, text=True)
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except Exception:  # not a git checkout
         return "unknown"

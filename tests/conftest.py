@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def shipped_raw(name: str) -> dict:
     """A shipped scenario of ``scenarios/`` as a dict, ``extends`` resolved."""
-    from sim.scenario import resolve_raw
+    from iopsim.schema.scenario import resolve_raw
 
     return resolve_raw(REPO_ROOT / "scenarios" / f"{name}.yaml")
 

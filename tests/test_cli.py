@@ -1,8 +1,8 @@
 """The ``iopsim`` command line: exit codes, one-line errors, and the run folder.
 
-In-process tests use ``typer.testing.CliRunner`` on ``cli.app``; a few run the
+In-process tests use ``typer.testing.CliRunner`` on ``iopsim.cli.app``; a few run the
 real console script in a subprocess (the ``iopsim`` next to the interpreter if
-installed, else ``python -c "import cli; cli.app()"``) to prove that no
+installed, else ``python cli.py`` from the checkout) to prove that no
 traceback ever reaches the user.
 """
 
@@ -19,9 +19,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import cli
+from iopsim import cli
 from conftest import minimal_scenario_dict
-from sim.scenario import load_scenario
+from iopsim.schema.scenario import load_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = REPO_ROOT / "scenarios" / "baseline.yaml"
@@ -50,7 +50,7 @@ def iopsim_command() -> list[str]:
     script = Path(sys.executable).with_name("iopsim")
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-c", "import cli; cli.app()"]
+    return [sys.executable, str(REPO_ROOT / "cli.py")]
 
 
 def run_subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

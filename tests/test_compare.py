@@ -1,4 +1,4 @@
-"""Comparing scenarios with common random numbers (CRN): ``sim/compare.py`` and ``simulate``.
+"""Comparing scenarios with common random numbers (CRN): ``iopsim.analysis.compare`` and ``simulate``.
 
 * identical scenarios give paired differences of exactly zero, replication by replication;
 * CRN reduces the variance of the paired differences compared with independent seeds;
@@ -21,21 +21,22 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-import cli
-import sim.run
-import sim.runner
+from iopsim import cli
+import iopsim.experiments.run
+import iopsim.outputs.runfolder
+import iopsim.experiments.replications
 from conftest import minimal_scenario_dict
-from sim.compare import (
+from iopsim.analysis.compare import (
     differing_parameters,
     nelson_matejcik,
     nm_required_replications,
     paired_differences,
     relative_half_width,
 )
-from sim.errors import IopsimError
-from sim.run import Plan, simulate
-from sim.runner import ReplicationResult, kpi_table
-from sim.scenario import load_scenario, validate_raw
+from iopsim.errors import IopsimError
+from iopsim.experiments.run import Plan, simulate
+from iopsim.experiments.replications import ReplicationResult, kpi_table
+from iopsim.schema.scenario import load_scenario, validate_raw
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = REPO_ROOT / "scenarios" / "baseline.yaml"
@@ -74,8 +75,8 @@ def slot_scenario(name: str = "slots", capacity: int = 10, horizon: int = 150, l
 
 def no_figures(monkeypatch) -> None:
     """Figures are tested in test_report.py; here they only cost time."""
-    monkeypatch.setattr(sim.run, "run_figures", lambda *a, **k: None)
-    monkeypatch.setattr(sim.run, "comparison_figures", lambda *a, **k: [])
+    monkeypatch.setattr(iopsim.outputs.runfolder, "run_figures", lambda *a, **k: None)
+    monkeypatch.setattr(iopsim.outputs.runfolder, "comparison_figures", lambda *a, **k: [])
 
 
 def assert_tables_identical(a: pd.DataFrame, b: pd.DataFrame, what: str) -> None:
@@ -252,7 +253,7 @@ def fake_replications(monkeypatch, params: dict[str, tuple[float, float]]):
         calls.append((scenario.name, replication))
         return ReplicationResult(replication, {}, {KPI: mu + sigma * _noise(seed, replication, scenario.name)})
 
-    monkeypatch.setattr(sim.runner, "run_replication", fake)
+    monkeypatch.setattr(iopsim.experiments.replications, "run_replication", fake)
     return calls
 
 

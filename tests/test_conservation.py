@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.metrics import replication_kpis
-from sim.runner import run_replication
-from sim.scenario import EXITS, TREATMENT_STAGES, resolve_raw, validate_raw
+from iopsim.analysis.kpis import replication_kpis
+from iopsim.experiments.replications import run_replication
+from iopsim.schema.scenario import EXITS, TREATMENT_STAGES, resolve_raw, validate_raw
 
 BASELINE = Path(__file__).resolve().parent.parent / "scenarios" / "baseline.yaml"
 IN_SYSTEM = "in_system"

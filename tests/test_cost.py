@@ -1,4 +1,4 @@
-"""Costs (sim/cost.py): labour from rosters with shift differentials, services,
+"""Costs (iopsim.analysis.cost): labour from rosters with shift differentials, services,
 patient-days, overhead, the totals and the per-outcome ratios.
 
 Labour of a role = paid weekday-day hours x wage + weekday-evening hours x wage x
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.runner import run_replication
-from sim.scenario import resolve_raw, validate_raw
+from iopsim.experiments.replications import run_replication
+from iopsim.schema.scenario import resolve_raw, validate_raw
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 COMPONENTS = ("cost_labour", "cost_services", "cost_patient_days", "cost_assessments", "cost_overhead")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 from scipy import stats
 
-from sim.distributions import Distribution
+from iopsim.schema.distributions import Distribution
 
 ADAPTER = TypeAdapter(Distribution)
 N_DRAWS = 200_000

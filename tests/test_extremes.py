@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sim.model import Model, Patient
-from sim.runner import run_replication
-from sim.scenario import EXITS, WEEKDAYS, resolve_raw, validate_raw
+from iopsim.engine.model import Model, Patient
+from iopsim.experiments.replications import run_replication
+from iopsim.schema.scenario import EXITS, WEEKDAYS, resolve_raw, validate_raw
 
 BASELINE = Path(__file__).resolve().parent.parent / "scenarios" / "baseline.yaml"
 IN_SYSTEM = "in_system"

@@ -1,4 +1,4 @@
-"""IOP group therapy on a weekly calendar (sim/iop.py).
+"""IOP group therapy on a weekly calendar (iopsim.engine.iop).
 
 * Group census never exceeds ``max_group_size`` in a held session (merged
   sessions included) on the shipped scenarios and on a stressed variant.
@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from conftest import GROUP_VARIANTS
 
-import sim.iop
-from sim.metrics import track_kpis
-from sim.model import Model, Patient
-from sim.runner import run_replication
-from sim.scenario import validate_raw
-from sim.stats import mean_ci
-from sim.streams import BLOCK, generator
+import iopsim.engine.iop
+from iopsim.analysis.kpis import track_kpis
+from iopsim.engine.model import Model, Patient
+from iopsim.experiments.replications import run_replication
+from iopsim.schema.scenario import validate_raw
+from iopsim.analysis.stats import mean_ci
+from iopsim.engine.streams import BLOCK, generator
 
 WEEKDAYS5 = ["mon", "tue", "wed", "thu", "fri"]
 EPS = 1e-9
@@ -104,7 +104,7 @@ class AttendanceSpy:
         self.log: list[tuple[float, list[tuple[int, bool, bool]]]] = []
 
     def install(self, monkeypatch):
-        orig = sim.iop.TrackedIOP._attend
+        orig = iopsim.engine.iop.TrackedIOP._attend
         spy = self
 
         def wrapped(stage, members, ts, week_idx):
@@ -121,7 +121,7 @@ class AttendanceSpy:
             spy.log.append((ts, rows))
             return out
 
-        monkeypatch.setattr(sim.iop.TrackedIOP, "_attend", wrapped)
+        monkeypatch.setattr(iopsim.engine.iop.TrackedIOP, "_attend", wrapped)
         return self
 
     def per_patient(self):
@@ -564,13 +564,13 @@ def availability_raw() -> dict:
 @pytest.mark.parametrize("which", ["custom", "weekend"])
 def test_patients_only_seated_in_tracks_accepting_their_availability(which, monkeypatch):
     seated: list[tuple[int, int, str]] = []
-    orig = sim.iop.TrackedIOP._join
+    orig = iopsim.engine.iop.TrackedIOP._join
 
     def spy(stage, group, p, rec):
         seated.append((p.id, p.episode, group.track.name))
         return orig(stage, group, p, rec)
 
-    monkeypatch.setattr(sim.iop.TrackedIOP, "_join", spy)
+    monkeypatch.setattr(iopsim.engine.iop.TrackedIOP, "_join", spy)
     sc = validate_raw(availability_raw(), "avail") if which == "custom" else scenario_of("weekend")
     model = Model(sc, 0)
     rec = model.run()
@@ -816,7 +816,7 @@ def test_merge_when_short_of_staff():
 
 def _idle_on_shift(scenario, bookings, role: str, start: float, end: float) -> list[int]:
     """Ids of members of ``role`` on shift for all of [start, end) and booked for none of it."""
-    from sim.staff import roles_of
+    from iopsim.engine.staff import roles_of
 
     out, mid = [], 0
     for r, people in roles_of(scenario).items():

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.runner import run_replication, run_replications
-from sim.scenario import resolve_raw, validate_raw
-from sim.stats import mean_ci
+from iopsim.experiments.replications import run_replication, run_replications
+from iopsim.schema.scenario import resolve_raw, validate_raw
+from iopsim.analysis.stats import mean_ci
 
 BASELINE = Path(__file__).resolve().parent.parent / "scenarios" / "baseline.yaml"
 MU = 1.0  # service rate: mean stay of one day (time unit = day)
@@ -37,7 +37,7 @@ def _preload_forkserver() -> None:
     Only an optimisation; it has no effect if the forkserver already runs.
     """
     try:
-        mp.get_context("forkserver").set_forkserver_preload(["sim.runner"])
+        mp.get_context("forkserver").set_forkserver_preload(["iopsim.experiments.replications"])
     except Exception:  # pragma: no cover - platform without forkserver
         pass
 

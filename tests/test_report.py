@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import cli
-from sim.compare import nelson_matejcik
-from sim.report import write_report
+from iopsim import cli
+from iopsim.analysis.compare import nelson_matejcik
+from iopsim.outputs.report import write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = REPO_ROOT / "scenarios" / "baseline.yaml"

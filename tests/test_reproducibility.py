@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.runner import run_replication, run_replications
-from sim.scenario import resolve_raw, validate_raw
-from sim.streams import BLOCK, PatientStream, SequentialStream, Streams
+from iopsim.experiments.replications import run_replication, run_replications
+from iopsim.schema.scenario import resolve_raw, validate_raw
+from iopsim.engine.streams import BLOCK, PatientStream, SequentialStream, Streams
 
 BASELINE = Path(__file__).resolve().parent.parent / "scenarios" / "baseline.yaml"
 
@@ -95,7 +95,7 @@ def test_different_seed_or_replication_differs():
 def test_parallel_equals_serial():
     scenario = validate_raw(baseline_raw(horizon_days=365), "test")
     try:
-        mp.get_context("forkserver").set_forkserver_preload(["sim.runner"])
+        mp.get_context("forkserver").set_forkserver_preload(["iopsim.experiments.replications"])
     except Exception:  # pragma: no cover
         pass
     serial = run_replications(scenario, 3, seed=99, jobs=1)

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from conftest import minimal_scenario_dict
-import sim.distributions as dist_mod
-import sim.scenario as sc_mod
-from sim.distributions import FAMILIES
-from sim.errors import ScenarioError
-from sim.scenario import Scenario, Stage, load_scenario, scenario_to_yaml, validate_raw
+import iopsim.schema.distributions as dist_mod
+import iopsim.schema.scenario as sc_mod
+from iopsim.schema.distributions import FAMILIES
+from iopsim.errors import ScenarioError
+from iopsim.schema.scenario import Scenario, Stage, load_scenario, scenario_to_yaml, validate_raw
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = REPO_ROOT / "scenarios" / "baseline.yaml"
@@ -755,7 +755,7 @@ def test_baseline_is_shipped():
 
 
 def test_set_values_are_parsed_as_yaml_before_validation():
-    from sim.scenario import apply_overrides
+    from iopsim.schema.scenario import apply_overrides
 
     out = apply_overrides({"a": {"x": 1}}, ["a.b=3", "c=[1, 2.5]", "d=some text", "e=", "a.f.g=true"], "src.yaml")
     expected = {"a": {"x": 1, "b": 3, "f": {"g": True}}, "c": [1, 2.5], "d": "some text", "e": None}

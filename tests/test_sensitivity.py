@@ -22,11 +22,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import cli
+from iopsim import cli
 from conftest import minimal_scenario_dict
-from sim.errors import IopsimError
-from sim.sensitivity import analyse_sweep, morris_effects, sobol_indices
-from sim.sweep import SweepFile, design_points
+from iopsim.errors import IopsimError
+from iopsim.analysis.sensitivity import morris_effects, sobol_indices
+from iopsim.experiments.sweep import analyse_sweep
+from iopsim.experiments.sweep import SweepFile, design_points
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,9 +1,9 @@
-"""Staff rosters, bookings and paid hours (sim/staff.py, staff KPIs of sim/metrics.py).
+"""Staff rosters, bookings and paid hours (iopsim.engine.staff, staff KPIs of iopsim.analysis.kpis).
 
 * No staff member is ever in two places at once: per member, the bookings of
   the bookings table never overlap, and each lies entirely inside one of the
   member's rostered working spans, reconstructed here from the scenario
-  (member ids are assigned in ``sim.staff.roles_of`` order).
+  (member ids are assigned in ``iopsim.engine.staff.roles_of`` order).
 * Paid hours = busy hours + idle hours for every role.
 * ``shift_hours`` against a hand computation (weekday day / evening split at
   ``evening_start_hour`` / weekend, over a window starting and ending mid-week).
@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from conftest import GROUP_VARIANTS, stressed_groups_raw
 
-from sim.model import Model
-from sim.runner import run_replication
-from sim.scenario import WEEKDAYS, Shift, validate_raw
-from sim.staff import roles_of, shift_hours
+from iopsim.engine.model import Model
+from iopsim.experiments.replications import run_replication
+from iopsim.schema.scenario import WEEKDAYS, Shift, validate_raw
+from iopsim.engine.staff import roles_of, shift_hours
 
 EPS = 1e-7
 WEEKDAYS5 = ["mon", "tue", "wed", "thu", "fri"]
@@ -58,7 +58,7 @@ def result_of(variant: str, rep: int = 0):
 
 def merged_week_spans(shifts) -> list[tuple[float, float]]:
     """A member's working spans within a week (days from Monday 00:00), with
-    overlapping and back-to-back shifts merged (independent of sim.calendar)."""
+    overlapping and back-to-back shifts merged (independent of iopsim.engine.calendar)."""
     spans = sorted(
         (WEEKDAYS.index(d) + s.start_hour / 24.0, WEEKDAYS.index(d) + s.end_hour / 24.0) for s in shifts for d in s.days
     )
@@ -291,7 +291,7 @@ def test_shift_hours_hand_computed():
 
 
 def _brute_force_hours(shifts, t0, t1, evening_start):
-    """Minute-by-minute count (independent of sim.staff)."""
+    """Minute-by-minute count (independent of iopsim.engine.staff)."""
     minute = 1.0 / (24 * 60)
     spans = merged_week_spans(shifts)
     out = {"day": 0.0, "evening": 0.0, "weekend": 0.0}

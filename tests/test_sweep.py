@@ -27,11 +27,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import cli
-import sim.figures
-import sim.sweep as sweep_mod
+from iopsim import cli
+import iopsim.outputs.figures
+import iopsim.experiments.sweep as sweep_mod
 from conftest import minimal_scenario_dict
-from sim.sweep import SweepFile, design_points, done_points, execute_sweep
+from iopsim import api
+from iopsim.experiments.sweep import SweepFile, design_points, done_points, execute_sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -386,13 +387,13 @@ def test_one_bad_point_does_not_kill_the_sweep(tmp_path, monkeypatch):
 
 
 def _spy(monkeypatch, name: str, calls: list) -> None:
-    real = getattr(sim.figures, name)
+    real = getattr(iopsim.outputs.figures, name)
 
     def spy(*args, **kwargs):
         calls.append((name, args[-1].name))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sim.figures, name, spy)
+    monkeypatch.setattr(iopsim.outputs.figures, name, spy)
 
 
 def test_one_factor_sweep_draws_a_line_plot_per_kpi(tmp_path, monkeypatch):
@@ -400,8 +401,8 @@ def test_one_factor_sweep_draws_a_line_plot_per_kpi(tmp_path, monkeypatch):
     _spy(monkeypatch, "sweep_lines", calls)
     _spy(monkeypatch, "sweep_heatmap", calls)
     sw = make_sweep(tmp_path, {"stages.iop.capacity": {"values": [4, 6, 8]}}, replications=2)
-    res = execute_sweep(sw, tmp_path / "out", jobs=1)
-    assert res["failures"] == [], f"unexpected failures: {res['failures']}"
+    res = api.sweep(sw, tmp_path / "out", jobs=1)
+    assert res.failures == [], f"unexpected failures: {res['failures']}"
     for kpi in KPIS:
         assert_png(tmp_path / "out" / "figures" / f"{kpi}.png")
     assert sorted(calls) == sorted(("sweep_lines", f"{k}.png") for k in KPIS), f"expected one line plot per KPI: {calls}"
@@ -413,8 +414,8 @@ def test_two_factor_grid_draws_a_heatmap_per_kpi(tmp_path, monkeypatch):
     _spy(monkeypatch, "sweep_heatmap", calls)
     sw = make_sweep(tmp_path, {"stages.iop.capacity": {"values": [4, 8]},
                                "referrals.referrals_per_week": {"range": [3.0, 6.0], "steps": 2}})
-    res = execute_sweep(sw, tmp_path / "out", jobs=1)
-    assert res["failures"] == [], f"unexpected failures: {res['failures']}"
+    res = api.sweep(sw, tmp_path / "out", jobs=1)
+    assert res.failures == [], f"unexpected failures: {res['failures']}"
     for kpi in KPIS:
         assert_png(tmp_path / "out" / "figures" / f"{kpi}.png")
     assert sorted(calls) == sorted(("sweep_heatmap", f"{k}.png") for k in KPIS), f"expected one heatmap per KPI: {calls}"

@@ -1,5 +1,5 @@
 """Output analysis of the time series: MSER-5 warm-up, the transient table, the first-year trajectory,
-and ``--warmup auto`` through ``execute_run``."""
+and ``--warmup auto`` through a run and its run folder."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import sim.run
+import iopsim.outputs.runfolder
 from conftest import minimal_scenario_dict
-from sim.metrics import replication_kpis
-from sim.run import Plan, execute_run
-from sim.runner import run_replication
-from sim.scenario import validate_raw
-from sim.warmup import BATCH, monthly_trajectory, mser5, transient_table, warmup_days
+from iopsim.analysis.kpis import replication_kpis
+from iopsim.experiments.run import Plan, run_scenario
+from iopsim.outputs.runfolder import save_run
+from iopsim.experiments.replications import run_replication
+from iopsim.schema.scenario import validate_raw
+from iopsim.analysis.warmup import BATCH, monthly_trajectory, mser5, transient_table, warmup_days
 
 # --------------------------------------------------------------------------- MSER-5
 
@@ -208,23 +209,24 @@ def test_monthly_trajectory_matches_hand_computation():
 # --------------------------------------------------------------------------- --warmup auto
 
 
-def test_warmup_auto_through_execute_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(sim.run, "run_figures", lambda *a, **k: None)  # figures are tested with the report
+def test_warmup_auto_through_a_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(iopsim.outputs.runfolder, "run_figures", lambda *a, **k: None)  # figures are tested with the report
     d = minimal_scenario_dict()
     d.update(name="warm", horizon_days=200)
     d["stages"]["iop"]["los_days"] = {"dist": "exponential", "mean": 8.0}  # opens empty: census climbs for weeks
     sc = validate_raw(d, "test")
     plan = Plan(replications=3, seed=21, jobs=1, warmup="auto")
-    out = execute_run(sc, tmp_path / "run", plan, report=False)
-    man = json.loads((out.folder / "manifest.json").read_text())
-    w = out.extra["warmup"]
+    out = run_scenario(sc, plan)
+    folder = save_run(out, tmp_path / "run", report=False)
+    man = json.loads((folder / "manifest.json").read_text())
+    w = out.warmup
     assert man["warmup_days"] == w, f"manifest warm-up {man['warmup_days']} vs used {w}"
     assert man["warmup_requested"] == "auto", f"manifest warmup_requested: {man['warmup_requested']!r}"
     assert "MSER-5" in man["notes"].get("warmup_method", ""), f"warm-up method not recorded: {man['notes']}"
-    levels = pd.read_parquet(out.folder / "levels.parquet")
+    levels = pd.read_parquet(folder / "levels.parquet")
     assert w == min(warmup_days(levels), sc.horizon_days // 2), f"warm-up {w} is not MSER-5 of the written levels"
     assert 0 < w < sc.horizon_days // 2, f"a site opening empty should need a warm-up, got {w}"
-    csv = pd.read_csv(out.folder / "replications.csv")
+    csv = pd.read_csv(folder / "replications.csv")
     for r in range(3):
         want = replication_kpis(run_replication(sc, r, 21).records, sc, w)
         got = out.per_replication.set_index("replication").loc[r]

@@ -1,6 +1,6 @@
 """What a replication produces: visit and episode records, and daily level series.
 
-Everything the results report is computed from these (see :mod:`sim.metrics`).
+Everything the results report is computed from these (see :mod:`iopsim.analysis.kpis`).
 
 * **Visit record** -- one per patient per stage (intake included): when the
   patient joined the stage's waitlist, was admitted (NaN if never), left (NaN
@@ -150,7 +150,7 @@ class Recorder:
         self.waitlist = {s: Level(horizon_days) for s in stages}
         self.census = {s: Level(horizon_days) for s in stages}
         self.sessions: list[list] = []
-        self.bookings: list = []  # sim.staff.Booking objects
+        self.bookings: list = []  # iopsim.engine.staff.Booking objects
         self.unmet: list[tuple] = []
         self.services: list[tuple] = []
 

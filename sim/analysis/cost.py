@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from sim.scenario import TREATMENT_STAGES, Scenario
+from iopsim.schema.scenario import TREATMENT_STAGES, Scenario
 
 
 def labour_cost(scenario: Scenario, k: dict) -> dict[str, float]:

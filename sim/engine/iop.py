@@ -1,6 +1,6 @@
 """IOP as group therapy on a weekly calendar: tracks, groups, sessions, services.
 
-A tracked IOP replaces the slot stage of :mod:`sim.model` for the ``iop``
+A tracked IOP replaces the slot stage of :mod:`iopsim.engine.model` for the ``iop``
 level of care.  The model, in the order things happen:
 
 * **Availability.**  Each patient has an availability class (daytime,
@@ -35,7 +35,7 @@ level of care.  The model, in the order things happen:
 * **Completion.**  After the phases' total weeks from the member's first
   session, or (``program.sessions``) at the end of the session at which the
   member reaches that many attended sessions.  Other early exits
-  (transferred, terminated, other) race as in :mod:`sim.model`, with the
+  (transferred, terminated, other) race as in :mod:`iopsim.engine.model`, with the
   planned stay being the program's length.
 """
 
@@ -44,9 +44,9 @@ from __future__ import annotations
 import logging
 import math
 
-from sim.model import ADMITTED, Patient, Stage, _categorical, _cumulative
-from sim.scenario import WEEKDAYS
-from sim.streams import generator
+from iopsim.engine.stages import ADMITTED, Patient, Stage, _categorical, _cumulative
+from iopsim.schema.scenario import WEEKDAYS
+from iopsim.engine.streams import generator
 
 log = logging.getLogger(__name__)
 _EPS = 1e-9

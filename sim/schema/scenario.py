@@ -4,7 +4,7 @@ Scenarios are YAML files.  A file may ``extends:`` another (path relative to
 itself) and override only what differs; mappings merge key by key, anything
 else is replaced.  ``--set dotted.path=value`` overrides apply after the merge.
 Everything is validated by pydantic into frozen models; any problem becomes a
-single-line :class:`~sim.errors.ScenarioError` naming the file, the dotted field
+single-line :class:`~iopsim.errors.ScenarioError` naming the file, the dotted field
 path and what is allowed.
 
 Time is in days unless a field name says otherwise (``assessment_hours``).
@@ -20,10 +20,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from sim.base import FieldError as _FieldError
-from sim.base import FrozenModel, NotBool
-from sim.distributions import Distribution
-from sim.errors import ScenarioError
+from iopsim.schema.base import FieldError as _FieldError
+from iopsim.schema.base import FrozenModel, NotBool
+from iopsim.schema.distributions import Distribution
+from iopsim.errors import ScenarioError
 
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), NotBool]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False), NotBool]
@@ -175,7 +175,7 @@ class Staff(FrozenModel):
 class Exit(FrozenModel):
     """An early exit: with ``probability`` an admitted patient leaves before the
     planned stay ends, at a time drawn from ``days`` conditioned on falling
-    before the planned end (see ``sim.model`` for the precise definition)."""
+    before the planned end (see ``iopsim.engine.model`` for the precise definition)."""
 
     probability: Probability
     days: Distribution
@@ -519,31 +519,64 @@ def resolve_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(resolve_raw(parent_path, (*_chain, real)), data)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
-    """Apply ``dotted.path=value`` overrides; values are parsed as YAML scalars/lists."""
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any], source: str) -> dict[str, Any]:
+    """Apply overrides to a copy of ``raw``.
+
+    ``overrides`` is either a list of ``dotted.path=value`` strings (the CLI's
+    ``--set``; values are parsed as YAML) or a mapping of dotted paths to
+    values (the API's).  A path part that is a whole number indexes a list
+    (``staff.roles.counselor.teams.0.headcount``), as in sweep factors.
+    """
     out = copy.deepcopy(raw)
-    for item in overrides:
-        if "=" not in item:
-            raise ScenarioError(source, f"--set {item}", "expected dotted.path=value")
-        key, _, text = item.partition("=")
-        key = key.strip()
-        parts = key.split(".")
-        if not key or any(not p for p in parts):
-            raise ScenarioError(source, f"--set {item}", "expected dotted.path=value")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            raise ScenarioError(source, key, f"--set value {text!r} is not valid YAML") from None
-        node = out
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                raise ScenarioError(source, ".".join(parts[: i + 1]), "is not a mapping; cannot set a field inside it")
-            node = nxt
-        node[parts[-1]] = value
+    if isinstance(overrides, dict):
+        items = [(_override_parts(str(k), str(k), source), v) for k, v in overrides.items()]
+    else:
+        items = [_parse_override(s, source) for s in overrides]
+    for parts, value in items:
+        set_path(out, parts, value, source)
     return out
+
+
+def _override_parts(key: str, item: str, source: str) -> list[str]:
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise ScenarioError(source, f"--set {item}", "expected dotted.path=value")
+    return parts
+
+
+def _parse_override(item: str, source: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ScenarioError(source, f"--set {item}", "expected dotted.path=value")
+    key, _, text = item.partition("=")
+    parts = _override_parts(key, item, source)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ScenarioError(source, key.strip(), f"--set value {text!r} is not valid YAML") from None
+    return parts, value
+
+
+def set_path(tree: dict[str, Any], parts: list[str], value: Any, source: str) -> None:
+    """Set ``tree[parts[0]][parts[1]]... = value``, creating missing mappings; list items by index."""
+    node: Any = tree
+    for i, part in enumerate(parts):
+        where = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not (part.isdigit() and int(part) < len(node)):
+                span = f"0-{len(node) - 1}" if node else "none: the list is empty"
+                raise ScenarioError(source, where, f"no list item {part!r}; the list has {len(node)} items (indices {span})")
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+        else:
+            raise ScenarioError(source, ".".join(parts[:i]), "is not a mapping or a list; cannot set a field inside it")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and node.get(key) is None:
+                node[key] = {}
+            node = node[key]
 
 
 def _clean_path(loc, raw) -> list[str]:
@@ -554,7 +587,7 @@ def _clean_path(loc, raw) -> list[str]:
     Walking the location against the raw input keeps exactly the parts that are
     the user's keys and indices, whatever they are called.
     """
-    from sim.distributions import FAMILIES
+    from iopsim.schema.distributions import FAMILIES
 
     out: list[str] = []
     node = raw
@@ -578,7 +611,7 @@ def _clean_path(loc, raw) -> list[str]:
 
 def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
     err = exc.errors(include_url=False)[0]
-    from sim.distributions import FAMILIES
+    from iopsim.schema.distributions import FAMILIES
 
     clean = _clean_path(err["loc"], raw)
     ctx = err.get("ctx") or {}
@@ -613,7 +646,7 @@ def validate_raw(raw: dict[str, Any], source: str) -> Scenario:
         raise ScenarioError(source, field or None, msg) from None
 
 
-def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+def load_scenario(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> Scenario:
     """Load, merge (``extends``), override (``--set``) and validate a scenario file."""
     path = Path(path)
     raw = apply_overrides(resolve_raw(path), overrides or [], str(path))

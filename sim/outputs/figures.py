@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from sim.metrics import STAGE_LABELS  # noqa: E402
+from iopsim.analysis.kpis import STAGE_LABELS  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -220,7 +220,7 @@ FOREST_KPIS = (
 
 def forest_figure(diffs: pd.DataFrame, kpi: str, path: Path) -> Path:
     """Paired differences from the baseline, relative to the baseline mean, with CIs."""
-    from sim.metrics import kpi_label
+    from iopsim.analysis.kpis import kpi_label
 
     names = list(dict.fromkeys(diffs["scenario"]))
     base = names[0]
@@ -319,7 +319,7 @@ def sweep_heatmap(summary: pd.DataFrame, fx: str, fy: str, kpi: str, label: str,
 
 def sensitivity_figure(df: pd.DataFrame, method: str, kpi: str, path: Path) -> Path:
     """Tornado-style bars: Sobol' S1 and ST, or Morris mu*, with confidence half-widths."""
-    from sim.metrics import kpi_label
+    from iopsim.analysis.kpis import kpi_label
 
     if method == "sobol":
         d = df.sort_values("ST")
@@ -340,3 +340,30 @@ def sensitivity_figure(df: pd.DataFrame, method: str, kpi: str, path: Path) -> P
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def sweep_figures(folder: Path, sweep, summary: pd.DataFrame) -> list[Path]:
+    """One figure per KPI of a sweep: a line over one factor, or a heatmap over a two-factor grid."""
+    from iopsim.analysis.kpis import kpi_label
+
+    fig_dir = Path(folder) / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    names = list(sweep.factors)
+    written = []
+    if not len(summary):
+        return written
+    for kpi in sweep.kpis:
+        label, unit = kpi_label(kpi)
+        if len(names) == 1:
+            written.append(sweep_lines(summary, names[0], kpi, f"{label} ({unit})", fig_dir / f"{kpi}.png"))
+        elif len(names) == 2 and sweep.design.kind == "grid":
+            written.append(sweep_heatmap(summary, names[0], names[1], kpi, f"{label} ({unit})", fig_dir / f"{kpi}.png"))
+    return written
+
+
+def sensitivity_figures(folder: Path, method: str, indices: pd.DataFrame) -> list[Path]:
+    """One tornado-style figure per KPI of a sensitivity table (from :func:`analyse_sweep`)."""
+    fig_dir = Path(folder) / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    return [sensitivity_figure(indices[indices["kpi"] == kpi], method, kpi, fig_dir / f"sensitivity_{kpi}.png")
+            for kpi in dict.fromkeys(indices["kpi"])]

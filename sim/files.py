@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.errors import IopsimError
+from iopsim.errors import IopsimError
 
 PACKAGES = ("iopsim", "simpy", "numpy", "scipy", "pandas", "pyarrow", "pydantic", "matplotlib", "typer")
 

@@ -27,14 +27,14 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationError, model_validator
 
-from sim.base import FieldError as _FieldErr
-from sim.base import FrozenModel
-from sim.errors import IopsimError, ScenarioError
-from sim.metrics import kpi_label
-from sim.output import atomic_write_text, manifest
-from sim.runner import kpi_names, run_replication, unknown_kpi, worker_context
-from sim.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, validate_raw
-from sim.stats import mean_ci
+from iopsim.schema.base import FieldError as _FieldErr
+from iopsim.schema.base import FrozenModel
+from iopsim.errors import IopsimError, ScenarioError
+from iopsim.analysis.sensitivity import morris_effects, sobol_indices
+from iopsim.files import atomic_write_text, manifest
+from iopsim.experiments.replications import kpi_names, run_replication, unknown_kpi, worker_context
+from iopsim.schema.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, set_path, validate_raw
+from iopsim.analysis.stats import mean_ci
 
 log = logging.getLogger(__name__)
 
@@ -151,18 +151,6 @@ def _exists(tree, dotted: str) -> bool:
     return True
 
 
-def _set(tree: dict, dotted: str, value) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
 def design_points(sweep: SweepFile) -> list[dict[str, object]]:
     """The design's points in a fixed order (point id = position)."""
     names = list(sweep.factors)
@@ -208,9 +196,9 @@ def _from_unit(f: Factor, x: float):
 
 def point_scenario(base_raw: dict, point: dict, source: str) -> Scenario:
     raw = copy.deepcopy(base_raw)
-    for path, value in point.items():
-        _set(raw, path, value)
     try:
+        for path, value in point.items():
+            set_path(raw, path.split("."), value, source)
         return validate_raw(raw, source)
     except ScenarioError as exc:
         values = ", ".join(f"{k}={v!r}" for k, v in point.items())
@@ -332,8 +320,6 @@ def _execute(sweep_path, out_dir, jobs, scheduler, progress, pool) -> dict:
     result = {"folder": folder, "points": len(points), "ran": len(pending) - len(failures), "skipped": len(finished),
               "failures": failures, "elapsed_s": elapsed, "summary": summary, "sweep": sweep}
     if sweep.method is not None and not failures:
-        from sim.sensitivity import analyse_sweep
-
         result["sensitivity"] = analyse_sweep(folder)
     return result
 
@@ -341,8 +327,8 @@ def _execute(sweep_path, out_dir, jobs, scheduler, progress, pool) -> dict:
 def _run_dask(address: str, scenarios, pending, sweep, handle) -> None:
     try:
         from distributed import Client, as_completed as dask_completed
-    except ImportError:  # pragma: no cover - declared dependency
-        raise IopsimError("--scheduler needs the 'distributed' package (pip install distributed)") from None
+    except ImportError:
+        raise IopsimError("--scheduler needs Dask's 'distributed' package: pip install 'iopsim[cluster]'") from None
     try:
         client = Client(address, timeout="10s")
     except (OSError, TimeoutError) as exc:
@@ -365,7 +351,7 @@ def load_results(folder: Path) -> pd.DataFrame:
 
 
 def collect(folder: Path, sweep: SweepFile, points: list[dict]) -> pd.DataFrame:
-    """Write results.parquet (all rows) and points.csv (mean and CI per point and KPI)."""
+    """Write results.parquet (all rows) and points.csv (mean and CI per point and KPI); return the latter."""
     res = load_results(folder)
     if not len(res):
         return pd.DataFrame()
@@ -382,20 +368,44 @@ def collect(folder: Path, sweep: SweepFile, points: list[dict]) -> pd.DataFrame:
         rows.append(row)
     summary = pd.DataFrame(rows)
     atomic_write_text(folder / "points.csv", summary.to_csv(index=False))
-    _sweep_figures(folder, sweep, summary)
     return summary
 
 
-def _sweep_figures(folder: Path, sweep: SweepFile, summary: pd.DataFrame) -> None:
-    from sim.figures import sweep_heatmap, sweep_lines
+def analyse_sweep(folder: Path) -> pd.DataFrame:
+    """Indices for every KPI of a finished sensitivity sweep; writes sensitivity.csv.
 
-    fig_dir = folder / "figures"
-    fig_dir.mkdir(exist_ok=True)
-    names = list(sweep.factors)
+    Returns the table, one row per KPI and factor; the figures are drawn by
+    :func:`iopsim.outputs.figures.sensitivity_figures`.
+    """
+    folder = Path(folder)
+    mpath = folder / "manifest.json"
+    if not mpath.exists():
+        raise IopsimError(f"{folder}: not a sweep folder (manifest.json missing)")
+    man = json.loads(mpath.read_text(encoding="utf-8"))
+    if man.get("kind") != "sweep" or man.get("method") not in ("sobol", "morris"):
+        raise IopsimError(f"{folder}: not a sensitivity sweep (the sweep file needs method: sobol or morris)")
+    sweep = SweepFile.model_validate({
+        "base": "-", "seed": man["seed"], "replications": man["replications"], "kpis": man["kpis"],
+        "design": man["design"], "factors": man["factors"], "method": man["method"],
+    })
+    points = design_points(sweep)
+    res = load_results(folder)
+    have = set(res["point_id"].unique()) if len(res) else set()
+    missing = [i for i in range(len(points)) if i not in have]
+    if missing:
+        raise IopsimError(f"{folder}: {len(missing)} of {len(points)} points are missing; re-run the sweep to finish it")
+    means = res.groupby("point_id")[sweep.kpis].mean().sort_index()
+    problem = sweep.problem()
+    x = np.array([[p[n] for n in problem["names"]] for p in points], dtype=float)
+    frames = []
     for kpi in sweep.kpis:
-        label, unit = kpi_label(kpi)
-        if len(names) == 1:
-            sweep_lines(summary, names[0], kpi, f"{label} ({unit})", fig_dir / f"{kpi}.png")
-        elif len(names) == 2 and sweep.design.kind == "grid":
-            sweep_heatmap(summary, names[0], names[1], kpi, f"{label} ({unit})", fig_dir / f"{kpi}.png")
-
+        y = means[kpi].to_numpy(dtype=float)
+        if not np.all(np.isfinite(y)):
+            raise IopsimError(f"{folder}: KPI {kpi} is undefined (NaN) at some points; choose another KPI")
+        df = sobol_indices(problem, y, sweep.seed) if sweep.method == "sobol" else morris_effects(
+            problem, x, y, sweep.design.levels, sweep.seed)
+        frames.append(df.assign(kpi=kpi))
+    out = pd.concat(frames, ignore_index=True)
+    out = out[["kpi", *[c for c in out.columns if c != "kpi"]]]
+    atomic_write_text(folder / "sensitivity.csv", out.to_csv(index=False))
+    return out

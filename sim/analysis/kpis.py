@@ -1,6 +1,6 @@
 """Records -> key performance indicators (KPIs) of one replication.
 
-Pure functions of the records of :mod:`sim.records` and the scenario.  The
+Pure functions of the records of :mod:`iopsim.engine.records` and the scenario.  The
 observation window is ``[warmup_days, horizon_days)``: an event counts if it
 happened in the window, time averages integrate over the window only.
 
@@ -22,7 +22,7 @@ Definitions (also in the README):
   the ones admitted to a treatment stage in the window.
 * ``programs_completed`` -- episodes that completed a treatment stage and then
   left treatment (discharge or aftercare), in the window.
-* ``cost_*`` -- see :mod:`sim.cost` (labour from rosters, services,
+* ``cost_*`` -- see :mod:`iopsim.analysis.cost` (labour from rosters, services,
   patient-day costs, assessments, overhead); ``cost_per_completed_program`` =
   ``cost_total / programs_completed``.
 * ``iop_track_<track>_*`` -- group sessions, group census, waits to start and
@@ -37,9 +37,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from sim.scenario import EXITS, TREATMENT_STAGES, Scenario
-from sim.cost import cost_kpis
-from sim.staff import INTAKE_SHORTHAND_ROLE, idle_hours, roles_of, shift_hours
+from iopsim.schema.scenario import EXITS, TREATMENT_STAGES, Scenario
+from iopsim.analysis.cost import cost_kpis
+from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, idle_hours, roles_of, shift_hours
 
 #: Human-readable label and unit of each KPI family (for tables and reports).
 KPI_UNITS = {

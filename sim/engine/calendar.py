@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from sim.scenario import WEEKDAYS, Roster
+from iopsim.schema.scenario import WEEKDAYS, Roster
 
 _EPS = 1e-9
 

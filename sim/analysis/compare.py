@@ -2,7 +2,7 @@
 
 Every scenario is run with the same seed and the same replication numbers.
 Because each random decision draws from its own named stream, keyed by
-patient where it concerns a patient (:mod:`sim.streams`), replication r of
+patient where it concerns a patient (:mod:`iopsim.engine.streams`), replication r of
 scenario A and replication r of scenario B see the same referral times,
 sources, availability classes, lengths of stay and attendance draws wherever
 the scenarios agree.  The replication-by-replication differences therefore
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sim.stats import mean_ci
+from iopsim.analysis.stats import mean_ci
 
 
 def _flatten(d, prefix="") -> dict[str, object]:

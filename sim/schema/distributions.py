@@ -7,7 +7,7 @@ and samples by **inverse transform**: ``ppf(u)`` of a uniform ``u`` drawn from a
 named random stream.  Inverse-transform sampling is deliberate: when two
 scenarios differ only in a distribution's parameters, the same uniform gives a
 monotonically related value in both, which is what makes common random numbers
-effective (see :mod:`sim.streams`).
+effective (see :mod:`iopsim.engine.streams`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import special
 
-from sim.base import FrozenModel
+from iopsim.schema.base import FrozenModel
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]

@@ -17,10 +17,10 @@ import pandas as pd
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from sim.base import FrozenModel
-from sim.errors import IopsimError, ScenarioError
-from sim.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
-from sim.stats import mean_ci
+from iopsim.schema.base import FrozenModel
+from iopsim.errors import IopsimError, ScenarioError
+from iopsim.schema.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
+from iopsim.analysis.stats import mean_ci
 
 STAY_OUTCOMES = ("completed", "dropped_out", "transferred", "terminated", "other", "relapsed")
 

@@ -20,8 +20,8 @@ from bisect import bisect_right
 
 import numpy as np
 
-from sim.calendar import WeeklyCalendar
-from sim.scenario import WEEKDAYS, Roster, Scenario, Shift
+from iopsim.engine.calendar import WeeklyCalendar
+from iopsim.schema.scenario import WEEKDAYS, Roster, Scenario, Shift
 
 _EPS = 1e-9
 #: Name of the role the ``intake.clinicians``/``intake.roster`` shorthand creates.

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from sim.stats import mean_ci
+from iopsim.analysis.stats import mean_ci
 
 BATCH = 5
 

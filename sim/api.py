@@ -1,0 +1,442 @@
+"""The public Python API of iopsim: what the command line and notebooks call.
+
+Everything a user needs is exported from :mod:`iopsim` itself::
+
+    import iopsim
+
+    scenario = iopsim.load_scenario("scenarios/baseline.yaml", overrides={"horizon_days": 365})
+    results = iopsim.run(scenario, replications=10, jobs=2)
+    results.summary                 # one row per KPI: mean, 95 % CI, unit
+    results.records("visits")       # every stage visit of every replication
+    results.save("outputs/my-run")  # the same run folder as `iopsim run`
+
+A replication's result depends only on (scenario, replication number, seed),
+so ``jobs`` changes how fast results come, never what they are.  ``jobs > 1``
+works in a notebook and in a plain script, with or without an
+``if __name__ == "__main__":`` guard (see
+:func:`iopsim.experiments.replications.worker_context`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import pandas as pd
+
+from iopsim.errors import IopsimError
+from iopsim.experiments.run import ComparisonResult, Plan, RunResult, compare_scenarios, run_scenario
+from iopsim.files import check_out_dir, default_run_dir
+from iopsim.schema.scenario import Scenario
+from iopsim.schema.scenario import load_scenario as _load
+
+Overrides = Mapping[str, Any] | Sequence[str]
+#: ``progress(done, total)`` after every replication.
+Progress = Callable[[int, int], None]
+
+__all__ = [
+    "Comparison",
+    "Results",
+    "SweepResults",
+    "calibrate",
+    "compare",
+    "load_scenario",
+    "report",
+    "run",
+    "scenario_schema",
+    "sensitivity",
+    "sweep",
+]
+
+
+def load_scenario(path: str | Path, overrides: Overrides | None = None) -> Scenario:
+    """Load a scenario file, with its ``extends`` chain, and validate it.
+
+    Args:
+        path: a scenario YAML file.
+        overrides: field values to change, as a mapping of dotted paths to values
+            (``{"stages.iop.places": 30, "staff.roles.counselor.teams.0.headcount": 3}``)
+            or as ``"dotted.path=value"`` strings, exactly like the CLI's ``--set``.
+
+    Returns:
+        The validated, immutable :class:`~iopsim.schema.scenario.Scenario`.
+
+    Raises:
+        ScenarioError: one line naming the file, the field and what is allowed.
+    """
+    if overrides is not None and not isinstance(overrides, Mapping):
+        overrides = list(overrides)
+    return _load(path, dict(overrides) if isinstance(overrides, Mapping) else overrides)
+
+
+def _scenario(scenario: Scenario | str | Path) -> Scenario:
+    return scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+
+
+def _warmup(value: int | str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise IopsimError(f"warmup: expected a whole number of days (0 or more) or 'auto' (got {value!r})")
+    return value
+
+
+class _Counter:
+    """Adapts the runner's ``progress(k)`` / ``total(k)`` calls to ``progress(done, total)``."""
+
+    def __init__(self, callback: Progress | None):
+        self.callback, self.done, self.total = callback, 0, 0
+
+    def advance(self, k: int) -> None:
+        self.done += k
+        if self.callback:
+            self.callback(self.done, self.total)
+
+    def grow(self, k: int) -> None:
+        self.total += k
+        if self.callback:
+            self.callback(self.done, self.total)
+
+
+@dataclass
+class Results:
+    """The replications of one scenario: KPIs with confidence intervals, and every record.
+
+    Attributes:
+        scenario: the scenario as run (its ``warmup_days`` is the warm-up used).
+        summary: one row per KPI: ``kpi``, ``label``, ``unit``, ``mean``, ``sd``,
+            ``ci_low``, ``ci_high``, ``half_width`` (95 %), ``n``.
+        per_replication: one row of KPIs per replication.
+        folder: the run folder once :meth:`save` has written it, else ``None``.
+    """
+
+    _run: RunResult = field(repr=False)
+    scenario_path: str | None = field(default=None, repr=False)
+    overrides: list[str] = field(default_factory=list, repr=False)
+    folder: Path | None = None
+
+    @property
+    def scenario(self) -> Scenario:
+        return self._run.scenario
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return self._run.summary
+
+    @property
+    def per_replication(self) -> pd.DataFrame:
+        return self._run.per_replication
+
+    @property
+    def seed(self) -> int:
+        return self._run.plan.seed
+
+    @property
+    def replications(self) -> int:
+        return len(self._run.replications)
+
+    @property
+    def warmup(self) -> int:
+        return self._run.warmup
+
+    @property
+    def precision_reached(self) -> bool:
+        """False if ``precision`` was asked for and not reached within ``max_replications``."""
+        return self._run.precision_reached
+
+    def kpi(self, name: str) -> pd.Series:
+        """The summary row of one KPI (mean, CI, unit, ...)."""
+        rows = self.summary.set_index("kpi")
+        if name not in rows.index:
+            from iopsim.experiments.replications import unknown_kpi
+
+            raise IopsimError(unknown_kpi(name, set(rows.index)))
+        return rows.loc[name]
+
+    def records(self, table: str = "visits") -> pd.DataFrame:
+        """A record table of every replication, with a ``replication`` column.
+
+        Tables: ``visits`` (one row per stage visit), ``episodes``, ``levels``
+        (daily waitlist and census), ``sessions`` (IOP group sessions),
+        ``bookings`` (staff time), ``unmet`` (staff demand not met), ``services``.
+        """
+        return self._run.table(table)
+
+    def transient(self) -> pd.DataFrame:
+        """When each waitlist settles, and how soon it reaches the threshold."""
+        return self._run.transient()
+
+    def first_year(self) -> pd.DataFrame:
+        """Monthly waitlist and census, mean and CI across replications."""
+        return self._run.first_year()
+
+    def save(self, folder: str | Path | None = None, report: bool = True) -> Path:
+        """Write the run folder (the same files as ``iopsim run``) and return its path.
+
+        Args:
+            folder: where; it must not exist or be empty. Default
+                ``outputs/<scenario>-<time>``.
+            report: also write ``report.html``.
+        """
+        from iopsim.outputs.runfolder import save_run
+
+        dest = Path(folder) if folder is not None else default_run_dir(Path("outputs"), self.scenario.name)
+        self.folder = save_run(self._run, dest, scenario_path=self.scenario_path, overrides=self.overrides,
+                               report=report)
+        return self.folder
+
+    def report(self, folder: str | Path | None = None) -> Path:
+        """The path of ``report.html``, saving the run folder first if it was not saved."""
+        if self.folder is None:
+            return self.save(folder) / "report.html"
+        return report(self.folder)
+
+    def _repr_html_(self) -> str:  # pragma: no cover - notebook display
+        cols = ["label", "mean", "ci_low", "ci_high", "unit"]
+        return (f"<p>{self.scenario.name}: {self.replications} replications, seed {self.seed}</p>"
+                + self.summary.set_index("kpi")[cols].to_html(float_format=lambda x: f"{x:,.3g}"))
+
+
+@dataclass
+class Comparison:
+    """Scenarios run with common random numbers, and the paired differences from the first.
+
+    Attributes:
+        differences: one row per KPI and scenario: both means, the paired
+            difference with its (Bonferroni-adjusted for more than two
+            scenarios) 95 % CI, p-values and whether it is significant.
+        runs: the :class:`Results` of each scenario, by name.
+        selection: the Nelson-Matejcik pick when ``select`` was asked for.
+    """
+
+    _cmp: ComparisonResult = field(repr=False)
+    runs: dict[str, Results] = field(default_factory=dict)
+    scenario_paths: dict[str, str] = field(default_factory=dict, repr=False)
+    overrides: list[str] = field(default_factory=list, repr=False)
+    folder: Path | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return self._cmp.names
+
+    @property
+    def differences(self) -> pd.DataFrame:
+        return self._cmp.differences
+
+    summary = differences
+
+    @property
+    def parameters(self) -> pd.DataFrame:
+        """The settings that differ between the scenarios."""
+        return self._cmp.parameters
+
+    @property
+    def selection(self) -> dict | None:
+        return self._cmp.selection
+
+    @property
+    def replications(self) -> int:
+        return len(next(iter(self._cmp.runs.values())).replications)
+
+    @property
+    def warmup(self) -> int:
+        return self._cmp.warmup
+
+    def save(self, folder: str | Path | None = None, report: bool = True) -> Path:
+        """Write the comparison folder (as ``iopsim compare`` does) and return its path."""
+        from iopsim.outputs.runfolder import save_comparison
+
+        dest = Path(folder) if folder is not None else default_run_dir(Path("outputs"), "compare")
+        self.folder = save_comparison(self._cmp, dest, scenario_paths=self.scenario_paths, overrides=self.overrides,
+                                      report=report)
+        return self.folder
+
+    def report(self, folder: str | Path | None = None) -> Path:
+        """The path of ``report.html``, saving the comparison folder first if needed."""
+        if self.folder is None:
+            return self.save(folder) / "report.html"
+        return report(self.folder)
+
+
+def _plan(first: Scenario, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold,
+          select=None) -> Plan:
+    if replications is not None and (isinstance(replications, bool) or int(replications) < 1):
+        raise IopsimError(f"replications: must be 1 or more (got {replications!r})")
+    if int(jobs) < 1:
+        raise IopsimError(f"jobs: must be 1 or more (got {jobs!r})")
+    return Plan(replications=int(replications or first.replications), seed=first.seed if seed is None else int(seed),
+                jobs=int(jobs), warmup=_warmup(warmup), precision=precision, kpi=kpi,
+                max_replications=int(max_replications), threshold=float(threshold), select=select)
+
+
+def run(
+    scenario: Scenario | str | Path,
+    replications: int | None = None,
+    seed: int | None = None,
+    jobs: int = 1,
+    warmup: int | Literal["auto"] | None = None,
+    *,
+    precision: float | None = None,
+    kpi: str = "cost_per_completed_program",
+    max_replications: int = 200,
+    threshold: float = 10.0,
+    progress: Progress | None = None,
+) -> Results:
+    """Simulate a scenario and return its KPIs with 95 % confidence intervals.
+
+    Args:
+        scenario: a :class:`Scenario` (from :func:`load_scenario`) or a path to one.
+        replications: how many (default: the scenario's ``replications``).
+        seed: base seed (default: the scenario's). The same seed gives the same
+            numbers, bit for bit, whatever ``jobs`` is.
+        jobs: worker processes.
+        warmup: days to discard before KPIs are measured, ``"auto"`` (MSER-5 on
+            the output) or ``None`` (the scenario's ``warmup_days``).
+        precision: if given, add replications until the 95 % CI half-width of
+            ``kpi`` is at most this share of its mean (or ``max_replications``).
+        kpi: the KPI ``precision`` is judged on.
+        max_replications: upper bound for ``precision``.
+        threshold: waitlist length whose first crossing the transient table reports.
+        progress: ``progress(done, total)`` after every replication.
+    """
+    sc = _scenario(scenario)
+    plan = _plan(sc, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold)
+    counter = _Counter(progress)
+    result = run_scenario(sc, plan, counter.advance, counter.grow)
+    path = str(scenario) if not isinstance(scenario, Scenario) else None
+    return Results(result, scenario_path=path)
+
+
+def compare(
+    scenarios: Sequence[Scenario | str | Path] | Mapping[str, Scenario],
+    replications: int | None = None,
+    seed: int | None = None,
+    jobs: int = 1,
+    warmup: int | Literal["auto"] | None = None,
+    *,
+    select: Literal["min", "max"] | None = None,
+    indifference: float | None = None,
+    precision: float | None = None,
+    kpi: str = "cost_per_completed_program",
+    max_replications: int = 200,
+    threshold: float = 10.0,
+    progress: Progress | None = None,
+) -> Comparison:
+    """Compare two or more scenarios under common random numbers; the first is the baseline.
+
+    Every scenario runs the same replication numbers with the same seed, so the
+    differences are paired replication by replication (much narrower CIs than
+    independent runs).  With ``select="min"`` or ``"max"`` and an
+    ``indifference`` (the smallest difference in ``kpi`` worth detecting), the
+    Nelson-Matejcik procedure adds replications until it can name the best
+    scenario with 95 % confidence.  Other arguments are as in :func:`run`.
+    """
+    if isinstance(scenarios, Mapping):
+        loaded = {str(n): _scenario(s) for n, s in scenarios.items()}
+        paths = {}
+    else:
+        loaded, paths = {}, {}
+        for item in scenarios:
+            sc = _scenario(item)
+            name, i = sc.name, 2
+            while name in loaded:
+                name, i = f"{sc.name}-{i}", i + 1
+            loaded[name] = sc
+            if not isinstance(item, Scenario):
+                paths[name] = str(item)
+    if len(loaded) < 2:
+        raise IopsimError("compare: give at least two scenarios (the first is the baseline)")
+    if select is not None and select not in ("min", "max"):
+        raise IopsimError(f"select: allowed values are min, max (got {select!r})")
+    if select is not None and indifference is None:
+        raise IopsimError("select needs indifference (the smallest difference in kpi worth detecting)")
+    first = next(iter(loaded.values()))
+    sel = {"goal": select, "indifference": indifference, "alpha": 0.05} if select else None
+    plan = _plan(first, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold, sel)
+    counter = _Counter(progress)
+    result = compare_scenarios(loaded, plan, counter.advance, counter.grow)
+    runs = {n: Results(r, scenario_path=paths.get(n)) for n, r in result.runs.items()}
+    return Comparison(result, runs, scenario_paths=paths)
+
+
+@dataclass
+class SweepResults:
+    """A finished (or resumed) sweep: its folder, per-point means with CIs, failures, sensitivity."""
+
+    folder: Path
+    points: pd.DataFrame
+    n_points: int
+    ran: int
+    skipped: int
+    failures: list[dict]
+    elapsed_s: float
+    sensitivity: pd.DataFrame | None = None
+
+
+def sweep(
+    sweep_file: str | Path,
+    out: str | Path | None = None,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> SweepResults:
+    """Run, or resume, the parameter sweep a sweep file describes.
+
+    Every finished point is stored at once in ``out`` (default
+    ``outputs/sweep-<name>``); calling again with the same folder runs only the
+    points still missing.  ``scheduler="tcp://HOST:PORT"`` runs the points on a
+    Dask cluster (``pip install 'iopsim[cluster]'``) with the same results.
+    ``progress(done, total, failed)`` is called as points finish.  If the file
+    asks for ``method: sobol`` or ``morris``, sensitivity indices are computed.
+    """
+    from iopsim.experiments.sweep import execute_sweep
+    from iopsim.outputs.figures import sensitivity_figures, sweep_figures
+
+    res = execute_sweep(Path(sweep_file), Path(out) if out is not None else None, jobs=jobs, scheduler=scheduler,
+                        progress=progress)
+    sweep_figures(res["folder"], res["sweep"], res["summary"])
+    indices = res.get("sensitivity")
+    if indices is not None:
+        sensitivity_figures(res["folder"], res["sweep"].method, indices)
+    return SweepResults(res["folder"], res["summary"], res["points"], res["ran"], res["skipped"], res["failures"],
+                        res["elapsed_s"], indices)
+
+
+def sensitivity(sweep_dir: str | Path) -> pd.DataFrame:
+    """Sobol' indices or Morris effects (with CIs) of a finished sensitivity sweep; writes the table and figures."""
+    import json
+
+    from iopsim.experiments.sweep import analyse_sweep
+    from iopsim.outputs.figures import sensitivity_figures
+
+    indices = analyse_sweep(Path(sweep_dir))
+    method = json.loads((Path(sweep_dir) / "manifest.json").read_text(encoding="utf-8"))["method"]
+    sensitivity_figures(Path(sweep_dir), method, indices)
+    return indices
+
+
+def report(folder: str | Path) -> Path:
+    """(Re)write ``report.html`` of a finished run or comparison folder; returns its path."""
+    from iopsim.outputs.report import write_report
+
+    return write_report(Path(folder))
+
+
+def calibrate(run_dir: str | Path, targets: str | Path = "calibration/targets.yaml") -> pd.DataFrame:
+    """Compare a finished run with published targets: one row per target, model mean with CI, met or not."""
+    from iopsim.analysis.calibration import calibrate as check
+
+    return check(Path(run_dir), Path(targets))
+
+
+def scenario_schema() -> dict:
+    """The JSON Schema of scenario files (for editors: completion and inline errors)."""
+    from iopsim.schema.reference import json_schema
+
+    return json_schema()
+
+
+def check_destination(folder: str | Path) -> None:
+    """Refuse an output folder that exists and is not empty (before anything runs)."""
+    check_out_dir(Path(folder))

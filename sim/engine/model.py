@@ -1,0 +1,236 @@
+"""The SimPy model of one replication: referrals through intake and levels of care.
+
+Pathway of one *episode* (a referral; a readmission is a new episode)::
+
+    referral -> intake waitlist -> assessment -> placement
+        placement in {residential, php, iop} -> stage visit -> step-down ... -> discharge
+        placement in {outpatient, not_eligible} -> leaves the modelled system
+    after discharge: relapse (log-logistic time) -> maybe a new referral
+
+A **stage visit**: the patient joins the stage's waitlist (or, if the stage is
+full and the scenario gives ``overflow_to``, takes a free place in a lower
+level); while waiting they may renege (``patience_days``).  On admission a
+planned stay ``S ~ los_days`` is drawn, and the early exits race it:
+
+    **Exit probability, precisely.**  With probability ``exits[x].probability``
+    an admitted patient leaves by exit ``x`` (dropped out, transferred, ...)
+    before the planned stay ends; the time of leaving is drawn from
+    ``exits[x].days`` *conditioned on being earlier than S*.  So the realised
+    share of admissions ending in ``x`` equals the probability exactly (tested),
+    whatever the two distributions are, and the stays of those who leave early
+    are never longer than their planned stays (equal only when the exit-time
+    distribution has no mass before the planned end).
+
+A completed stay steps down (``step_down`` probabilities) to a lower level or
+to discharge.  Completing a treatment stage (residential, PHP, IOP) and then
+leaving treatment (discharge or aftercare) **completes a program**.  After
+leaving treatment with an outcome in ``relapse.after`` the patient's relapse
+clock runs from the end of treatment; a relapse during aftercare ends the
+aftercare stay (outcome ``relapsed``).  With ``return_probability`` a relapsed
+patient comes back as a new referral (episode + 1) after ``days_to_return``.
+
+Random decisions use named per-patient streams (:mod:`iopsim.engine.streams`) so that
+common random numbers stay aligned across scenarios.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import simpy
+
+from iopsim.engine.iop import TrackedIOP
+from iopsim.engine.records import Recorder
+from iopsim.engine.stages import INF, Intake, Patient, Stage, _categorical, _cumulative
+from iopsim.schema.scenario import TREATMENT_STAGES, Scenario
+from iopsim.engine.staff import StaffPool
+from iopsim.engine.streams import Streams
+
+log = logging.getLogger(__name__)
+
+
+class Model:
+    """One replication of a scenario.  ``run()`` returns the records."""
+
+    def __init__(self, scenario: Scenario, replication: int, seed: int | None = None):
+        self.scenario = scenario
+        self.replication = replication
+        self.seed = scenario.seed if seed is None else seed
+        self.env = simpy.Environment()
+        self.horizon = float(scenario.horizon_days)
+        self.trace = log.isEnabledFor(logging.DEBUG)  # -vv: an event trace with simulation times
+        self.streams = Streams(self.seed, replication)
+        enabled = scenario.stages.enabled()
+        names = (["intake"] if scenario.intake else []) + list(enabled)
+        self.rec = Recorder(scenario.horizon_days, names)
+        self.staff = StaffPool(scenario, self.rec)
+        self.intake = Intake(self, scenario.intake) if scenario.intake else None
+        self.stages = {n: (TrackedIOP if cfg.tracks else Stage)(self, n, cfg) for n, cfg in enabled.items()}
+        for n, cfg in enabled.items():
+            if cfg.overflow_to is not None:
+                self.stages[n].overflow = self.stages[cfg.overflow_to]
+        s = self.streams
+        ref = scenario.referrals
+        self.sources = _cumulative({k: v.share for k, v in ref.sources.items()})
+        self.placements = {k: _cumulative(v.placement) for k, v in ref.sources.items()}
+        self.source_u = s.patient("referral.source")
+        self.placement_u = s.patient("referral.placement")
+        self.residual_u = s.patient("initial.residual")
+        rel = scenario.relapse
+        self.relapse = rel
+        if rel is not None:
+            self.relapse_days = s.patient("relapse.days", rel.days.ppf)
+            self.return_u = s.patient("relapse.return")
+            self.return_days = s.patient("relapse.days_to_return", rel.days_to_return.ppf) if rel.days_to_return else None
+        self._next_id = 0
+
+    # -- referrals ----------------------------------------------------------------
+    def rate_per_day(self, t: float) -> float:
+        ref = self.scenario.referrals
+        profile = ref.weekday_profile
+        mean_w = sum(profile) / 7.0
+        month = (self.scenario.start_month - 1 + int((t % 365.0) / (365.0 / 12.0))) % 12
+        return ref.referrals_per_week / 7.0 * profile[int(t) % 7] / mean_w * ref.month_multipliers[month]
+
+    def _arrivals(self):
+        """Non-homogeneous Poisson referrals by thinning a process at the peak rate."""
+        ref = self.scenario.referrals
+        mean_w = sum(ref.weekday_profile) / 7.0
+        peak = ref.referrals_per_week / 7.0 * max(ref.weekday_profile) / mean_w * max(ref.month_multipliers)
+        if peak <= 0:
+            return
+        flat = len(set(ref.weekday_profile)) == 1 and len(set(ref.month_multipliers)) == 1
+        gaps = self.streams.sequential("referral.arrivals", lambda u: -np.log1p(-u) / peak)
+        accept = None if flat else self.streams.sequential("referral.thinning")
+        env = self.env
+        t = 0.0
+        while True:
+            t += gaps.next()
+            if t >= self.horizon:
+                return
+            if accept is not None and accept.next() * peak > self.rate_per_day(t):
+                continue
+            yield env.timeout(t - env.now)
+            self._refer(self._new_patient())
+
+    def _new_patient(self) -> Patient:
+        pid = self._next_id
+        self._next_id += 1
+        # A one-entry table needs no draw (per-patient streams are indexed, so
+        # skipping a draw shifts no other patient's numbers).
+        source = self.sources[0][0] if len(self.sources) == 1 else _categorical(self.source_u.get(1, pid), self.sources)
+        return Patient(pid, 1, source)
+
+    def _refer(self, p: Patient, t_referral: float | None = None) -> None:
+        now = self.env.now if t_referral is None else t_referral
+        if self.trace:
+            log.debug("t=%.4f referral: patient %d episode %d from %s", now, p.id, p.episode, p.source)
+        p.ep_rec = self.rec.open_episode(p.id, p.episode, p.source, now)
+        p.t_relapse = INF
+        self.env.process(self._episode(p))
+
+    def _place(self, p: Patient) -> str:
+        table = self.placements[p.source]
+        if len(table) == 1:
+            return table[0][0]
+        return _categorical(self.placement_u.get(p.ns, p.index), table)
+
+    # -- one episode ----------------------------------------------------------------
+    def _episode(self, p: Patient, first_stage: str | None = None, residual: bool = False, skip_intake=False):
+        env = self.env
+        ep = p.ep_rec
+        last_stage, last_outcome = "intake", "assessed"
+        if first_stage is None:
+            if self.intake is not None and not skip_intake:
+                assessed = yield from self.intake.assess(p)
+                if not assessed:
+                    self._close_episode(ep, "intake", "reneged")
+                    return
+            first_stage = self._place(p)
+        ep[4] = first_stage
+        stage = first_stage
+        if stage not in self.stages:  # outpatient elsewhere, or not eligible
+            self._close_episode(ep, "intake", first_stage)
+            return
+        treatment_outcome = None
+        while stage is not None and stage != "discharge":
+            u = self.residual_u.get(p.ns, p.index) if residual else None
+            residual = False
+            outcome, nxt, used = yield from self.stages[stage]._target(p)._visit_here(p, stage, u)
+            last_stage, last_outcome = used, outcome
+            if used in TREATMENT_STAGES and outcome != "reneged" and outcome != "relapsed":
+                treatment_outcome = outcome
+                if nxt not in TREATMENT_STAGES:  # treatment is over: the relapse clock starts
+                    if outcome == "completed":
+                        ep[8] = env.now
+                    if self.relapse is not None:
+                        self._start_relapse_clock(p, outcome, env.now)
+            stage = nxt
+        self._close_episode(ep, last_stage, last_outcome)
+        if treatment_outcome is not None and p.t_relapse == INF:
+            # Left without finishing the pathway (e.g. completed residential, then left
+            # the IOP waitlist): the clock runs from leaving, when care really ended.
+            self._start_relapse_clock(p, treatment_outcome, env.now)
+        if treatment_outcome is None or p.t_relapse == INF:
+            return
+        if p.t_relapse > env.now:
+            if p.t_relapse >= self.horizon:
+                return
+            yield env.timeout(p.t_relapse - env.now)
+        ep[9] = p.t_relapse
+        if self.return_u.get(p.ns, p.index) >= self.relapse.return_probability:
+            return
+        if self.return_days is not None:
+            delay = self.return_days.get(p.ns, p.index)
+            if env.now + delay >= self.horizon:
+                return
+            yield env.timeout(delay)
+        ep[10] = True
+        log.debug("t=%.3f patient %s returns (episode %d)", env.now, p.id, p.episode + 1)
+        self._refer(Patient(p.id, p.episode + 1, p.source))
+
+    def _start_relapse_clock(self, p: Patient, outcome: str, t_end: float) -> None:
+        if self.relapse is not None and outcome in self.relapse.after:
+            p.t_relapse = t_end + self.relapse_days.get(p.ns, p.index)
+
+    def _close_episode(self, ep: list, stage: str, outcome: str) -> None:
+        ep[5] = self.env.now
+        ep[6] = stage
+        ep[7] = outcome
+
+    # -- start state ----------------------------------------------------------------
+    def _initial_patients(self) -> None:
+        """An existing site on day 0: patients in care and on waitlists."""
+        start = self.scenario.start_state
+        k = 0
+
+        def make() -> Patient:
+            nonlocal k
+            k += 1
+            p = Patient(-k, 1, "")
+            # Their referral source is drawn like anyone's (it sets the placement mix of
+            # those still waiting for intake, and of any return after relapse).
+            p.source = self.sources[0][0] if len(self.sources) == 1 else _categorical(
+                self.source_u.get(p.ns, p.index), self.sources)
+            p.ep_rec = self.rec.open_episode(p.id, 1, p.source, math.nan)
+            return p
+
+        for name, st in start.stages.items():
+            for _ in range(st.census):
+                p = make()
+                self.env.process(self._episode(p, first_stage=name, residual=True))
+        # Waitlists are filled after the census so the waiting do not take the places.
+        for name, st in start.stages.items():
+            for _ in range(st.waitlist):
+                p = make()
+                self.env.process(self._episode(p, first_stage=name))
+        for _ in range(start.intake_waitlist):
+            p = make()
+            self.env.process(self._episode(p))
+
+    def run(self):
+        self._initial_patients()
+        self.env.process(self._arrivals())
+        self.env.run(until=self.horizon)
+        return self.rec.finish()
