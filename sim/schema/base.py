@@ -52,7 +52,7 @@ class FrozenModel(BaseModel):
     a planner who typed ``los_day`` needs to see ``los_days`` in the error.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -51,8 +51,12 @@ class _Dist(FrozenModel):
 
 
 class Fixed(_Dist):
+    """Always the same value."""
+
     dist: Literal["fixed"]
+    """Family tag: fixed."""
     value: NonNegativeFloat
+    """The value, in the unit of the field that uses it (days, or hours for assessment_hours)."""
 
     @property
     def mean(self) -> float:
@@ -66,8 +70,12 @@ class Fixed(_Dist):
 
 
 class Exponential(_Dist):
+    """Exponential: memoryless, given its mean."""
+
     dist: Literal["exponential"]
+    """Family tag: exponential."""
     mean_: PositiveFloat = Field(alias="mean")
+    """Mean, in the unit of the field that uses it (days, or hours for assessment_hours)."""
 
     @property
     def mean(self) -> float:
@@ -81,9 +89,14 @@ class Exponential(_Dist):
 
 
 class Gamma(_Dist):
+    """Gamma given its mean and standard deviation (shape = (mean/sd)^2, scale = sd^2/mean)."""
+
     dist: Literal["gamma"]
+    """Family tag: gamma."""
     mean_: PositiveFloat = Field(alias="mean")
+    """Mean, in the unit of the field that uses it (days, or hours for assessment_hours)."""
     sd: PositiveFloat
+    """Standard deviation, in the same unit as the mean."""
 
     @property
     def mean(self) -> float:
@@ -111,10 +124,15 @@ class Lognormal(_Dist):
     """
 
     dist: Literal["lognormal"]
+    """Family tag: lognormal."""
     mean_: PositiveFloat | None = Field(default=None, alias="mean")
+    """Mean, in the unit of the field that uses it (days, or hours for assessment_hours); give it with sd."""
     sd: PositiveFloat | None = None
+    """Standard deviation, in the same unit as the mean; give it with mean."""
     median: PositiveFloat | None = None
+    """Median, in the unit of the field that uses it (days, or hours for assessment_hours); give it with sigma."""
     sigma: PositiveFloat | None = None
+    """Standard deviation of the logarithm (no unit); give it with median."""
 
     @model_validator(mode="after")
     def _one_parameter_set(self):
@@ -152,9 +170,14 @@ class Lognormal(_Dist):
 
 
 class Weibull(_Dist):
+    """Weibull: F(x) = 1 - exp(-(x/scale)^shape)."""
+
     dist: Literal["weibull"]
+    """Family tag: weibull."""
     shape: PositiveFloat
+    """Shape (no unit)."""
     scale: PositiveFloat
+    """Scale, in the unit of the field that uses it (days, or hours for assessment_hours)."""
 
     @property
     def mean(self) -> float:
@@ -175,8 +198,11 @@ class LogLogistic(_Dist):
     """
 
     dist: Literal["loglogistic"]
+    """Family tag: loglogistic."""
     alpha: PositiveFloat
+    """Scale and median, in the unit of the field that uses it (days, or hours for assessment_hours)."""
     beta: PositiveFloat
+    """Shape (no unit); the mean is infinite when beta is 1 or less."""
 
     @property
     def mean(self) -> float:
@@ -196,10 +222,16 @@ class LogLogistic(_Dist):
 
 
 class Triangular(_Dist):
+    """Triangular on [low, high] with its peak at mode."""
+
     dist: Literal["triangular"]
+    """Family tag: triangular."""
     low: NonNegativeFloat
+    """Lowest value, in the unit of the field that uses it (days, or hours for assessment_hours)."""
     mode: NonNegativeFloat
+    """Most likely value, in the same unit; low <= mode <= high."""
     high: NonNegativeFloat
+    """Highest value, in the same unit; above low."""
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -232,9 +264,14 @@ class Triangular(_Dist):
 
 
 class Uniform(_Dist):
+    """Uniform on [low, high]."""
+
     dist: Literal["uniform"]
+    """Family tag: uniform."""
     low: NonNegativeFloat
+    """Lowest value, in the unit of the field that uses it (days, or hours for assessment_hours)."""
     high: NonNegativeFloat
+    """Highest value, in the same unit; above low."""
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -257,8 +294,11 @@ class Empirical(_Dist):
     """Discrete distribution over observed ``values`` with optional ``weights``."""
 
     dist: Literal["empirical"]
+    """Family tag: empirical."""
     values: list[NonNegativeFloat] = Field(min_length=1)
+    """The observed values, in the unit of the field that uses it (days, or hours for assessment_hours); drawn by weight."""
     weights: list[NonNegativeFloat] | None = None
+    """Relative weight of each value (as many as values, not all 0); equal weights when absent."""
 
     @model_validator(mode="after")
     def _weights_match(self):

@@ -58,8 +58,11 @@ class Shift(FrozenModel):
     """A recurring weekly shift: the same hours on each of ``days``."""
 
     days: list[Weekday] = Field(min_length=1)
+    """Weekdays on which the shift is worked (mon, tue, wed, thu, fri, sat, sun)."""
     start_hour: Annotated[float, Field(ge=0, lt=24)]
+    """Start time, hour of day (0 to under 24; 8.5 is 08:30)."""
     end_hour: Annotated[float, Field(gt=0, le=24)]
+    """End time, hour of day (over 0 to 24), after start_hour; a shift cannot cross midnight, so write two shifts."""
 
     @model_validator(mode="after")
     def _positive_length(self):
@@ -72,11 +75,16 @@ class Roster(FrozenModel):
     """Weekly working hours, as a list of shifts (overlaps are merged)."""
 
     shifts: list[Shift] = Field(min_length=1)
+    """The weekly shifts; overlapping or back-to-back shifts merge into one working span."""
 
 
 class ReferralSource(FrozenModel):
+    """One referral source: its share of referrals and where intake places them."""
+
     share: Probability
+    """Share of all referrals that come from this source (share 0-1); the shares of all sources sum to 1."""
     placement: dict[PlacementName, Probability] = Field(min_length=1)
+    """Where intake places this source's referrals: destination -> probability (share 0-1), summing to 1."""
 
     @field_validator("placement")
     @classmethod
@@ -94,9 +102,13 @@ class Referrals(FrozenModel):
     """
 
     referrals_per_week: NonNegative
+    """Average number of new referrals per week, before the month multipliers."""
     weekday_profile: list[NonNegative] = Field(default_factory=lambda: [1.0] * 7, min_length=7, max_length=7)
+    """Seven relative weights, Monday first, that shape the week; rescaled to average 1, so the weekly total is unchanged."""
     month_multipliers: list[NonNegative] = Field(default_factory=lambda: [1.0] * 12, min_length=12, max_length=12)
+    """Twelve rate factors, one per month counted from start_month; not rescaled, so an average other than 1 changes the yearly total."""
     sources: dict[str, ReferralSource] = Field(min_length=1)
+    """Referral sources by name (free text, e.g. self, provider); their shares sum to 1."""
 
     @field_validator("weekday_profile")
     @classmethod
@@ -121,11 +133,17 @@ class Intake(FrozenModel):
     """
 
     role: str | None = None
+    """Staff role (a key of staff.roles) whose members do the assessments on their own rosters and are paid through it."""
     clinicians: Annotated[int, Field(ge=1)] | None = None
+    """Shorthand instead of role: number of intake clinicians (people), all working roster, with no wage."""
     roster: Roster | None = None
+    """Shorthand instead of role: the intake clinicians' weekly working hours."""
     assessment_hours: Distribution
+    """Length of one assessment, in hours."""
     patience_days: Distribution | None = None
+    """How long a referral waits for an assessment before leaving, in days from referral (calendar time); null waits indefinitely."""
     cost_per_assessment: NonNegative = 0.0
+    """Cost of each completed assessment, in currency, on top of any labour cost of the role."""
 
     @model_validator(mode="after")
     def _who(self):
@@ -140,25 +158,35 @@ class Team(FrozenModel):
     """People of one role who work the same weekly roster."""
 
     headcount: Annotated[int, Field(ge=1)]
+    """Number of people in the team, all working the same shifts."""
     shifts: list[Shift] = Field(min_length=1)
+    """The team's weekly shifts; a person's overlapping shifts merge, so no hour is paid twice."""
 
 
 class Role(FrozenModel):
     """A staff role: its teams (headcount and roster), wage and shift differentials."""
 
     hourly_wage: NonNegative
+    """Pay for a weekday daytime hour, in currency per hour."""
     evening_differential: NonNegative = 0.0
+    """Extra pay for a weekday evening hour, as a share of the wage (0.10 is 10 % more)."""
     weekend_differential: NonNegative = 0.0
+    """Extra pay for any Saturday or Sunday hour, evenings included, as a share of the wage; replaces the evening differential."""
     teams: list[Team] = Field(min_length=1)
+    """The role's teams, each a headcount working the same shifts."""
     charged_to: Literal["intake", "residential", "php", "iop", "aftercare", "shared"] = "shared"
+    """Part of the program the role's labour belongs to; only used to attribute costs to the IOP."""
 
 
 class RatioRule(FrozenModel):
     """A staffing rule such as New Jersey's IOP 1 counselor : 24 clients (daily census)."""
 
     stage: StageName
+    """The enabled stage whose daily census is counted."""
     role: str
+    """The staff role whose headcount is counted."""
     max_clients_per_staff: Annotated[float, Field(gt=0)]
+    """Most clients the rule allows per member of the role (clients per person); reported, not enforced."""
 
 
 class Staff(FrozenModel):
@@ -167,9 +195,13 @@ class Staff(FrozenModel):
     weekend differential."""
 
     evening_start_hour: Annotated[float, Field(ge=0, le=24)] = 17.0
+    """Hour of day (0-24) from which weekday rostered hours are evening hours and earn the evening differential."""
     fte_hours_per_week: Annotated[float, Field(gt=0)] = 40.0
+    """Hours per week of one full-time equivalent; used by the paid_fte and required_fte KPIs."""
     roles: dict[str, Role] = Field(min_length=1)
+    """Staff roles by name (free text; the names appear in KPI names)."""
     ratio_rules: list[RatioRule] = Field(default_factory=list)
+    """Staffing-ratio rules to report on; checked, not enforced."""
 
 
 class Exit(FrozenModel):
@@ -178,15 +210,20 @@ class Exit(FrozenModel):
     before the planned end (see ``iopsim.engine.model`` for the precise definition)."""
 
     probability: Probability
+    """Share of admitted patients who leave by this exit before the planned stay ends (share 0-1)."""
     days: Distribution
+    """When the exit happens, in days from admission; the draw is conditioned on falling before the planned stay ends."""
 
 
 class SessionTime(FrozenModel):
     """A recurring group session: on each of ``days`` from ``start_hour`` for ``hours``."""
 
     days: list[Weekday] = Field(min_length=1)
+    """Weekdays on which the session is held (mon, tue, wed, thu, fri, sat, sun)."""
     start_hour: Annotated[float, Field(ge=0, lt=24)]
+    """Start time, hour of day (0 to under 24; 18.5 is 18:30)."""
     hours: Annotated[float, Field(gt=0, le=12)]
+    """Length of the session, in hours (over 0 to 12); it must end by midnight."""
 
     @model_validator(mode="after")
     def _same_day(self):
@@ -196,22 +233,35 @@ class SessionTime(FrozenModel):
 
 
 class Facilitators(FrozenModel):
+    """The people who run each session of a group: a number of different people of one role."""
+
     role: str
+    """Staff role of the facilitators."""
     count: Annotated[int, Field(ge=1)] = 1
+    """Number of different people of the role who run the whole session."""
 
 
 class Track(FrozenModel):
     """An IOP track: parallel groups meeting on a weekly session calendar."""
 
     accepts: list[str] = Field(min_length=1)
+    """Availability classes (keys of the stage's availability) whose clients can attend this track."""
     groups: Annotated[int, Field(ge=1)] = 1
+    """Number of parallel groups, all meeting at the same times."""
     min_group_size: Annotated[int, Field(ge=1)] = 1
+    """Members (clients) a forming cohort group needs to start; for rolling groups only used by the share_sessions_below_min KPI."""
     max_group_size: Annotated[int, Field(ge=1)] = 12
+    """Seats in each group (clients); the IOP's capacity is groups x max_group_size summed over its tracks."""
     sessions: list[SessionTime] = Field(min_length=1)
+    """When the groups meet, every week."""
     admission: Literal["rolling", "cohort"] = "rolling"
+    """rolling: a newcomer takes a free seat at any time and starts at the next session; cohort: closed groups that start together."""
     cohort_start_every_weeks: Annotated[int, Field(ge=1)] | None = None
+    """Cohort only: also start a forming group below min_group_size (not empty) every this many calendar weeks, in weeks."""
     facilitators: list[Facilitators] = Field(default_factory=list)
+    """Who runs each session of each group; an empty list means sessions need no staff."""
     attendance: Probability | list[Probability] = 0.85
+    """Chance that a scheduled member attends a session (share 0-1): one value, or one per program phase."""
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -223,8 +273,12 @@ class Track(FrozenModel):
 
 
 class Phase(FrozenModel):
+    """One phase of the IOP program: its length and weekly intensity."""
+
     weeks: Annotated[int, Field(ge=1)]
+    """Length of the phase, in weeks; a member's phase is set by the time since their first session."""
     sessions_per_week: Annotated[int, Field(ge=1)]
+    """Most sessions a member is scheduled for in each calendar week (Monday to Sunday) of the phase."""
 
 
 class Program(FrozenModel):
@@ -236,17 +290,24 @@ class Program(FrozenModel):
     """
 
     phases: list[Phase] = Field(min_length=1)
+    """The program's phases in order; their total weeks are the program's length."""
     sessions: Annotated[int, Field(ge=1)] | None = None
+    """If set, a member completes on attending this many sessions; null completes after the phases' total weeks."""
     missed_sessions_dropout: Annotated[int, Field(ge=1)] = 3
+    """Number of consecutive scheduled sessions missed that ends the stay as dropped_out."""
 
 
 class Service(FrozenModel):
     """A per-client service besides groups, due every ``every_weeks`` weeks of enrolment."""
 
     every_weeks: Annotated[int, Field(ge=1)] = 1
+    """How often the service is due, every this many weeks counted from the client's first session."""
     hours: NonNegative = 1.0
+    """Staff time for one occurrence, in hours; 0 takes no staff time and is always delivered."""
     role: str | None = None
+    """Staff role that delivers the service; required when hours is above 0."""
     cost: NonNegative = 0.0
+    """Cost of each delivered occurrence besides staff time, in currency (for a drug test: the test itself)."""
 
     @model_validator(mode="after")
     def _role_for_time(self):
@@ -267,17 +328,29 @@ class Stage(FrozenModel):
     """
 
     capacity: Annotated[int, Field(ge=1)] | None = None
+    """Places (beds or slots): patients who can be in the stage at once; null is unlimited. Not allowed with tracks."""
     los_days: Distribution | None = None
+    """Planned length of stay if no early exit happens, in days. Required unless the stage has tracks; not allowed with them."""
     patience_days: Distribution | None = None
+    """How long a patient waits on the stage's waitlist before leaving, in days; null waits indefinitely."""
     exits: dict[ExitName, Exit] = Field(default_factory=dict)
+    """Early exits before the planned stay ends (dropped_out, transferred, terminated, other); their probabilities sum to at most 1."""
     step_down: dict[str, Probability] = Field(default_factory=lambda: {"discharge": 1.0})
+    """Where a completed stay goes next: discharge or an enabled lower stage -> probability (share 0-1), summing to 1."""
     overflow_to: StageName | None = None
+    """An enabled lower stage that takes an arriving patient when this one is full, instead of the waitlist."""
     cost_per_patient_day: NonNegative = 0.0
+    """Cost of each day a patient spends in the stage, in currency per patient-day; waitlist days are free."""
     tracks: dict[str, Track] | None = None
+    """IOP only: run the stage as group therapy, as tracks of groups on a weekly session calendar."""
     program: Program | None = None
+    """With tracks (required): the program's phases, completion and dropout rules."""
     availability: dict[str, Probability] | None = None
+    """With tracks (required): availability classes of IOP patients (free names) -> share 0-1, summing to 1."""
     services: dict[ServiceName, Service] = Field(default_factory=dict)
+    """With tracks only: per-client services besides groups (individual, family, drug_test)."""
     when_short: Literal["cancel", "merge"] = "cancel"
+    """With tracks: a session without facilitators is cancelled, or (merge) joins a staffed group of its track at the same time."""
 
     @model_validator(mode="after")
     def _tracked_or_not(self):
@@ -337,9 +410,13 @@ class Stages(FrozenModel):
     """The levels of care this site runs; leave one out (or null) to switch it off."""
 
     residential: Stage | None = None
+    """Residential or inpatient care; null or absent switches it off."""
     php: Stage | None = None
+    """Partial hospitalization program; null or absent switches it off."""
     iop: Stage | None = None
+    """Intensive outpatient program, with places or as group therapy (tracks); null or absent switches it off."""
     aftercare: Stage | None = None
+    """Continuing care after treatment (not a treatment stage); null or absent switches it off."""
 
     def enabled(self) -> dict[str, Stage]:
         return {n: getattr(self, n) for n in STAGE_ORDER if getattr(self, n) is not None}
@@ -349,45 +426,77 @@ class Relapse(FrozenModel):
     """Relapse after leaving treatment and return as a new referral."""
 
     days: Distribution
+    """Time from leaving treatment to relapse, in days."""
     return_probability: Probability
+    """Chance that a relapsed patient returns as a new referral (share 0-1)."""
     days_to_return: Distribution | None = None
+    """Time from relapse to the new referral, in days; null returns at the moment of relapse."""
     after: list[RelapseAfter] = Field(default_factory=lambda: ["completed", "dropped_out", "terminated", "other"])
+    """Treatment outcomes after which relapse can happen."""
 
 
 class Costs(FrozenModel):
+    """Program costs not given elsewhere (fixed overhead), the currency label and the price year."""
+
     fixed_overhead_per_day: NonNegative = 0.0
+    """Program cost that depends on neither patients nor modelled staff, in currency per calendar day of the observation window."""
     currency: str = "USD"
+    """Currency label of every amount; a label only, nothing is converted."""
     price_year: int | None = None
+    """Price year of the amounts, for the record only; not used by the model."""
 
 
 class StageStart(FrozenModel):
+    """The patients of one stage present on day 0."""
+
     census: Annotated[int, Field(ge=0)] = 0
+    """Patients already in care on day 0; at most the stage's places."""
     waitlist: Annotated[int, Field(ge=0)] = 0
+    """Patients already on the stage's waitlist on day 0."""
 
 
 class StartState(FrozenModel):
     """An existing site's census and waitlists on day 0 (a new site starts empty)."""
 
     intake_waitlist: Annotated[int, Field(ge=0)] = 0
+    """Referrals already waiting for an assessment on day 0; must be 0 when intake is off."""
     stages: dict[StageName, StageStart] = Field(default_factory=dict)
+    """Census and waitlist on day 0 of each enabled stage."""
 
 
 class Scenario(FrozenModel):
+    """A scenario file: one treatment program, its demand, staff, costs and run settings."""
+
     name: str = Field(min_length=1)
+    """Name of the scenario; used in run folder names and printed titles."""
     description: str = ""
+    """Free text."""
     seed: Annotated[int, Field(ge=0)] = 0
+    """Base seed of all random streams (--seed overrides it)."""
     horizon_days: Annotated[int, Field(ge=1)]
+    """Length of each replication, in days from day 0 (a Monday at 00:00)."""
     warmup_days: Annotated[int, Field(ge=0)] = 0
+    """Start of the observation window, in days; KPIs leave out earlier days. Less than horizon_days."""
     replications: Annotated[int, Field(ge=1)] = 10
+    """Number of independent replications (-n overrides it)."""
     start_month: Annotated[int, Field(ge=1, le=12)] = 1
+    """Calendar month that day 0 falls in (1 is January)."""
     referrals: Referrals
+    """Arriving referrals: volume, weekly and yearly pattern, sources."""
     intake: Intake | None = None
+    """Intake assessment; null or absent places referrals on arrival, without an assessment."""
     stages: Stages
+    """The levels of care."""
     relapse: Relapse | None = None
+    """Relapse after treatment and return as a new referral; null or absent means nobody relapses."""
     staff: Staff | None = None
+    """Staff roles with their teams, rosters and wages, and staffing-ratio rules; needed once anything names a role."""
     costs: Costs = Field(default_factory=Costs)
+    """Fixed overhead, currency label and price year."""
     start_state: StartState = Field(default_factory=StartState)
+    """Patients already present on day 0; the default is a new site that opens empty."""
     references: dict[str, str] = Field(default_factory=dict)
+    """Source notes, short name -> citation; copied into the run folder, ignored by the model."""
 
     @model_validator(mode="after")
     def _consistent(self):
