@@ -504,7 +504,7 @@ def _sweep_file(folder: Path, points: int, horizon: int, replications: int) -> P
     base.write_text(yaml.safe_dump(raw), encoding="utf-8")
     sweep = folder / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({
-        "base": "base.yaml", "name": "bench", "seed": 3, "replications": replications, "kpis": ["iop_wait_mean_days"],
+        "base": "base.yaml", "name": "bench", "seed": 3, "replications": replications, "kpis": ["iop_admitted_wait_mean_days"],
         "design": {"kind": "grid"},
         "factors": {"referrals.referrals_per_week": {"range": [4.0, 7.0], "steps": points}},
     }), encoding="utf-8")

@@ -25,6 +25,8 @@ __version__ = "0.2.0"
 #: ``import iopsim`` stays cheap (pandas and SimPy load when a run needs them).
 _EXPORTS = {
     "load_scenario": "iopsim.api",
+    "check": "iopsim.api",
+    "Finding": "iopsim.analysis.checks",
     "run": "iopsim.api",
     "compare": "iopsim.api",
     "sweep": "iopsim.api",
@@ -56,11 +58,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors
+    from iopsim.analysis.checks import Finding
     from iopsim.api import (
         Comparison,
         Results,
         SweepResults,
         calibrate,
+        check,
         compare,
         load_scenario,
         report,

@@ -25,6 +25,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import pandas as pd
 
+from iopsim.analysis.checks import Finding, scenario_findings
 from iopsim.errors import IopsimError
 from iopsim.experiments.run import ComparisonResult, Plan, RunResult, compare_scenarios, run_scenario
 from iopsim.files import check_out_dir, default_run_dir
@@ -40,6 +41,7 @@ __all__ = [
     "Results",
     "SweepResults",
     "calibrate",
+    "check",
     "compare",
     "load_scenario",
     "report",
@@ -48,6 +50,19 @@ __all__ = [
     "sensitivity",
     "sweep",
 ]
+
+
+def check(scenario: Scenario | str | Path) -> list[Finding]:
+    """Problems that make a valid scenario's plan unworkable, found without running it.
+
+    Each :class:`~iopsim.analysis.checks.Finding` names a field and says what
+    is wrong in one sentence: a group session outside every shift of the role
+    it needs (or needing more facilitators than are rostered then), an
+    availability class no track accepts, a stage whose offered load (expected
+    admissions x mean stay / places) is 1 or more.  ``iopsim validate --strict``
+    refuses a scenario with any.
+    """
+    return scenario_findings(_scenario(scenario))
 
 
 def load_scenario(path: str | Path, overrides: Overrides | None = None) -> Scenario:
@@ -144,6 +159,12 @@ class Results:
     def precision_reached(self) -> bool:
         """False if ``precision`` was asked for and not reached within ``max_replications``."""
         return self._run.precision_reached
+
+    @property
+    def warnings(self) -> list[Finding]:
+        """Problems with the plan: from the scenario (as :func:`check`), then from the run's KPIs
+        (groups below their minimum size, sessions cancelled for want of staff, work not booked)."""
+        return list(self._run.findings)
 
     def kpi(self, name: str) -> pd.Series:
         """The summary row of one KPI (mean, CI, unit, ...)."""

@@ -33,6 +33,9 @@ HEADLINE = (
     "readmissions",
     "admitted_to_treatment",
     "programs_completed",
+    "referral_admitted_within_14_days",
+    "referral_lost_before_admission",
+    "referral_to_admission_p90_days",
     "cost_total",
     "cost_per_completed_program",
     "cost_per_admission",
@@ -43,8 +46,8 @@ HEADLINE = (
 )
 STAGE_KPIS = (
     ("admissions", "Admissions"),
-    ("wait_mean_days", "Mean wait (days)"),
-    ("wait_p90_days", "90th pct wait (days)"),
+    ("admitted_wait_mean_days", "Mean wait (days)"),
+    ("admitted_wait_p90_days", "90th pct wait (days)"),
     ("waitlist_mean", "Average waitlist"),
     ("waitlist_max", "Longest waitlist"),
     ("waitlist_max_first_year", "Longest waitlist, first year"),
@@ -159,18 +162,42 @@ def main(verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v 
     _setup_logging(verbose)
 
 
+STRICT = typer.Option(False, "--strict", help="Treat warnings about the plan as errors (exit 2).")
+
+
+def _warn(source, findings, strict: bool, after_run: bool = False) -> None:
+    """Print each finding as one line; with ``strict``, fail (exit 2) if there are any."""
+    _warn_all([(source, f) for f in findings], strict, after_run)
+
+
+def _warn_all(items, strict: bool, after_run: bool = False) -> None:
+    """``items``: (file, finding) pairs, printed one line each (errors under ``strict``, which then exits 2)."""
+    label = "error" if strict else "warning"
+    for source, f in items:
+        err.print(Text.assemble((f"{label}:", "bold red" if strict else "bold yellow"), f" {source}: {f}"),
+                  highlight=False, soft_wrap=True)
+    if strict and items:
+        what = "the run found problems with this plan" if after_run else "this plan cannot work as written"
+        sources = ", ".join(dict.fromkeys(str(s) for s, _ in items))
+        _fail(f"{sources}: --strict: {len(items)} problem{'s' if len(items) > 1 else ''}: {what}")
+
+
 @app.command()
 def validate(scenario: Path = typer.Argument(..., help="Scenario YAML file."),
-             set_: list[str] = typer.Option([], "--set", help="Override a field: dotted.path=value (repeatable).")) -> None:
-    """Check a scenario file (and its extends chain); print a one-line verdict."""
+             set_: list[str] = typer.Option([], "--set", help="Override a field: dotted.path=value (repeatable)."),
+             strict: bool = STRICT) -> None:
+    """Check a scenario file (and its extends chain); print a verdict and any warnings about the plan."""
     from iopsim import api
 
     try:
         sc = api.load_scenario(scenario, set_)
+        findings = api.check(sc)
     except IopsimError as exc:
         _fail(str(exc))
+    _warn(scenario, findings, strict)
     stages = ", ".join(sc.stages.enabled()) or "none"
-    out.print(Text(f"{scenario}: valid scenario {sc.name!r} (stages: {stages}; horizon {sc.horizon_days} days)"),
+    more = f"; {len(findings)} warning{'s' if len(findings) != 1 else ''}" if findings else ""
+    out.print(Text(f"{scenario}: valid scenario {sc.name!r} (stages: {stages}; horizon {sc.horizon_days} days{more})"),
               highlight=False, soft_wrap=True)
 
 
@@ -227,6 +254,7 @@ def run(
     max_replications: int = MAX_REPS,
     threshold: float = THRESHOLD,
     no_report: bool = NO_REPORT,
+    strict: bool = STRICT,
 ) -> None:
     """Simulate a scenario, print KPIs with 95 % confidence intervals, write a run folder and report."""
     from iopsim import api
@@ -235,6 +263,8 @@ def run(
         sc = api.load_scenario(scenario, set_)
         dest = out_dir or default_run_dir(Path("outputs"), sc.name)
         api.check_destination(dest)  # before the progress bar starts, so an error is the only output
+        before = api.check(sc)
+        _warn(scenario, before, strict)
         with _progress() as progress:
             task = progress.add_task(f"{sc.name}: replications", total=0)
             result = api.run(sc, replications, seed, jobs, _warmup_option(warmup), precision=precision, kpi=kpi,
@@ -256,6 +286,7 @@ def run(
             out.print(f"--precision {precision}: NOT reached for {kpi} within --max-replications {max_replications}",
                       highlight=False)
     out.print(f"run folder: {folder}", highlight=False)
+    _warn(scenario, [f for f in result.warnings if f not in before], strict, after_run=True)
 
 
 def print_transient(df) -> None:
@@ -292,6 +323,7 @@ def compare(
     indifference: Optional[float] = typer.Option(None, "--indifference", min=0,
                                                  help="For --select: smallest difference in --kpi worth detecting."),
     no_report: bool = NO_REPORT,
+    strict: bool = STRICT,
 ) -> None:
     """Compare scenarios with common random numbers: paired differences with CIs, and a report."""
     from iopsim import api
@@ -306,6 +338,8 @@ def compare(
         loaded = [api.load_scenario(path, set_) for path in scenarios]
         dest = out_dir or default_run_dir(Path("outputs"), "compare")
         api.check_destination(dest)
+        before = {str(path): api.check(sc) for path, sc in zip(scenarios, loaded)}
+        _warn_all([(p, f) for p, fs in before.items() for f in fs], strict)
         with _progress() as progress:
             task = progress.add_task("compare: replications", total=0)
             result = api.compare(loaded, replications, seed, jobs, _warmup_option(warmup),
@@ -319,6 +353,8 @@ def compare(
         _fail(str(exc))
     print_comparison(result, result.names, kpi)
     out.print(f"comparison folder: {folder}", highlight=False)
+    _warn_all([(str(p), f) for p, run in zip(scenarios, result.runs.values()) for f in run.warnings
+               if f not in before[str(p)]], strict, after_run=True)
 
 
 def print_comparison(result, names: list[str], kpi: str) -> None:
@@ -332,7 +368,7 @@ def print_comparison(result, names: list[str], kpi: str) -> None:
     for other in names[1:]:
         table.add_column(other, justify="right")
         table.add_column(f"{other} − {names[0]}", justify="right")
-    keys = [k for k in dict.fromkeys([kpi, *HEADLINE, "iop_wait_mean_days", "iop_waitlist_mean", "iop_reneged"])
+    keys = [k for k in dict.fromkeys([kpi, *HEADLINE, "iop_admitted_wait_mean_days", "iop_waitlist_mean", "iop_reneged"])
             if k in set(diffs["kpi"])]
     for k in keys:
         d = diffs[diffs["kpi"] == k].set_index("scenario")

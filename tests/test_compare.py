@@ -41,7 +41,7 @@ from iopsim.schema.scenario import load_scenario, validate_raw
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = REPO_ROOT / "scenarios" / "baseline.yaml"
 EVENING = REPO_ROOT / "scenarios" / "evening.yaml"
-WAIT = "iop_wait_mean_days"
+WAIT = "iop_admitted_wait_mean_days"
 
 
 # --------------------------------------------------------------------------- helpers

@@ -139,7 +139,7 @@ def test_zero_referrals_zero_admissions(source, how):
     for stage in stages:
         assert k[f"{stage}_admissions"] == 0, f"{stage} admissions {k[f'{stage}_admissions']}"
         assert k[f"{stage}_census_mean"] == 0 and k[f"{stage}_waitlist_max"] == 0, f"{stage}: non-zero levels"
-        assert math.isnan(k[f"{stage}_wait_mean_days"]), f"{stage}: a mean wait of nobody must be NaN"
+        assert math.isnan(k[f"{stage}_admitted_wait_mean_days"]), f"{stage}: a mean wait of nobody must be NaN"
     assert k["referrals"] == 0 and k["programs_completed"] == 0, "referrals/programs must be 0"
     lv = rec["levels"]
     assert len(lv) == len(stages) * scenario.horizon_days, "level series must still cover every day"
@@ -167,7 +167,7 @@ def test_unlimited_capacity_zero_waits_everywhere():
         assert (s["stage"] == s["intended_stage"]).all(), "no overflow can happen with unlimited places"
         assert not ((s["outcome"] == "reneged").any()), "nobody can renege without a queue"
         for stage in NON_INTAKE:
-            assert k[f"{stage}_wait_mean_days"] == 0.0, f"{stage}: mean wait {k[f'{stage}_wait_mean_days']}"
+            assert k[f"{stage}_admitted_wait_mean_days"] == 0.0, f"{stage}: mean wait {k[f'{stage}_admitted_wait_mean_days']}"
             assert k[f"{stage}_waitlist_max"] == 0.0, f"{stage}: waitlist max {k[f'{stage}_waitlist_max']}"
 
 

@@ -730,7 +730,7 @@ def mono_raw(rate: float, groups: int = 1, counselors: int = 3) -> dict:
     return raw
 
 
-@pytest.mark.parametrize("key", ["iop_wait_mean_days", "iop_track_t_wait_to_start_mean_days"])
+@pytest.mark.parametrize("key", ["iop_admitted_wait_mean_days", "iop_track_t_wait_to_start_mean_days"])
 def test_more_groups_shorten_waits_when_overloaded(key):
     """8 seats for ~4-week stays serve ~2 a week; 4 referrals a week overload them. A second group
     (with a counselor free to run it) must shorten the wait, paired on the same seeds."""
@@ -739,7 +739,7 @@ def test_more_groups_shorten_waits_when_overloaded(key):
     assert hi < 0, f"{key}: +1 group changed the mean by {mean:.2f} d (CI {lo:.2f}..{hi:.2f}); base {b:.2f}, +1 {p:.2f}"
 
 
-@pytest.mark.parametrize("key", ["iop_wait_mean_days", "iop_track_t_wait_to_start_mean_days"])
+@pytest.mark.parametrize("key", ["iop_admitted_wait_mean_days", "iop_track_t_wait_to_start_mean_days"])
 def test_more_groups_never_lengthen_waits_when_not_overloaded(key):
     (mean, _sd, lo, hi, n), b, p = _paired_diff(mono_raw(1.0, groups=1), mono_raw(1.0, groups=2), 10, key)
     assert n == 10
@@ -749,7 +749,7 @@ def test_more_groups_never_lengthen_waits_when_not_overloaded(key):
 def test_more_counselors_shorten_waits_when_counselors_bind():
     """Two groups but one counselor (one group's sessions are cancelled); a second counselor
     must shorten the IOP wait, paired on the same seeds."""
-    key = "iop_wait_mean_days"
+    key = "iop_admitted_wait_mean_days"
     (mean, _sd, lo, hi, n), b, p = _paired_diff(
         mono_raw(4.0, groups=2, counselors=1), mono_raw(4.0, groups=2, counselors=2), 10, key
     )

@@ -126,7 +126,7 @@ def _ids(case):
 @pytest.mark.parametrize("case", MMC_CASES, ids=[_ids(c) for c in MMC_CASES])
 @pytest.mark.parametrize(
     "kpi,which",
-    [("iop_wait_mean_days", 0), ("iop_waitlist_mean", 1)],
+    [("iop_admitted_wait_mean_days", 0), ("iop_waitlist_mean", 1)],
     ids=["Wq", "Lq"],
 )
 def test_mmc_matches_erlang_c(case, kpi, which):
@@ -184,7 +184,7 @@ def test_mm_infinity_no_waits_and_census_is_offered_load():
         t_admit = v["t_admit"].to_numpy(float)
         assert not np.isnan(t_admit).any(), "with unlimited capacity everyone must be admitted"
         assert np.array_equal(t_join, t_admit), "with unlimited capacity every wait must be exactly 0"
-        assert r.kpis["iop_wait_mean_days"] == 0.0, f"wait mean {r.kpis['iop_wait_mean_days']}"
+        assert r.kpis["iop_admitted_wait_mean_days"] == 0.0, f"wait mean {r.kpis['iop_admitted_wait_mean_days']}"
         assert r.kpis["iop_waitlist_mean"] == 0.0, f"waitlist mean {r.kpis['iop_waitlist_mean']}"
         assert r.kpis["iop_waitlist_max"] == 0.0, f"waitlist max {r.kpis['iop_waitlist_max']}"
     census = [r.kpis["iop_census_mean"] for r in results]

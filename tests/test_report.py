@@ -201,7 +201,7 @@ def test_groups_and_staff_section_for_tracked_iop(reports):
 def test_numbers_carry_units(reports):
     for kind, html in reports.items():
         head = section(html, "Headline results")
-        assert cell_after(head, "IOP: mean wait").endswith(" days"), f"{kind}: mean wait without 'days'"
+        assert cell_after(head, "IOP: mean wait of those admitted").endswith(" days"), f"{kind}: mean wait without 'days'"
         total = cell_after(head, "Total cost")
         assert re.fullmatch(r"-?\$[\d,]+", total), f"{kind}: total cost not in $: {total!r}"
         assert re.fullmatch(r"-?[\d.]+ %", cell_after(head, "Labour share of total cost")), f"{kind}: share not in %"
@@ -246,7 +246,7 @@ def _kpi_names(folder: Path) -> set[str]:
 @pytest.mark.parametrize("kind", ["run", "compare"])
 def test_no_raw_kpi_names_in_prose(reports, finished, kind):
     names = _kpi_names(finished[kind])
-    assert "iop_wait_mean_days" in names, f"KPI names not found in {finished[kind]}"
+    assert "iop_admitted_wait_mean_days" in names, f"KPI names not found in {finished[kind]}"
     text = visible_text(reports[kind])
     leaked = sorted(n for n in names if re.search(rf"(?<![\w.]){re.escape(n)}(?![\w])", text))
     assert not leaked, f"{kind}: raw KPI field names outside code/settings tables: {leaked}"

@@ -267,7 +267,7 @@ def test_exit_probabilities_summing_to_exactly_one_are_allowed(tmp_scenario, min
 def test_unknown_exit_name_lists_allowed_names(tmp_scenario, minimal_scenario):
     minimal_scenario["stages"]["iop"]["exits"] = {"quit": {"probability": 0.1, "days": fixed()}}
     _, err = load_error(tmp_scenario, minimal_scenario)
-    assert "allowed: 'dropped_out', 'transferred', 'terminated' or 'other'" in str(err), f"got {err}"
+    assert "allowed: 'dropped_out', 'transferred', 'terminated', 'other' or 'stepped_up'" in str(err), f"got {err}"
 
 
 # --------------------------------------------------------------------------- distributions
@@ -333,34 +333,45 @@ def test_distribution_parameter_constraints(tmp_scenario, dist, expected):
 # --------------------------------------------------------------------------- step-down / overflow / placement
 
 
-def test_step_down_to_a_higher_level_is_rejected(tmp_scenario, minimal_scenario):
+def test_routing_to_a_higher_level_is_a_step_up(tmp_scenario, minimal_scenario):
+    """Completed stays may route up (aftercare -> IOP) and cycle; the old lower-only rule was a defect."""
     minimal_scenario["stages"]["iop"]["step_down"] = {"aftercare": 1.0}
     minimal_scenario["stages"]["aftercare"] = {"los_days": fixed(30), "step_down": {"iop": 0.5, "discharge": 0.5}}
-    path, err = load_error(tmp_scenario, minimal_scenario)
-    assert_one_line_error(err, path, "stages.aftercare.step_down.iop", "step-down must go to a lower level",
-                          "allowed: discharge")
+    sc = load_scenario(tmp_scenario(minimal_scenario))
+    assert sc.stages.aftercare.step_down == {"iop": 0.5, "discharge": 0.5}
 
 
-def test_step_down_to_the_same_level_is_rejected(tmp_scenario, minimal_scenario):
-    minimal_scenario["stages"]["iop"]["step_down"] = {"iop": 1.0}
-    path, err = load_error(tmp_scenario, minimal_scenario)
-    assert_one_line_error(err, path, "stages.iop.step_down.iop", "step-down must go to a lower level",
-                          "allowed: discharge")
+def test_routing_to_the_same_stage_is_allowed(tmp_scenario, minimal_scenario):
+    minimal_scenario["stages"]["iop"]["step_down"] = {"iop": 0.2, "discharge": 0.8}
+    sc = load_scenario(tmp_scenario(minimal_scenario))
+    assert sc.stages.iop.step_down["iop"] == 0.2
 
 
-def test_step_down_error_lists_enabled_lower_levels(tmp_scenario, minimal_scenario):
+def test_routing_error_lists_enabled_stages(tmp_scenario, minimal_scenario):
     minimal_scenario["stages"]["php"] = {"los_days": fixed(10), "step_down": {"residential": 1.0}}
-    minimal_scenario["stages"]["residential"] = {"los_days": fixed(10), "step_down": {"php": 1.0}}
     minimal_scenario["stages"]["aftercare"] = {"los_days": fixed(10)}
     path, err = load_error(tmp_scenario, minimal_scenario)
-    assert_one_line_error(err, path, "stages.php.step_down.residential", "allowed: iop, aftercare, discharge")
+    assert_one_line_error(err, path, "stages.php.step_down.residential", "stage 'residential' is switched off",
+                          "allowed: php, iop, aftercare, discharge")
 
 
 def test_step_down_to_a_switched_off_stage_is_rejected(tmp_scenario, minimal_scenario):
     minimal_scenario["stages"]["iop"]["step_down"] = {"aftercare": 0.6, "discharge": 0.4}
     path, err = load_error(tmp_scenario, minimal_scenario)
     assert_one_line_error(err, path, "stages.iop.step_down.aftercare", "stage 'aftercare' is switched off",
-                          "enabled stages: iop")
+                          "allowed: iop, discharge")
+
+
+def test_exit_to_a_switched_off_stage_is_rejected(tmp_scenario, minimal_scenario):
+    minimal_scenario["stages"]["iop"]["exits"] = {"stepped_up": {"probability": 0.1, "days": fixed(3), "to": "php"}}
+    path, err = load_error(tmp_scenario, minimal_scenario)
+    assert_one_line_error(err, path, "stages.iop.exits.stepped_up.to", "stage 'php' is switched off", "allowed: iop")
+
+
+def test_exit_to_an_unknown_stage_lists_stages(tmp_scenario, minimal_scenario):
+    minimal_scenario["stages"]["iop"]["exits"] = {"stepped_up": {"probability": 0.1, "days": fixed(3), "to": "detox"}}
+    path, err = load_error(tmp_scenario, minimal_scenario)
+    assert_one_line_error(err, path, "stages.iop.exits.stepped_up.to", "'residential', 'php', 'iop' or 'aftercare'")
 
 
 def test_zero_probability_step_down_to_a_switched_off_stage_is_allowed(tmp_scenario, minimal_scenario):
@@ -460,14 +471,26 @@ def test_intake_waitlist_without_intake_is_rejected(tmp_scenario, minimal_scenar
     assert_one_line_error(err, path, "start_state.intake_waitlist", "must be 0")
 
 
-def test_shift_ending_before_it_starts_is_rejected(tmp_scenario, minimal_scenario):
+def test_shift_ending_before_it_starts_runs_overnight(tmp_scenario, minimal_scenario):
+    """22:00-06:00 is an overnight shift (it used to be refused: shifts could not cross midnight)."""
     minimal_scenario["intake"] = {
         "clinicians": 1,
-        "roster": {"shifts": [{"days": ["mon"], "start_hour": 10, "end_hour": 9}]},
+        "roster": {"shifts": [{"days": ["mon"], "start_hour": 22, "end_hour": 6}]},
+        "assessment_hours": fixed(1),
+    }
+    sc = load_scenario(tmp_scenario(minimal_scenario))
+    assert sc.intake.roster.shifts[0].end_hour == 6
+
+
+def test_shift_of_zero_length_is_rejected(tmp_scenario, minimal_scenario):
+    minimal_scenario["intake"] = {
+        "clinicians": 1,
+        "roster": {"shifts": [{"days": ["mon"], "start_hour": 9, "end_hour": 9}]},
         "assessment_hours": fixed(1),
     }
     path, err = load_error(tmp_scenario, minimal_scenario)
-    assert_one_line_error(err, path, "intake.roster.shifts.0", "end_hour must be after start_hour")
+    assert_one_line_error(err, path, "intake.roster.shifts.0", "end_hour equals start_hour",
+                          "start_hour: 0, end_hour: 24")
 
 
 def test_unknown_weekday_lists_allowed_days(tmp_scenario, minimal_scenario):

@@ -37,7 +37,7 @@ from iopsim.experiments.sweep import SweepFile, design_points, done_points, exec
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PART_NAME = re.compile(r"point-\d{6}\.parquet")
-KPIS = ["iop_census_mean", "iop_wait_mean_days"]
+KPIS = ["iop_census_mean", "iop_admitted_wait_mean_days"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -516,7 +516,7 @@ def test_dask_cluster_gives_identical_results_to_local_processes(tmp_path, dask_
     address = dask_cluster["address"]
     sw = make_sweep(tmp_path, {"stages.iop.capacity": {"values": [4, 8]},
                                "referrals.referrals_per_week": {"range": [3.0, 6.0], "steps": 3}}, replications=2,
-                    kpis=["iop_census_mean", "iop_wait_mean_days", "programs_completed"])
+                    kpis=["iop_census_mean", "iop_admitted_wait_mean_days", "programs_completed"])
     n_points = 6
     before = _worker_tasks(address)
     r_dask = invoke("sweep", sw, "--scheduler", address, "--out", tmp_path / "dask")

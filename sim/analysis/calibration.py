@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 from iopsim.schema.base import FrozenModel
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
+from iopsim.analysis.access import admitted_waits
 from iopsim.analysis.stats import mean_ci
 
 STAY_OUTCOMES = ("completed", "dropped_out", "transferred", "terminated", "other", "relapsed")
@@ -94,15 +95,9 @@ class _Rep:
         out = v.loc[m]
         return out.assign(stay=out["t_leave"] - out["t_admit"])
 
-    def treatment_admissions(self) -> pd.DataFrame:
-        """First treatment admission of each referred episode (with its referral time)."""
-        v = self.visits
-        tv = v[v["stage"].isin(TREATMENT_STAGES) & v["t_admit"].notna()]
-        first = tv.groupby(["patient_id", "episode"], as_index=False)["t_admit"].min()
-        ep = self.episodes[self.episodes["t_referral"].notna()][["patient_id", "episode", "t_referral"]]
-        out = first.merge(ep, on=["patient_id", "episode"])
-        out = out[out["t_admit"] >= self.w0]
-        return out.assign(wait=out["t_admit"] - out["t_referral"])
+    def admitted_waits(self) -> np.ndarray:
+        """Referral-to-admission days of episodes admitted to treatment in the window (one definition with the KPIs)."""
+        return admitted_waits({"visits": self.visits, "episodes": self.episodes}, self.sc, self.w0)
 
     def treatment_ends(self) -> pd.DataFrame:
         """Episodes that left treatment, with the time treatment ended."""
@@ -149,13 +144,15 @@ def _iop_admissions_per_year(r: _Rep) -> float:
 
 
 def _wait_mean(r: _Rep) -> float:
-    a = r.treatment_admissions()
-    return float(a["wait"].mean()) if len(a) else math.nan
+    """Referral to first treatment admission, of those admitted: KPI ``referral_to_admission_mean_days_admitted``."""
+    w = r.admitted_waits()
+    return float(w.mean()) if w.size else math.nan
 
 
 def _wait_over_30(r: _Rep) -> float:
-    a = r.treatment_admissions()
-    return float((a["wait"] > 30).mean()) if len(a) else math.nan
+    """Of those admitted, the share who waited over 30 days: KPI ``referral_share_admitted_waiting_over_30_days``."""
+    w = r.admitted_waits()
+    return float((w > 30).mean()) if w.size else math.nan
 
 
 def _residential_step_down(r: _Rep) -> float:

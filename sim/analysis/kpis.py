@@ -37,8 +37,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from iopsim.schema.scenario import EXITS, TREATMENT_STAGES, Scenario
+from iopsim.analysis.access import access_kpis, cumulative_incidence
 from iopsim.analysis.cost import cost_kpis
+from iopsim.schema.scenario import EXITS, TREATMENT_STAGES, Scenario
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, idle_hours, roles_of, shift_hours
 
 #: Human-readable label and unit of each KPI family (for tables and reports).
@@ -61,9 +62,10 @@ KPI_UNITS = {
     "relapsed": ("Relapsed while waiting or in care", "patients"),
     "reneged": ("Left the waitlist (reneged)", "patients"),
     "assessed": ("Assessments done", "patients"),
-    "wait_mean_days": ("Mean wait", "days"),
-    "wait_median_days": ("Median wait", "days"),
-    "wait_p90_days": ("90th percentile wait", "days"),
+    "admitted_wait_mean_days": ("Mean wait of those admitted", "days"),
+    "admitted_wait_median_days": ("Median wait of those admitted", "days"),
+    "admitted_wait_p90_days": ("90th percentile wait of those admitted", "days"),
+    "share_lost_waiting": ("Share of those joining the waitlist who left it unadmitted", "fraction"),
     "stay_mean_days": ("Mean length of stay", "days"),
     "waitlist_mean": ("Average waitlist", "patients"),
     "waitlist_max": ("Longest waitlist", "patients"),
@@ -71,6 +73,17 @@ KPI_UNITS = {
     "census_mean": ("Average census", "patients"),
     "census_max": ("Peak census", "patients"),
     "occupancy": ("Occupancy", "fraction"),
+    "stepped_up": ("Stepped up (moved to a more intensive level)", "patients"),
+    "referral_cohort": ("Referrals followed for access (placed in a level of care, or lost at intake)", "patients"),
+    "referral_admitted_within_7_days": ("Share of referrals admitted to treatment within 7 days", "fraction"),
+    "referral_admitted_within_14_days": ("Share of referrals admitted to treatment within 14 days", "fraction"),
+    "referral_admitted_within_30_days": ("Share of referrals admitted to treatment within 30 days", "fraction"),
+    "referral_lost_before_admission": ("Share of referrals lost before admission", "fraction"),
+    "referral_to_admission_median_days": ("Median referral to admission, everyone referred (Kaplan-Meier)", "days"),
+    "referral_to_admission_p90_days": ("90th percentile referral to admission, everyone referred (Kaplan-Meier)", "days"),
+    "referral_to_admission_mean_days_admitted": ("Mean referral to admission of those admitted", "days"),
+    "referral_share_admitted_waiting_over_30_days": ("Share of those admitted who waited over 30 days from referral",
+                                                     "fraction"),
 }
 
 STAGE_LABELS = {
@@ -94,7 +107,10 @@ TRACK_UNITS = {
     "share_sessions_at_cap": ("share of sessions at the maximum group size", "fraction"),
     "share_sessions_below_min": ("share of sessions below the minimum group size", "fraction"),
     "attendance_rate": ("share of scheduled attendances attended", "fraction"),
-    "wait_to_start_mean_days": ("mean wait from joining to first session", "days"),
+    "wait_to_start_mean_days": ("mean wait from joining to first session, of those who started", "days"),
+    "referral_to_first_session_median_days": ("median referral to first attended session (Kaplan-Meier)", "days"),
+    "referral_to_first_session_p90_days": ("90th percentile referral to first attended session (Kaplan-Meier)",
+                                           "days"),
     "admissions": ("admissions", "patients"),
     "completion_rate": ("share of ended stays completed", "fraction"),
     "dropout_rate": ("share of ended stays dropped out", "fraction"),
@@ -130,9 +146,12 @@ OTHER_UNITS = {
 
 
 def kpi_label(name: str) -> tuple[str, str]:
-    """(label, unit) for a KPI name such as ``iop_wait_mean_days``."""
+    """(label, unit) for a KPI name such as ``iop_admitted_wait_mean_days``."""
     if name in KPI_UNITS:
         return KPI_UNITS[name]
+    if name.startswith("referral_lost_at_"):
+        stage = name[len("referral_lost_at_"):]
+        return f"Share of referrals lost at the {STAGE_LABELS.get(stage, stage)} waitlist", "fraction"
     if name in OTHER_UNITS:
         return OTHER_UNITS[name]
     if name.startswith("cost_labour_"):
@@ -203,14 +222,16 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
         admitted = m & (t_admit >= w0)
         waits = t_admit[admitted] - t_join[admitted]
         if waits.size:
-            k[f"{stage}_wait_mean_days"] = float(waits.mean())
-            k[f"{stage}_wait_median_days"] = float(np.median(waits))
-            k[f"{stage}_wait_p90_days"] = float(np.quantile(waits, 0.9))
+            k[f"{stage}_admitted_wait_mean_days"] = float(waits.mean())
+            k[f"{stage}_admitted_wait_median_days"] = float(np.median(waits))
+            k[f"{stage}_admitted_wait_p90_days"] = float(np.quantile(waits, 0.9))
         else:
-            k[f"{stage}_wait_mean_days"] = k[f"{stage}_wait_median_days"] = k[f"{stage}_wait_p90_days"] = math.nan
+            k[f"{stage}_admitted_wait_mean_days"] = k[f"{stage}_admitted_wait_median_days"] = k[f"{stage}_admitted_wait_p90_days"] = math.nan
         ended = admitted & ~np.isnan(t_leave)
         stays = t_leave[ended] - t_admit[ended]
         k[f"{stage}_stay_mean_days"] = float(stays.mean()) if stays.size else math.nan
+        k[f"{stage}_share_lost_waiting"] = _share_lost_waiting(m & (t_join >= w0), t_join, t_admit, t_leave,
+                                                               outcome_col, horizon)
         sel = (lv_stage == stage) & (lv_day >= w0)
         lv = levels.loc[sel]
         k[f"{stage}_waitlist_mean"] = float(lv["waitlist_mean"].sum() / window)
@@ -229,10 +250,21 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
     referred = episodes.loc[in_window, ["patient_id", "episode"]]
     k["admitted_to_treatment"] = float(len(treated.drop_duplicates().merge(referred, on=["patient_id", "episode"])))
 
+    k.update(access_kpis(records, scenario, w0))
     k.update(track_kpis(records, scenario, w0))
     k.update(staff_kpis(records, scenario, w0, horizon, k))
     k.update(cost_kpis(records, scenario, w0, horizon, k, patient_days))
     return k
+
+
+def _share_lost_waiting(m, t_join, t_admit, t_leave, outcome, horizon: float) -> float:
+    """Of the visits that joined a waitlist, the share that left it unadmitted (cumulative incidence:
+    those still waiting at the end are censored, not counted as admitted)."""
+    admitted = ~np.isnan(t_admit[m])
+    left = ~admitted & ~np.isnan(t_leave[m]) & np.isin(outcome[m], ("reneged", "relapsed"))
+    end = np.where(admitted, t_admit[m], np.where(np.isnan(t_leave[m]), horizon, t_leave[m]))
+    kinds = np.where(admitted, 1, np.where(left, 2, 0))
+    return cumulative_incidence(end - t_join[m], kinds, 2, math.inf)
 
 
 def track_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> dict[str, float]:

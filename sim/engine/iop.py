@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import math
 
-from iopsim.engine.stages import ADMITTED, Patient, Stage, _categorical, _cumulative
+from iopsim.engine.stages import ADMITTED, Patient, Stage, _categorical, _cumulative, visit_namespace
 from iopsim.schema.scenario import WEEKDAYS
 from iopsim.engine.streams import generator
 
@@ -172,7 +172,7 @@ class TrackedIOP(Stage):
 
     def _join(self, group: Group, p: Patient, rec: list) -> Member:
         now = self.env.now
-        rng = generator(self.seed, self.rep, "iop.attendance", p.ns, p.index)
+        rng = generator(self.seed, self.rep, "iop.attendance", p.vns, p.index)
         m = Member(p, rec, group, now, rng)
         m.done = self.env.event()
         group.members.append(m)
@@ -186,6 +186,7 @@ class TrackedIOP(Stage):
     def _visit_here(self, p: Patient, intended: str, residual_u: float | None):
         env = self.env
         now = env.now
+        visit_namespace(p, self.name)
         rec = self.model.rec.open_visit(p.id, p.episode, self.name, intended, now)
         group = self._seat_for(p)
         if group is not None:
@@ -207,7 +208,7 @@ class TrackedIOP(Stage):
         if outcome != "completed":
             env.timeout(stay).callbacks.append(lambda _e, m=m, o=outcome: self._finish(m, o))
         outcome = yield m.done
-        nxt = self.next_stage(p) if outcome == "completed" else None
+        nxt = self.next_stage(p) if outcome == "completed" else self.exit_to.get(outcome)
         rec[6] = env.now
         rec[7] = outcome
         rec[8] = nxt
@@ -217,11 +218,11 @@ class TrackedIOP(Stage):
         """Early exits other than dropout, racing the program's planned length."""
         if not self.exits:
             return "completed", self.program_days
-        name = _categorical(self.exit_u.get(p.ns, p.index), [(x, c) for x, c, _ in self.exits], "completed")
+        name = _categorical(self.exit_u.get(p.vns, p.index), [(x, c) for x, c, _ in self.exits], "completed")
         if name == "completed":
             return name, self.program_days
         dist = next(d for x, _, d in self.exits if x == name)
-        return name, dist.truncated_ppf(self.exit_time_u.get(p.ns, p.index), self.program_days)
+        return name, dist.truncated_ppf(self.exit_time_u.get(p.vns, p.index), self.program_days)
 
     def _start(self, m: Member, t_first: float) -> None:
         m.t_first = t_first

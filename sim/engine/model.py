@@ -21,8 +21,11 @@ planned stay ``S ~ los_days`` is drawn, and the early exits race it:
     are never longer than their planned stays (equal only when the exit-time
     distribution has no mass before the planned end).
 
-A completed stay steps down (``step_down`` probabilities) to a lower level or
-to discharge.  Completing a treatment stage (residential, PHP, IOP) and then
+A completed stay is routed (``step_down`` probabilities) to another stage --
+usually a lower level, but any stage, this one included, so patients can step
+up and cycle -- or to discharge.  An early exit with ``to`` moves the patient to
+that stage (e.g. IOP -> PHP on clinical deterioration) instead of out of the
+program.  Re-entering a treatment stage stops a running relapse clock.  Completing a treatment stage (residential, PHP, IOP) and then
 leaving treatment (discharge or aftercare) **completes a program**.  After
 leaving treatment with an outcome in ``relapse.after`` the patient's relapse
 clock runs from the end of treatment; a relapse during aftercare ends the
@@ -167,6 +170,10 @@ class Model:
                     if self.relapse is not None:
                         self._start_relapse_clock(p, outcome, env.now)
             stage = nxt
+            if stage in TREATMENT_STAGES and p.t_relapse < INF:
+                # Back in treatment (e.g. aftercare -> IOP on a lapse): the relapse
+                # clock stops, and starts again when treatment ends.
+                p.t_relapse = INF
         self._close_episode(ep, last_stage, last_outcome)
         if treatment_outcome is not None and p.t_relapse == INF:
             # Left without finishing the pathway (e.g. completed residential, then left
@@ -192,7 +199,7 @@ class Model:
 
     def _start_relapse_clock(self, p: Patient, outcome: str, t_end: float) -> None:
         if self.relapse is not None and outcome in self.relapse.after:
-            p.t_relapse = t_end + self.relapse_days.get(p.ns, p.index)
+            p.t_relapse = t_end + self.relapse_days.get(p.vns, p.index)
 
     def _close_episode(self, ep: list, stage: str, outcome: str) -> None:
         ep[5] = self.env.now

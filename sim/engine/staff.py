@@ -21,7 +21,7 @@ from bisect import bisect_right
 import numpy as np
 
 from iopsim.engine.calendar import WeeklyCalendar
-from iopsim.schema.scenario import WEEKDAYS, Roster, Scenario, Shift
+from iopsim.schema.scenario import Roster, Scenario, Shift
 
 _EPS = 1e-9
 #: Name of the role the ``intake.clinicians``/``intake.roster`` shorthand creates.
@@ -92,30 +92,40 @@ class StaffMember:
         One pass over the shifts in the window and, within each, over the
         bookings it holds (sorted, non-overlapping): the first gap that fits wins.
         """
-        bookings = self._bookings
-        w = math.floor(earliest / 7.0)
+        cal = self.calendar
+        if cal.always:
+            return self._first_gap(earliest, latest, duration)
+        w = math.floor(earliest / 7.0) - 1  # a span that began last week may still run
         while w * 7.0 < latest:
             base = w * 7.0
-            for a, b in self.calendar.intervals:
+            for a, b in cal.spans:
                 lo = max(base + a, earliest)
                 hi = min(base + b, latest)
                 if lo + duration > hi + _EPS:
                     continue
-                i = max(bisect_right(self._starts, lo) - 1, 0)
-                t = lo
-                n = len(bookings)
-                while i < n:
-                    bk = bookings[i]
-                    if bk.start >= hi:
-                        break
-                    if bk.end > t:
-                        if t + duration <= bk.start + _EPS:
-                            return t
-                        t = bk.end
-                    i += 1
-                if t + duration <= hi + _EPS:
+                t = self._first_gap(lo, hi, duration)
+                if t is not None:
                     return t
             w += 1
+        return None
+
+    def _first_gap(self, lo: float, hi: float, duration: float) -> float | None:
+        """Earliest start in [lo, hi - duration] that overlaps no booking."""
+        bookings = self._bookings
+        i = max(bisect_right(self._starts, lo) - 1, 0)
+        t = lo
+        n = len(bookings)
+        while i < n:
+            bk = bookings[i]
+            if bk.start >= hi:
+                break
+            if bk.end > t:
+                if t + duration <= bk.start + _EPS:
+                    return t
+                t = bk.end
+            i += 1
+        if t + duration <= hi + _EPS:
+            return t
         return None
 
     def add(self, booking: Booking) -> None:
@@ -200,25 +210,27 @@ class StaffPool:
 
 
 def shift_hours(shifts: list[Shift], t0: float, t1: float, evening_start_hour: float) -> dict[str, float]:
-    """Rostered hours in [t0, t1) (days), split into weekday day/evening and weekend."""
+    """Rostered hours in [t0, t1) (days), split into weekday day/evening and weekend.
+
+    Overlapping shifts of one person are merged first, so no hour is paid twice.
+    Each hour is classed by the day it falls on: the part of an overnight shift
+    after midnight belongs to the next day (Friday 22:00-06:00 is two weekday
+    evening hours and six weekend hours).  On weekdays, hours from
+    ``evening_start_hour`` to midnight earn the evening rate and the rest the
+    day rate.
+    """
     out = {"day": 0.0, "evening": 0.0, "weekend": 0.0}
     if t1 <= t0:
         return out
     first_week, last_week = math.floor(t0 / 7.0), math.floor(t1 / 7.0)
     ev = evening_start_hour / 24.0
-    spans = []
-    for sh in shifts:
-        for day in sh.days:
-            d = WEEKDAYS.index(day)
-            spans.append((d, d + sh.start_hour / 24.0, d + sh.end_hour / 24.0))
-    # Merge overlapping shifts of the same person so no hour is paid twice.
-    spans.sort(key=lambda x: x[1])
-    merged: list[list[float]] = []
-    for d, a, b in spans:
-        if merged and a <= merged[-1][2] + _EPS and merged[-1][0] == d:
-            merged[-1][2] = max(merged[-1][2], b)
-        else:
-            merged.append([d, a, b])
+    merged = []  # (day, start, end) pieces of the merged calendar, cut at midnight
+    for a, b in WeeklyCalendar(Roster(shifts=shifts)).intervals:
+        while a < b - _EPS:
+            d = min(int(math.floor(a + _EPS)), 6)
+            end = min(b, d + 1.0)
+            merged.append((d, a, end))
+            a = end
     for w in range(first_week, last_week + 1):
         base = w * 7.0
         for d, a, b in merged:

@@ -28,12 +28,31 @@ _EPS = 1e-9
 ADMITTED = "admitted"
 #: Namespace offset for the random streams of patients already in care on day 0.
 _INITIAL_NS = 10_000
+#: Namespace offset per repeat visit to the same stage within an episode.
+_REPEAT_NS = 1_000_000
+
+
+def visit_namespace(p: "Patient", stage: str) -> int:
+    """Set and return the namespace of ``p``'s draws for a new visit to ``stage``.
+
+    A patient's first visit to a stage in an episode draws from the episode's
+    namespace, as it always has; a repeat visit (routing back to a stage, a
+    cycle) draws from its own namespace, so a second stay is a new draw and
+    not a copy of the first.  Common random numbers hold visit by visit.
+    """
+    seen = p.seen
+    if seen is None:
+        seen = p.seen = {}
+    k = seen.get(stage, 0)
+    seen[stage] = k + 1
+    p.vns = p.ns if k == 0 else p.ns + _REPEAT_NS * k
+    return p.vns
 
 
 class Patient:
     """One person; ``episode`` counts their referrals.  Initial patients have negative ids."""
 
-    __slots__ = ("id", "episode", "source", "ns", "index", "ep_rec", "t_relapse", "availability")
+    __slots__ = ("id", "episode", "source", "ns", "index", "ep_rec", "t_relapse", "availability", "vns", "seen")
 
     def __init__(self, pid: int, episode: int, source: str):
         self.id = pid
@@ -43,6 +62,8 @@ class Patient:
             self.ns, self.index = episode, pid
         else:
             self.ns, self.index = _INITIAL_NS + episode, -pid - 1
+        self.vns = self.ns  # namespace of the current stage visit's draws (see visit_namespace)
+        self.seen: dict[str, int] | None = None  # visits to each stage so far in this episode
         self.ep_rec: list | None = None
         self.t_relapse = INF
         self.availability: str | None = None  # drawn when first needed (tracked IOP)
@@ -221,6 +242,8 @@ class Stage(_WaitlistOwner):
         self.exit_u = s.patient(f"{name}.exit") if cfg.exits else None
         self.exit_time_u = s.patient(f"{name}.exit_time") if cfg.exits else None
         self.exits = [(x, c, cfg.exits[x].days) for x, c in _cumulative({k: v.probability for k, v in cfg.exits.items()})]
+        #: Exits that move the patient to another stage of the program (step-up, ...).
+        self.exit_to = {x: e.to for x, e in cfg.exits.items() if e.to is not None}
         self.step_down = _cumulative(cfg.step_down, order=[*STAGE_ORDER, "discharge"])
         self.step_u = s.patient(f"{name}.step_down") if len(self.step_down) > 1 else None
 
@@ -256,7 +279,7 @@ class Stage(_WaitlistOwner):
     def _join_waitlist(self, p: Patient, rec: list) -> _Waiter:
         """Put ``p`` on this stage's waitlist, with a deadline if they may renege or relapse."""
         relapse_in = p.t_relapse - self.env.now
-        patience = self.patience.get(p.ns, p.index) if self.patience is not None else INF
+        patience = self.patience.get(p.vns, p.index) if self.patience is not None else INF
         w = _Waiter(self.env.event(), rec, self, "relapsed" if relapse_in < patience else "reneged")
         w.patient = p
         self._enqueue(w, min(patience, relapse_in))
@@ -265,20 +288,20 @@ class Stage(_WaitlistOwner):
     # -- the stay -----------------------------------------------------------------
     def plan_stay(self, p: Patient) -> tuple[str, float]:
         """Outcome and length of an admitted stay (see the module docstring)."""
-        stay = self.los.get(p.ns, p.index)
+        stay = self.los.get(p.vns, p.index)
         outcome = "completed"
         if self.exits:
-            exit_name = _categorical(self.exit_u.get(p.ns, p.index), [(x, c) for x, c, _ in self.exits], "completed")
+            exit_name = _categorical(self.exit_u.get(p.vns, p.index), [(x, c) for x, c, _ in self.exits], "completed")
             if exit_name != "completed":
                 dist = next(d for x, _, d in self.exits if x == exit_name)
-                stay = dist.truncated_ppf(self.exit_time_u.get(p.ns, p.index), stay)
+                stay = dist.truncated_ppf(self.exit_time_u.get(p.vns, p.index), stay)
                 outcome = exit_name
         return outcome, stay
 
     def next_stage(self, p: Patient) -> str:
         if self.step_u is None:
             return self.step_down[0][0]
-        return _categorical(self.step_u.get(p.ns, p.index), self.step_down)
+        return _categorical(self.step_u.get(p.vns, p.index), self.step_down)
 
     def _visit_here(self, p: Patient, intended: str, residual_u: float | None):
         """Generator: one visit to this stage (the caller has resolved overflow with
@@ -287,6 +310,7 @@ class Stage(_WaitlistOwner):
         The hot path of every run: locals and inlined one-liners on purpose."""
         env = self.env
         now = env.now
+        visit_namespace(p, self.name)
         rec = self.open_visit(p.id, p.episode, self.name, intended, now)
         if self.occupied < self.capacity:
             self.occupied += 1
@@ -303,14 +327,17 @@ class Stage(_WaitlistOwner):
         if self.exits:
             outcome, stay = self.plan_stay(p)
         else:
-            outcome, stay = "completed", self.los.get(p.ns, p.index)
+            outcome, stay = "completed", self.los.get(p.vns, p.index)
         if residual_u is not None:  # already in care on day 0: only the rest of the stay remains
             stay *= residual_u
         if now + stay > p.t_relapse:
             outcome, stay = "relapsed", max(p.t_relapse - now, 0.0)
         yield env.timeout(stay)
         self._release()
-        nxt = (self.step_down[0][0] if self.step_u is None else self.next_stage(p)) if outcome == "completed" else None
+        if outcome == "completed":
+            nxt = self.step_down[0][0] if self.step_u is None else self.next_stage(p)
+        else:
+            nxt = self.exit_to.get(outcome)
         rec[6] = env.now
         rec[7] = outcome
         rec[8] = nxt

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from iopsim.analysis.checks import Finding, result_findings, scenario_findings
 from iopsim.analysis.compare import (
     differing_parameters,
     nelson_matejcik,
@@ -66,6 +67,8 @@ class RunResult:
     warmup: int
     per_replication: pd.DataFrame
     summary: pd.DataFrame
+    #: Problems with the plan: found in the scenario before the run, then in its KPIs.
+    findings: list[Finding] = field(default_factory=list)
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def table(self, name: str) -> pd.DataFrame:
@@ -209,8 +212,9 @@ def kpis_for(results: list[ReplicationResult], scenario: Scenario, warmup: int) 
 def _run_result(scenario: Scenario, plan: Plan, results: list[ReplicationResult], warmup: int,
                 per_rep: pd.DataFrame) -> RunResult:
     # The scenario as run records the warm-up actually used (--warmup included).
-    return RunResult(scenario.model_copy(update={"warmup_days": warmup}), plan, results, warmup, per_rep,
-                     summarise(per_rep, kpi_label))
+    scenario = scenario.model_copy(update={"warmup_days": warmup})
+    findings = [*scenario_findings(scenario), *result_findings(per_rep, scenario)]
+    return RunResult(scenario, plan, results, warmup, per_rep, summarise(per_rep, kpi_label), findings)
 
 
 def run_scenario(

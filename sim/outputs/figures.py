@@ -208,7 +208,7 @@ def run_figures(tables: dict[str, pd.DataFrame], per_replication: pd.DataFrame, 
 FOREST_KPIS = (
     "programs_completed",
     "admitted_to_treatment",
-    "iop_wait_mean_days",
+    "iop_admitted_wait_mean_days",
     "iop_waitlist_mean",
     "iop_reneged",
     "iop_census_mean",

@@ -26,7 +26,10 @@ HEADLINE = (
     "referrals",
     "admitted_to_treatment",
     "programs_completed",
-    "iop_wait_mean_days",
+    "referral_admitted_within_14_days",
+    "referral_lost_before_admission",
+    "referral_to_admission_p90_days",
+    "iop_admitted_wait_mean_days",
     "iop_waitlist_mean",
     "iop_waitlist_max",
     "iop_waitlist_max_first_year",
@@ -88,7 +91,7 @@ def _scenario_block(folder: Path, name: str) -> dict:
     headline = [row(k) for k in HEADLINE if k in summary.index]
     stages = [s for s in STAGE_LABELS if f"{s}_admissions" in summary.index]
     stage_rows = []
-    for key, label in (("admissions", "Admissions"), ("wait_mean_days", "Mean wait"), ("wait_p90_days", "90th percentile wait"),
+    for key, label in (("admissions", "Admissions"), ("admitted_wait_mean_days", "Mean wait"), ("admitted_wait_p90_days", "90th percentile wait"),
                        ("waitlist_mean", "Average waitlist"), ("waitlist_max", "Longest waitlist"),
                        ("waitlist_max_first_year", "Longest waitlist in the first year"),
                        ("census_mean", "Average census"), ("occupancy", "Occupancy"),

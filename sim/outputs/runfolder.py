@@ -79,7 +79,7 @@ def save_run(run: RunResult, dest: Path, *, scenario_path: str | None = None, ov
         write_scenario(folder, "", run)
         return _finish(folder, run.plan, run.warmup, len(run.replications), report, kind="run", scenario=sc.name,
                        scenario_file=scenario_path, overrides=overrides or [], horizon_days=sc.horizon_days,
-                       references=sc.references)
+                       references=sc.references, warnings=[str(f) for f in run.findings])
 
 
 def save_comparison(cmp: ComparisonResult, dest: Path, *, scenario_paths: dict[str, str] | None = None,
@@ -97,7 +97,8 @@ def save_comparison(cmp: ComparisonResult, dest: Path, *, scenario_paths: dict[s
         return _finish(folder, cmp.plan, cmp.warmup, len(next(iter(cmp.runs.values())).replications), report,
                        kind="compare", scenarios=cmp.names, scenario_files=scenario_paths or {},
                        overrides=overrides or [], horizon_days={n: s.horizon_days for n, s in scenarios.items()},
-                       references={k: v for s in scenarios.values() for k, v in s.references.items()}, kpi=cmp.plan.kpi)
+                       references={k: v for s in scenarios.values() for k, v in s.references.items()}, kpi=cmp.plan.kpi,
+                       warnings={n: [str(f) for f in r.findings] for n, r in cmp.runs.items()})
 
 
 def _files(folder: RunFolder) -> list[str]:

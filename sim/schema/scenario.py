@@ -30,7 +30,7 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False), NotBool]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
-#: Levels of care from most to least intensive.  Step-down and overflow only go down.
+#: Levels of care from most to least intensive.  Overflow only goes down; routing may go anywhere.
 StageName = Literal["residential", "php", "iop", "aftercare"]
 STAGE_ORDER: tuple[str, ...] = ("residential", "php", "iop", "aftercare")
 #: Stages that are treatment (completing the last of them completes a program).
@@ -38,11 +38,12 @@ TREATMENT_STAGES: tuple[str, ...] = ("residential", "php", "iop")
 #: Where an intake assessment can send a patient.
 PlacementName = Literal["residential", "php", "iop", "outpatient", "not_eligible"]
 PLACEMENTS: tuple[str, ...] = ("residential", "php", "iop", "outpatient", "not_eligible")
-#: Ways of leaving a stage before the planned stay ends (TEDS discharge reasons).
-ExitName = Literal["dropped_out", "transferred", "terminated", "other"]
-EXITS: tuple[str, ...] = ("dropped_out", "transferred", "terminated", "other")
+#: Ways of leaving a stage before the planned stay ends: the TEDS discharge reasons,
+#: and ``stepped_up`` (clinical deterioration: moved to a more intensive level).
+ExitName = Literal["dropped_out", "transferred", "terminated", "other", "stepped_up"]
+EXITS: tuple[str, ...] = ("dropped_out", "transferred", "terminated", "other", "stepped_up")
 #: Episode outcomes after which relapse can happen.
-RelapseAfter = Literal["completed", "dropped_out", "terminated", "other", "transferred"]
+RelapseAfter = Literal["completed", "dropped_out", "terminated", "other", "transferred", "stepped_up"]
 
 _SUM_TOL = 1e-6
 
@@ -61,13 +62,14 @@ class Shift(FrozenModel):
     """Weekdays on which the shift is worked (mon, tue, wed, thu, fri, sat, sun)."""
     start_hour: Annotated[float, Field(ge=0, lt=24)]
     """Start time, hour of day (0 to under 24; 8.5 is 08:30)."""
-    end_hour: Annotated[float, Field(gt=0, le=24)]
-    """End time, hour of day (over 0 to 24), after start_hour; a shift cannot cross midnight, so write two shifts."""
+    end_hour: Annotated[float, Field(ge=0, le=24)]
+    """End time, hour of day (0 to 24). An end at or before start_hour runs past midnight into the next day (22 to 6 is an overnight shift)."""
 
     @model_validator(mode="after")
     def _positive_length(self):
-        if self.end_hour <= self.start_hour:
-            raise ValueError(f"end_hour must be after start_hour (got {self.start_hour}-{self.end_hour})")
+        if self.end_hour == self.start_hour or (self.start_hour == 0 and self.end_hour == 0):
+            raise ValueError(f"end_hour equals start_hour ({self.start_hour}): a shift needs a length; "
+                             "for a whole day write start_hour: 0, end_hour: 24")
         return self
 
 
@@ -213,6 +215,8 @@ class Exit(FrozenModel):
     """Share of admitted patients who leave by this exit before the planned stay ends (share 0-1)."""
     days: Distribution
     """When the exit happens, in days from admission; the draw is conditioned on falling before the planned stay ends."""
+    to: StageName | None = None
+    """Stage of this program the patient moves to on this exit (e.g. php on deterioration, iop on a lapse in aftercare); none: they leave the program."""
 
 
 class SessionTime(FrozenModel):
@@ -334,9 +338,9 @@ class Stage(FrozenModel):
     patience_days: Distribution | None = None
     """How long a patient waits on the stage's waitlist before leaving, in days; null waits indefinitely."""
     exits: dict[ExitName, Exit] = Field(default_factory=dict)
-    """Early exits before the planned stay ends (dropped_out, transferred, terminated, other); their probabilities sum to at most 1."""
+    """Early exits before the planned stay ends (dropped_out, transferred, terminated, other, stepped_up); their probabilities sum to at most 1. An exit with `to` moves the patient to that stage instead of out of the program."""
     step_down: dict[str, Probability] = Field(default_factory=lambda: {"discharge": 1.0})
-    """Where a completed stay goes next: discharge or an enabled lower stage -> probability (share 0-1), summing to 1."""
+    """Where a completed stay goes next: discharge or any enabled stage -> probability (share 0-1), summing to 1. Usually a lower level (step-down); a higher level is a step-up and this stage itself a repeat; cycles are allowed."""
     overflow_to: StageName | None = None
     """An enabled lower stage that takes an arriving patient when this one is full, instead of the waitlist."""
     cost_per_patient_day: NonNegative = 0.0
@@ -518,13 +522,13 @@ class Scenario(FrozenModel):
                 if target not in enabled:
                     raise _FieldError(
                         f"stages.{name}.step_down.{target}",
-                        f"stage {target!r} is switched off; enabled stages: {', '.join(enabled)}",
+                        f"stage {target!r} is switched off; allowed: {', '.join([*enabled, 'discharge'])}",
                     )
-                if STAGE_ORDER.index(target) <= level:
-                    lower = [s for s in STAGE_ORDER[level + 1 :] if s in enabled] + ["discharge"]
+            for exit_name, ex in stage.exits.items():
+                if ex.to is not None and ex.to not in enabled:
                     raise _FieldError(
-                        f"stages.{name}.step_down.{target}",
-                        f"step-down must go to a lower level; allowed: {', '.join(lower)}",
+                        f"stages.{name}.exits.{exit_name}.to",
+                        f"stage {ex.to!r} is switched off; allowed: {', '.join(enabled)}",
                     )
             if stage.overflow_to is not None:
                 lower = [s for s in STAGE_ORDER[level + 1 :] if s in enabled]

@@ -1,0 +1,201 @@
+"""Checks that catch a plan that cannot work, before and after a run.
+
+A scenario can be valid (every field allowed) and still describe a site that
+cannot run: groups scheduled when no facilitator is on shift, clients whose
+availability no track accepts, a stage offered more patient-days than it has
+places.  Its waits may even look *better* than a workable plan's, because the
+patients it cannot serve leave.  These checks say so in one line each, naming
+the field; ``--strict`` (CLI) turns them into errors.
+
+* :func:`scenario_findings` -- before a run, from the scenario alone.
+* :func:`result_findings` -- after a run, from the KPIs of its replications.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from iopsim.engine.calendar import WeeklyCalendar
+from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, roles_of
+from iopsim.schema.scenario import STAGE_ORDER, WEEKDAYS, Roster, Scenario
+
+#: Share of a track's sessions below the minimum group size above which a run is flagged.
+BELOW_MIN_SHARE = 0.25
+#: Quantile points used to estimate a stage's mean stay (exits race the planned stay).
+_QUANTILES = (np.arange(400) + 0.5) / 400
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: the dotted field it concerns and a plain sentence."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def _clock(day: int, hour: float) -> str:
+    h = int(hour)
+    return f"{WEEKDAYS[day]} {h:02d}:{int(round((hour - h) * 60)):02d}"
+
+
+# --------------------------------------------------------------------------- before a run
+
+
+def scenario_findings(scenario: Scenario) -> list[Finding]:
+    """Everything that makes the scenario's plan unworkable, found without running it."""
+    return [*_facilitator_findings(scenario), *_availability_findings(scenario), *_load_findings(scenario)]
+
+
+def _facilitator_findings(scenario: Scenario) -> list[Finding]:
+    """Group sessions outside every shift of the role they need, or needing more facilitators than are rostered."""
+    iop = scenario.stages.iop
+    if iop is None or iop.tracks is None:
+        return []
+    calendars = {role: [WeeklyCalendar(Roster(shifts=s)) for s in people] for role, people in roles_of(scenario).items()}
+    sessions = []  # (track, start, end, session index) in days, in week 1 (so spans from week 0 count)
+    for name, track in iop.tracks.items():
+        for i, st in enumerate(track.sessions):
+            for d in st.days:
+                a = 7.0 + WEEKDAYS.index(d) + st.start_hour / 24.0
+                sessions.append((name, a, a + st.hours / 24.0, i))
+    out: list[Finding] = []
+    reported: set[tuple[str, int, str]] = set()
+    for name, a, b, i in sessions:
+        track = iop.tracks[name]
+        for fac in track.facilitators:
+            role = fac.role
+            on = sum(1 for cal in calendars.get(role, []) if _covers(cal, a, b))
+            # Facilitators this role must supply at the same time: every group of every track meeting then.
+            need = sum(scenario.stages.iop.tracks[n2].groups * f2.count
+                       for n2, a2, b2, _ in sessions if a2 < b and a < b2
+                       for f2 in scenario.stages.iop.tracks[n2].facilitators if f2.role == role)
+            key = (name, i, role)
+            if key in reported:
+                continue
+            day, hour = int(a - 7.0), (a - 7.0 - int(a - 7.0)) * 24.0
+            where = f"stages.iop.tracks.{name}.sessions.{i}"
+            if on == 0:
+                reported.add(key)
+                out.append(Finding(where, f"the session on {_clock(day, hour)} falls outside every shift of role "
+                                          f"{role!r}; it can never be staffed"))
+            elif on < need:
+                reported.add(key)
+                out.append(Finding(where, f"on {_clock(day, hour)} the groups meeting need {need} {role} "
+                                          f"facilitator{'s' if need > 1 else ''} but at most {on} "
+                                          f"{'is' if on == 1 else 'are'} rostered then; sessions will be cancelled"))
+    return out
+
+
+def _covers(cal: WeeklyCalendar, a: float, b: float) -> bool:
+    start, end = cal.current_or_next(a)
+    return start <= a + 1e-9 and b <= end + 1e-9
+
+
+def _availability_findings(scenario: Scenario) -> list[Finding]:
+    iop = scenario.stages.iop
+    if iop is None or iop.tracks is None:
+        return []
+    accepted = {c for t in iop.tracks.values() for c in t.accepts}
+    return [Finding(f"stages.iop.availability.{c}",
+                    f"no track accepts these clients ({share:.0%} of IOP clients); they can only wait and leave")
+            for c, share in iop.availability.items() if share > 0 and c not in accepted]
+
+
+def _mean_stay(stage) -> float:
+    """Mean length of an admitted stay: the planned stay raced by the early exits (quantile average)."""
+    if stage.tracks is not None:
+        planned = np.full(_QUANTILES.size, float(sum(ph.weeks for ph in stage.program.phases) * 7.0))
+    else:
+        planned = np.asarray(stage.los_days.ppf(_QUANTILES), dtype=float)
+    total = sum(e.probability for e in stage.exits.values())
+    stay = (1.0 - total) * planned.mean()
+    u = _QUANTILES[::8][:, None]  # the exit time's own quantiles, independent of the planned stay's
+    for ex in stage.exits.values():
+        p = np.asarray(ex.days.cdf(planned), dtype=float)[None, :]
+        early = np.broadcast_to(np.asarray(ex.days.ppf(u * p), dtype=float), (u.size, planned.size))
+        early = np.where(p <= 0.0, planned[None, :], np.minimum(early, planned[None, :]))  # as truncated_ppf
+        stay += ex.probability * float(early.mean())
+    return stay
+
+
+def stage_arrivals(scenario: Scenario) -> dict[str, float]:
+    """Expected admissions per day to each stage if every placed referral is admitted.
+
+    The traffic equations of the routing: external arrivals from the referral
+    rate (averaged over the weekday profile and the months) and placements,
+    plus completed stays routed on and exits with ``to``.  Overflow, reneging
+    and returns after relapse are left out, so this is the demand a plan must
+    meet, not what a crowded site ends up admitting.
+    """
+    enabled = scenario.stages.enabled()
+    names = [n for n in STAGE_ORDER if n in enabled]
+    ref = scenario.referrals
+    per_day = ref.referrals_per_week / 7.0 * float(np.mean(ref.month_multipliers))
+    gamma = np.array([per_day * sum(s.share * s.placement.get(n, 0.0) for s in ref.sources.values()) for n in names])
+    p = np.zeros((len(names), len(names)))
+    for i, n in enumerate(names):
+        st = enabled[n]
+        completed = 1.0 - sum(e.probability for e in st.exits.values())
+        for j, m in enumerate(names):
+            p[i, j] += completed * st.step_down.get(m, 0.0)
+            p[i, j] += sum(e.probability for e in st.exits.values() if e.to == m)
+    try:
+        lam = np.linalg.solve(np.eye(len(names)) - p.T, gamma)
+    except np.linalg.LinAlgError:  # a closed loop that never discharges: unbounded
+        lam = np.full(len(names), math.inf)
+    return dict(zip(names, lam.tolist()))
+
+
+def _load_findings(scenario: Scenario) -> list[Finding]:
+    out = []
+    arrivals = stage_arrivals(scenario)
+    for name, st in scenario.stages.enabled().items():
+        places = sum(t.groups * t.max_group_size for t in st.tracks.values()) if st.tracks else st.capacity
+        if places is None:
+            continue
+        lam = arrivals[name]
+        stay = _mean_stay(st)
+        load = lam * stay / places
+        if load >= 1.0:
+            out.append(Finding(f"stages.{name}", f"offered load {load:.2f} >= 1 ({lam:.2f} admissions a day x "
+                                                 f"{stay:.1f}-day mean stay / {places} places): its waitlist will "
+                                                 "grow without bound, or patients will leave it"))
+    return out
+
+
+# --------------------------------------------------------------------------- after a run
+
+
+def result_findings(per_replication: pd.DataFrame, scenario: Scenario) -> list[Finding]:
+    """What went wrong in a run: undersized groups, cancelled sessions, staff time that could not be booked."""
+    mean = per_replication.drop(columns=["replication"], errors="ignore").mean(numeric_only=True)
+    years = max(scenario.horizon_days - scenario.warmup_days, 1) / 365.0
+    out: list[Finding] = []
+    iop = scenario.stages.iop
+    for name, t in (iop.tracks or {}).items() if iop is not None else ():
+        p = f"iop_track_{name}_"
+        below = mean.get(p + "share_sessions_below_min", math.nan)
+        if below == below and below > BELOW_MIN_SHARE:
+            out.append(Finding(f"stages.iop.tracks.{name}.min_group_size",
+                               f"{below:.0%} of held sessions had fewer than {t.min_group_size} attendees "
+                               f"(more than {BELOW_MIN_SHARE:.0%})"))
+        cancelled = mean.get(p + "sessions_cancelled", 0.0)
+        if cancelled > 0:
+            held = mean.get(p + "sessions_held", 0.0)
+            out.append(Finding(f"stages.iop.tracks.{name}.facilitators",
+                               f"{cancelled / years:.0f} sessions a year cancelled for want of staff "
+                               f"({cancelled / max(cancelled + held, 1e-9):.0%} of those due)"))
+    for role in roles_of(scenario):
+        unmet = mean.get(f"staff_{role}_unmet_hours", 0.0)
+        if unmet > 0:
+            out.append(Finding("intake.clinicians" if role == INTAKE_SHORTHAND_ROLE else f"staff.roles.{role}",
+                               f"{unmet / years:.0f} hours a year of {role} work could not be booked "
+                               "(services or assessments no one on the roster could take)"))
+    return out

@@ -1,0 +1,156 @@
+"""Waits that count everyone (iopsim.analysis.access): estimators and the KPIs they give.
+
+* Kaplan-Meier against SciPy's censored ECDF (a peer implementation).
+* Aalen-Johansen cumulative incidence: plain shares without censoring, and
+  admitted + lost + still waiting = 1.
+* An M/M/c queue with exponential patience (Erlang A): the share of referrals
+  lost before admission matches the birth-death solution.
+* The defect these KPIs fix: a site where many give up shows a small wait of
+  those admitted, but a large share lost and a long referral-to-admission p90.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import shipped_raw
+from iopsim.analysis.access import cumulative_incidence, kaplan_meier, km_quantile, referral_outcomes
+from iopsim.analysis.stats import mean_ci
+from iopsim.experiments.replications import run_replication, run_replications
+from iopsim.schema.scenario import validate_raw
+
+
+def test_kaplan_meier_matches_scipy():
+    rng = np.random.default_rng(1)
+    t = np.round(rng.exponential(5.0, 400), 1)  # ties on purpose
+    observed = rng.random(400) < 0.7
+    times, surv = kaplan_meier(t, observed)
+    ref = stats.ecdf(stats.CensoredData(uncensored=t[observed], right=t[~observed])).sf
+    assert np.allclose(surv, ref.evaluate(times), atol=1e-12)
+    q = km_quantile(times, surv, 0.5)
+    assert ref.evaluate(q) <= 0.5 + 1e-12 and (q == times[0] or ref.evaluate(times[times < q][-1]) > 0.5)
+
+
+def test_km_quantile_is_nan_when_never_reached():
+    times, surv = kaplan_meier(np.array([1.0, 2.0, 3.0, 4.0]), np.array([True, False, False, False]))
+    assert math.isnan(km_quantile(times, surv, 0.5)) and km_quantile(times, surv, 0.25) == 1.0
+
+
+def test_cumulative_incidence_without_censoring_is_the_plain_share():
+    d = np.array([1.0, 2.0, 2.0, 5.0, 8.0, 9.0])
+    k = np.array([1, 2, 1, 1, 2, 1])
+    assert cumulative_incidence(d, k, 1, 2.0) == pytest.approx(2 / 6)
+    assert cumulative_incidence(d, k, 2, math.inf) == pytest.approx(2 / 6)
+    assert cumulative_incidence(d, k, 1, math.inf) == pytest.approx(4 / 6)
+
+
+def test_cumulative_incidences_and_survival_sum_to_one():
+    rng = np.random.default_rng(2)
+    d = rng.exponential(3.0, 500)
+    k = rng.choice([0, 1, 2], 500, p=[0.3, 0.5, 0.2])
+    for at in (1.0, 3.0, 10.0):
+        times, surv = kaplan_meier(d, k > 0)
+        s = surv[times <= at][-1] if (times <= at).any() else 1.0
+        total = cumulative_incidence(d, k, 1, at) + cumulative_incidence(d, k, 2, at) + s
+        assert total == pytest.approx(1.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- Erlang A
+
+
+def erlang_a_abandonment(lam: float, mu: float, theta: float, c: int, n_max: int = 400) -> float:
+    """P(abandon) of M/M/c+M: birth-death chain, truncated far in the tail."""
+    pi = [1.0]
+    for n in range(1, n_max):
+        pi.append(pi[-1] * lam / (min(n, c) * mu + max(n - c, 0) * theta))
+    pi = np.array(pi) / sum(pi)
+    n = np.arange(n_max)
+    return float((pi * np.maximum(n - c, 0) * theta).sum() / lam)
+
+
+LAM, MEAN_STAY, PATIENCE, C = 1.2, 3.0, 2.0, 3  # offered load 3.6 > c: many give up
+
+
+def reneging_scenario(horizon=3_000, seed=11):
+    raw = {
+        "name": "erlang-a", "seed": seed, "horizon_days": horizon, "warmup_days": 100,
+        "referrals": {"referrals_per_week": LAM * 7, "sources": {"all": {"share": 1.0, "placement": {"iop": 1.0}}}},
+        "stages": {"iop": {"capacity": C, "los_days": {"dist": "exponential", "mean": MEAN_STAY},
+                           "patience_days": {"dist": "exponential", "mean": PATIENCE}}},
+    }
+    return validate_raw(raw, "test")
+
+
+@functools.lru_cache(maxsize=None)
+def _reneging_runs():
+    return run_replications(reneging_scenario(), 8, jobs=2)
+
+
+@pytest.mark.parametrize("kpi", ["referral_lost_before_admission", "referral_lost_at_iop", "iop_share_lost_waiting"])
+def test_share_lost_matches_erlang_a(kpi):
+    theory = erlang_a_abandonment(LAM, 1 / MEAN_STAY, 1 / PATIENCE, C)
+    values = [r.kpis[kpi] for r in _reneging_runs()]
+    mean, _sd, lo, hi, _ = mean_ci(values, 1 - 0.05 / 3)
+    assert 0.2 < theory < 0.5 and (hi - lo) / 2 < 0.1 * theory, (theory, lo, hi)
+    assert lo <= theory <= hi, f"{kpi}: Erlang A {theory:.4f} outside CI [{lo:.4f}, {hi:.4f}]"
+
+
+def test_waits_of_the_admitted_flatter_a_site_where_many_give_up():
+    k = _reneging_runs()[0].kpis
+    assert k["referral_lost_before_admission"] > 0.2
+    # Of those admitted, nine in ten waited less than this ...
+    assert k["iop_admitted_wait_p90_days"] < 4.0
+    # ... but counting everyone referred, fewer than 80 % are admitted within 30 days.
+    assert k["referral_admitted_within_30_days"] <= 1 - k["referral_lost_before_admission"] + 1e-9
+    assert k["referral_to_admission_p90_days"] > k["iop_admitted_wait_p90_days"]
+
+
+def test_referral_outcomes_follow_every_episode():
+    sc = reneging_scenario(horizon=300)
+    res = run_replication(sc, 0)
+    r = referral_outcomes(res.records, sc, 0.0)
+    ep = res.records["episodes"]
+    assert len(r) == int((ep["t_referral"] >= 0).sum()), "every referred episode must be followed"
+    assert set(r["outcome"]) <= {"admitted", "lost", "waiting"}
+    v = res.records["visits"]
+    lost = r[r["outcome"] == "lost"]
+    reneged = v[(v["outcome"] == "reneged")]
+    assert len(lost) == len(reneged) and (lost["lost_at"] == "iop").all()
+    assert (r["days"] >= 0).all()
+    waiting = r[r["outcome"] == "waiting"]
+    assert np.allclose(waiting["days"], sc.horizon_days - waiting["t_referral"])
+
+
+def test_no_patience_means_nobody_is_lost():
+    raw = reneging_scenario(horizon=200).model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw["stages"]["iop"].pop("patience_days")
+    raw["referrals"]["referrals_per_week"] = 2.0 * 7  # overloaded: the waitlist grows without bound
+    k = run_replication(validate_raw(raw, "test"), 0).kpis
+    assert k["referral_lost_before_admission"] == 0.0 and k["iop_share_lost_waiting"] == 0.0
+    assert k["referral_admitted_within_7_days"] < 0.6
+
+
+def test_sent_elsewhere_at_intake_is_not_in_the_cohort():
+    raw = reneging_scenario(horizon=200).model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw["referrals"]["sources"]["all"]["placement"] = {"iop": 0.5, "outpatient": 0.5}
+    sc = validate_raw(raw, "test")
+    res = run_replication(sc, 0)
+    k = res.kpis
+    ep = res.records["episodes"]
+    placed = int(((ep["placement"] == "iop") & (ep["t_referral"] >= sc.warmup_days)).sum())
+    assert 0 < placed < int((ep["t_referral"] >= sc.warmup_days).sum())
+    assert k["referral_cohort"] == placed
+
+
+def test_tracked_iop_reports_referral_to_first_session_per_track():
+    sc = validate_raw(shipped_raw("baseline"), "baseline")
+    k = run_replication(sc, 0).kpis
+    for track in sc.stages.iop.tracks:
+        med = k[f"iop_track_{track}_referral_to_first_session_median_days"]
+        p90 = k[f"iop_track_{track}_referral_to_first_session_p90_days"]
+        assert 0 <= med <= p90 < 60, (track, med, p90)
