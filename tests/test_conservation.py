@@ -64,7 +64,33 @@ def stressed_raw() -> dict:
     return raw
 
 
-VARIANTS = {"baseline": baseline_raw, "stressed": stressed_raw}
+def plans_raw() -> dict:
+    """The stressed site with individual IOP plans: lengths by prior stage, severity, reviews."""
+    raw = stressed_raw()
+    raw["name"] = "plans"
+    raw["stages"]["iop"]["program"]["plan"] = {
+        "weeks": {"dist": "lognormal", "median": 7, "sigma": 0.5},
+        "after": {"residential": {"dist": "uniform", "low": 3, "high": 6}},
+        "severity": {"mild": {"share": 0.6}, "severe": {"share": 0.4, "length_factor": 1.5, "attendance_factor": 0.9}},
+        "reviews": [{"week": 3, "extend_weeks": 2, "extend_if_missed": 2, "extend_probability": 0.2},
+                    {"week": 5, "shorten_weeks": 1, "shorten_probability": 0.3}],
+    }
+    return raw
+
+
+def step_up_raw() -> dict:
+    """The stressed site where IOP steps up to PHP and aftercare back to IOP: cycles within episodes."""
+    raw = stressed_raw()
+    raw["name"] = "step-up"
+    raw["stages"]["iop"]["exits"]["stepped_up"] = {"probability": 0.1, "days": {"dist": "exponential", "mean": 10},
+                                                   "to": "php"}
+    raw["stages"]["aftercare"]["exits"]["stepped_up"] = {"probability": 0.15, "days": {"dist": "exponential", "mean": 20},
+                                                         "to": "iop"}
+    raw["stages"]["php"]["step_down"] = {"iop": 0.8, "php": 0.05, "discharge": 0.15}
+    return raw
+
+
+VARIANTS = {"baseline": baseline_raw, "stressed": stressed_raw, "plans": plans_raw, "step_up": step_up_raw}
 
 
 @functools.lru_cache(maxsize=None)

@@ -74,6 +74,12 @@ KPI_UNITS = {
     "census_max": ("Peak census", "patients"),
     "occupancy": ("Occupancy", "fraction"),
     "stepped_up": ("Stepped up (moved to a more intensive level)", "patients"),
+    "planned_stay_mean_days": ("Mean planned length of stay (ended stays)", "days"),
+    "stay_mean_days_completed": ("Mean length of completed stays", "days"),
+    "planned_stay_mean_days_completed": ("Mean planned length of completed stays", "days"),
+    "stay_mean_days_dropped_out": ("Mean length of stays ended by dropout", "days"),
+    "planned_stay_mean_days_dropped_out": ("Mean planned length of stays ended by dropout", "days"),
+    "share_extended": ("Share of ended stays whose plan was extended", "fraction"),
     "referral_cohort": ("Referrals followed for access (placed in a level of care, or lost at intake)", "patients"),
     "referral_admitted_within_7_days": ("Share of referrals admitted to treatment within 7 days", "fraction"),
     "referral_admitted_within_14_days": ("Share of referrals admitted to treatment within 14 days", "fraction"),
@@ -208,6 +214,8 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
     t_leave = visits["t_leave"].to_numpy(dtype=float)
     stage_col = visits["stage"].to_numpy(dtype=object)
     outcome_col = visits["outcome"].to_numpy(dtype=object)
+    planned = visits["planned_days"].to_numpy(dtype=float)
+    extensions = visits["extensions"].to_numpy()
     lv_stage = levels["stage"].to_numpy(dtype=object) if len(levels) else np.array([], dtype=object)
     lv_day = levels["day"].to_numpy() if len(levels) else np.array([])
 
@@ -230,6 +238,8 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
         ended = admitted & ~np.isnan(t_leave)
         stays = t_leave[ended] - t_admit[ended]
         k[f"{stage}_stay_mean_days"] = float(stays.mean()) if stays.size else math.nan
+        if stage != "intake":
+            k.update(_plan_kpis(stage, ended, t_admit, t_leave, planned, outcome_col, extensions))
         k[f"{stage}_share_lost_waiting"] = _share_lost_waiting(m & (t_join >= w0), t_join, t_admit, t_leave,
                                                                outcome_col, horizon)
         sel = (lv_stage == stage) & (lv_day >= w0)
@@ -254,6 +264,20 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
     k.update(track_kpis(records, scenario, w0))
     k.update(staff_kpis(records, scenario, w0, horizon, k))
     k.update(cost_kpis(records, scenario, w0, horizon, k, patient_days))
+    return k
+
+
+def _plan_kpis(stage, ended, t_admit, t_leave, planned, outcome, extensions) -> dict[str, float]:
+    """Planned and actual length of the stays that ended in the window, overall and by outcome."""
+    k = {}
+    stays = t_leave - t_admit
+    nan = math.nan
+    k[f"{stage}_planned_stay_mean_days"] = float(planned[ended].mean()) if ended.any() else nan
+    for o in ("completed", "dropped_out"):
+        m = ended & (outcome == o)
+        k[f"{stage}_stay_mean_days_{o}"] = float(stays[m].mean()) if m.any() else nan
+        k[f"{stage}_planned_stay_mean_days_{o}"] = float(planned[m].mean()) if m.any() else nan
+    k[f"{stage}_share_extended"] = float((extensions[ended] > 0).mean()) if ended.any() else nan
     return k
 
 

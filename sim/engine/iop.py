@@ -32,7 +32,13 @@ level of care.  The model, in the order things happen:
   ``missed_sessions_dropout`` consecutive misses end the stay as
   ``dropped_out``.  A cancelled session counts neither as attended nor as
   missed.
-* **Completion.**  After the phases' total weeks from the member's first
+* **Individual plans** (``program.plan``).  Each client's planned length is
+  drawn when they take a seat (by the stage they step down from, their
+  referral source, and a severity class that also scales attendance); the
+  phases scale with it.  Progress reviews at set weeks extend the plan (after
+  too many missed sessions, or by chance) or shorten it; an extension holds
+  the seat longer.  Without a plan every client follows the phases' weeks.
+* **Completion.**  After the planned length from the member's first
   session, or (``program.sessions``) at the end of the session at which the
   member reaches that many attended sessions.  Other early exits
   (transferred, terminated, other) race as in :mod:`iopsim.engine.model`, with the
@@ -56,7 +62,8 @@ class Member:
     """A patient's seat in a group, and their progress through the program."""
 
     __slots__ = ("patient", "rec", "group", "t_seat", "t_first", "attended", "missed_run", "week", "week_count",
-                 "done", "finished", "_u", "_pos", "_rng")
+                 "done", "finished", "_u", "_pos", "_rng", "plan_days", "phase_ends", "att_factor", "missed",
+                 "extensions")
 
     def __init__(self, patient: Patient, rec: list, group: "Group", t_seat: float, rng):
         self.patient = patient
@@ -73,6 +80,11 @@ class Member:
         self._rng = rng
         self._u: list[float] = []
         self._pos = 0
+        self.plan_days = 0.0  # this client's planned program length (set on joining)
+        self.phase_ends: list[float] = []  # days from the first session at which each phase ends
+        self.att_factor = 1.0  # severity's factor on attendance
+        self.missed = 0  # scheduled sessions missed so far
+        self.extensions = 0
 
     def uniform(self) -> float:
         """Next attendance uniform of this patient (a per-patient stream: CRN-safe)."""
@@ -138,6 +150,14 @@ class TrackedIOP(Stage):
             self.phase_ends.append(acc)
         self.program_days = acc
         self.sessions_per_week = [ph.sessions_per_week for ph in prog.phases]
+        self.plan = prog.plan
+        if self.plan is not None:
+            s = model.streams
+            self.plan_u = s.patient("iop.plan.weeks")
+            self.severity_u = s.patient("iop.plan.severity") if self.plan.severity else None
+            self.severities = _cumulative({k: v.share for k, v in self.plan.severity.items()})
+            self.review_u = [(s.patient(f"iop.plan.review.{i}.extend"), s.patient(f"iop.plan.review.{i}.shorten"))
+                             for i in range(len(self.plan.reviews))]
         self.classes = _cumulative(cfg.availability)
         self.availability_u = model.streams.patient("iop.availability")
         self.seed = model.seed
@@ -174,6 +194,7 @@ class TrackedIOP(Stage):
         now = self.env.now
         rng = generator(self.seed, self.rep, "iop.attendance", p.vns, p.index)
         m = Member(p, rec, group, now, rng)
+        self._set_plan(m, p)
         m.done = self.env.event()
         group.members.append(m)
         self.occupied += 1
@@ -181,6 +202,83 @@ class TrackedIOP(Stage):
         rec[5] = now
         rec[9] = group.track.name
         return m
+
+    # -- individual plans -------------------------------------------------------------
+    def _set_plan(self, m: Member, p: Patient) -> None:
+        """This client's planned length and phases (the program's own without a ``plan``).
+
+        The planned length in weeks comes from ``after[stage]`` when the client
+        steps down from that stage, else ``by_source[source]``, else ``weeks``;
+        a severity class multiplies it.  Phases scale by ``phase_rule``:
+        ``share`` keeps each phase's share of the weeks, ``intensive_first``
+        keeps the first phase's weeks (cut to the plan) and shares the rest
+        among the later phases in proportion to their weeks.
+        """
+        m.rec[12] = 0
+        plan = self.plan
+        if plan is None:
+            m.plan_days = self.program_days
+            m.phase_ends = self.phase_ends
+            m.rec[11] = self.program_days
+            return
+        dist = plan.after.get(p.prev) if p.prev is not None else None
+        if dist is None:
+            dist = plan.by_source.get(p.source, plan.weeks)
+        days = 7.0 * float(dist.ppf(self.plan_u.get(p.vns, p.index)))
+        if self.severity_u is not None:
+            if p.severity is None:
+                p.severity = _categorical(self.severity_u.get(p.ns, p.index), self.severities)
+            sev = plan.severity[p.severity]
+            days *= sev.length_factor
+            m.att_factor = sev.attendance_factor
+        days = max(days, 1.0 / 24.0)  # at least an hour: a plan of zero weeks would never meet
+        m.plan_days = days
+        m.phase_ends = self._scaled_phases(days)
+        m.rec[11] = days
+
+    def _scaled_phases(self, days: float) -> list[float]:
+        total = self.program_days
+        ends = self.phase_ends
+        if days == total:
+            return ends
+        if self.plan.phase_rule == "share" or len(ends) == 1:
+            f = days / total
+            return [e * f for e in ends[:-1]] + [days]
+        first = min(ends[0], days)
+        rest_total = total - ends[0]
+        f = (days - first) / rest_total
+        return [first] + [first + (e - ends[0]) * f for e in ends[1:-1]] + [days]
+
+    def _review(self, m: Member, i: int) -> None:
+        """Progress review ``i``: extend (missed sessions, or by chance) or shorten the plan; the last phase changes."""
+        if m.finished:
+            return
+        r = self.plan.reviews[i]
+        p = m.patient
+        ext_u, short_u = self.review_u[i]
+        u_ext, u_short = ext_u.get(p.vns, p.index), short_u.get(p.vns, p.index)
+        now = self.env.now
+        extend = (r.extend_if_missed is not None and m.missed >= r.extend_if_missed) or u_ext < r.extend_probability
+        if extend and r.extend_weeks > 0:
+            m.plan_days += 7.0 * r.extend_weeks
+            m.phase_ends = [*m.phase_ends[:-1], m.plan_days]
+            m.extensions += 1
+            m.rec[12] = m.extensions
+        elif not extend and r.shorten_weeks > 0 and u_short < r.shorten_probability:
+            days = max(m.plan_days - 7.0 * r.shorten_weeks, now - m.t_first)
+            m.plan_days = days
+            m.phase_ends = [min(e, days) for e in m.phase_ends[:-1]] + [days]
+            self.env.timeout(max(m.t_first + days - now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
+
+    def _complete(self, m: Member) -> None:
+        """The planned end: complete, unless the plan was extended since this timer was set."""
+        if m.finished:
+            return
+        due = m.t_first + m.plan_days
+        if self.env.now < due - 1e-7:
+            self.env.timeout(due - self.env.now).callbacks.append(lambda _e, m=m: self._complete(m))
+            return
+        self._finish(m, "completed")
 
     # -- the visit ------------------------------------------------------------------
     def _visit_here(self, p: Patient, intended: str, residual_u: float | None):
@@ -201,10 +299,10 @@ class TrackedIOP(Stage):
                 return result, None, self.name
             m = w.member
         if residual_u is not None:  # in the program on day 0: part of it is behind them
-            self._start(m, env.now - residual_u * self.program_days)
+            self._start(m, env.now - residual_u * m.plan_days)
             if self.cfg.program.sessions is not None:
                 m.attended = int(residual_u * self.cfg.program.sessions)
-        outcome, stay = self.plan_stay(p)
+        outcome, stay = self.plan_stay(p, m.plan_days)
         if outcome != "completed":
             env.timeout(stay).callbacks.append(lambda _e, m=m, o=outcome: self._finish(m, o))
         outcome = yield m.done
@@ -214,22 +312,29 @@ class TrackedIOP(Stage):
         rec[8] = nxt
         return outcome, nxt, self.name
 
-    def plan_stay(self, p: Patient) -> tuple[str, float]:
-        """Early exits other than dropout, racing the program's planned length."""
+    def plan_stay(self, p: Patient, planned: float | None = None) -> tuple[str, float]:
+        """Early exits other than dropout, racing the planned length (the client's plan, else the program's)."""
+        planned = self.program_days if planned is None else planned
         if not self.exits:
-            return "completed", self.program_days
+            return "completed", planned
         name = _categorical(self.exit_u.get(p.vns, p.index), [(x, c) for x, c, _ in self.exits], "completed")
         if name == "completed":
-            return name, self.program_days
+            return name, planned
         dist = next(d for x, _, d in self.exits if x == name)
-        return name, dist.truncated_ppf(self.exit_time_u.get(p.vns, p.index), self.program_days)
+        return name, dist.truncated_ppf(self.exit_time_u.get(p.vns, p.index), planned)
 
     def _start(self, m: Member, t_first: float) -> None:
         m.t_first = t_first
         m.rec[10] = t_first
         if self.cfg.program.sessions is None:
-            end = t_first + self.program_days
-            self.env.timeout(max(end - self.env.now, 0.0)).callbacks.append(lambda _e, m=m: self._finish(m, "completed"))
+            end = t_first + m.plan_days
+            self.env.timeout(max(end - self.env.now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
+        if self.plan is not None:
+            now = self.env.now
+            for i, r in enumerate(self.plan.reviews):
+                at = t_first + 7.0 * r.week
+                if at >= now:
+                    self.env.timeout(at - now).callbacks.append(lambda _e, m=m, i=i: self._review(m, i))
 
     def _finish(self, m: Member, outcome: str) -> None:
         """The member leaves their group; their seat goes to the next feasible waiting patient."""
@@ -337,7 +442,7 @@ class TrackedIOP(Stage):
             # completion timer and the session clock may differ by rounding).
             for g in track.groups:
                 for m in list(g.members):
-                    if m.t_first is not None and ts >= m.t_first + self.program_days - 1e-7:
+                    if m.t_first is not None and ts >= m.t_first + m.plan_days - 1e-7:
                         self._finish(m, "completed")
         meeting: list[tuple[Group, list | None]] = []
         for g in track.groups:
@@ -415,7 +520,8 @@ class TrackedIOP(Stage):
                 self._start(m, ts)
             elapsed = ts - m.t_first
             phase = 0
-            while phase < len(self.phase_ends) - 1 and elapsed >= self.phase_ends[phase] - _EPS:
+            ends = m.phase_ends
+            while phase < len(ends) - 1 and elapsed >= ends[phase] - _EPS:
                 phase += 1
             if m.week != week_idx:
                 m.week, m.week_count = week_idx, 0
@@ -423,7 +529,10 @@ class TrackedIOP(Stage):
                 continue
             m.week_count += 1
             expected += 1
-            if m.uniform() < m.group.track.attendance[phase]:
+            p_attend = m.group.track.attendance[phase]
+            if m.att_factor != 1.0:
+                p_attend = min(1.0, p_attend * m.att_factor)
+            if m.uniform() < p_attend:
                 attended += 1
                 m.attended += 1
                 m.missed_run = 0
@@ -431,6 +540,7 @@ class TrackedIOP(Stage):
                     leaving.append((m, "completed"))
             else:
                 m.missed_run += 1
+                m.missed += 1
                 if m.missed_run >= prog.missed_sessions_dropout:
                     leaving.append((m, "dropped_out"))
         return expected, attended, leaving

@@ -161,6 +161,7 @@ class Model:
             u = self.residual_u.get(p.ns, p.index) if residual else None
             residual = False
             outcome, nxt, used = yield from self.stages[stage]._target(p)._visit_here(p, stage, u)
+            p.prev = used
             last_stage, last_outcome = used, outcome
             if used in TREATMENT_STAGES and outcome != "reneged" and outcome != "relapsed":
                 treatment_outcome = outcome

@@ -52,7 +52,8 @@ def visit_namespace(p: "Patient", stage: str) -> int:
 class Patient:
     """One person; ``episode`` counts their referrals.  Initial patients have negative ids."""
 
-    __slots__ = ("id", "episode", "source", "ns", "index", "ep_rec", "t_relapse", "availability", "vns", "seen")
+    __slots__ = ("id", "episode", "source", "ns", "index", "ep_rec", "t_relapse", "availability", "vns", "seen",
+                 "prev", "severity")
 
     def __init__(self, pid: int, episode: int, source: str):
         self.id = pid
@@ -67,6 +68,8 @@ class Patient:
         self.ep_rec: list | None = None
         self.t_relapse = INF
         self.availability: str | None = None  # drawn when first needed (tracked IOP)
+        self.severity: str | None = None  # drawn at the first IOP plan (tracked IOP with severity classes)
+        self.prev: str | None = None  # the stage this visit follows in the episode (None: placed here)
 
 
 class _Waiter:
@@ -326,8 +329,10 @@ class Stage(_WaitlistOwner):
             log.debug("t=%.4f %s: patient %d (episode %d) admitted", now, self.name, p.id, p.episode)
         if self.exits:
             outcome, stay = self.plan_stay(p)
+            rec[11] = self.los.get(p.vns, p.index)
         else:
             outcome, stay = "completed", self.los.get(p.vns, p.index)
+            rec[11] = stay
         if residual_u is not None:  # already in care on day 0: only the rest of the stay remains
             stay *= residual_u
         if now + stay > p.t_relapse:

@@ -285,12 +285,76 @@ class Phase(FrozenModel):
     """Most sessions a member is scheduled for in each calendar week (Monday to Sunday) of the phase."""
 
 
+class Severity(FrozenModel):
+    """A severity class set at the assessment: it stretches the planned length and scales attendance."""
+
+    share: Probability
+    """Share of IOP clients in this class (share 0-1); the shares of all classes sum to 1."""
+    length_factor: Annotated[float, Field(gt=0, le=10)] = 1.0
+    """Multiplies the planned program length (1 leaves it; 1.5 is half as long again)."""
+    attendance_factor: Annotated[float, Field(gt=0, le=10)] = 1.0
+    """Multiplies the probability of attending each scheduled session (capped at 1)."""
+
+
+class Review(FrozenModel):
+    """A progress review at a set week of the program: the plan may be extended or shortened.
+
+    A client is extended if they missed at least ``extend_if_missed`` sessions
+    so far, or else with ``extend_probability``; one not extended is shortened
+    with ``shorten_probability``.  An extension holds the client's seat longer.
+    """
+
+    week: Annotated[int, Field(ge=1)]
+    """Week of the program (from the first session) at whose start the review happens."""
+    extend_weeks: Annotated[float, Field(ge=0)] = 0.0
+    """Weeks added to the plan when it is extended."""
+    extend_probability: Probability = 0.0
+    """Probability that the plan is extended at this review (share 0-1)."""
+    extend_if_missed: Annotated[int, Field(ge=1)] | None = None
+    """Extend the plan of every client who has missed at least this many scheduled sessions so far."""
+    shorten_weeks: Annotated[float, Field(ge=0)] = 0.0
+    """Weeks taken off the plan when it is shortened (never ending it before the review)."""
+    shorten_probability: Probability = 0.0
+    """Probability that a plan not extended is shortened at this review (share 0-1)."""
+
+
+class TreatmentPlan(FrozenModel):
+    """Individual treatment plans, set at the assessment: each client's own program length.
+
+    The planned length in weeks is drawn from ``after[stage]`` for a client
+    stepping down from that level of care, else ``by_source[source]`` for their
+    referral source, else ``weeks``; a severity class then stretches it.  The
+    phases scale with the plan by ``phase_rule``.
+    """
+
+    weeks: Distribution
+    """Planned program length in weeks, for clients no rule below covers."""
+    by_source: dict[str, Distribution] = Field(default_factory=dict)
+    """Planned length in weeks by referral source (names from referrals.sources)."""
+    after: dict[StageName, Distribution] = Field(default_factory=dict)
+    """Planned length in weeks for clients stepping down from this level of care (e.g. residential)."""
+    phase_rule: Literal["share", "intensive_first"] = "share"
+    """How phases scale: share -- each phase keeps its share of the weeks; intensive_first -- the first phase keeps its weeks and the later phases share the rest."""
+    severity: dict[str, Severity] = Field(default_factory=dict)
+    """Severity classes set at the assessment; none: every client is alike."""
+    reviews: list[Review] = Field(default_factory=list)
+    """Progress reviews, in any order."""
+
+    @field_validator("severity")
+    @classmethod
+    def _severity_sum(cls, v):
+        if v:
+            _check_sums_to_one({k: s.share for k, s in v.items()}, "severity shares")
+        return v
+
+
 class Program(FrozenModel):
     """The IOP program: phases of falling intensity (TIP 47), completion and dropout rules.
 
     A client completes after the phases' total weeks from their first
-    session, or, if ``sessions`` is given, on attending that many sessions.
-    ``missed_sessions_dropout`` consecutive missed sessions count as dropout.
+    session (or their own planned length, with ``plan``), or, if ``sessions``
+    is given, on attending that many sessions.  ``missed_sessions_dropout``
+    consecutive missed sessions count as dropout.
     """
 
     phases: list[Phase] = Field(min_length=1)
@@ -299,6 +363,14 @@ class Program(FrozenModel):
     """If set, a member completes on attending this many sessions; null completes after the phases' total weeks."""
     missed_sessions_dropout: Annotated[int, Field(ge=1)] = 3
     """Number of consecutive scheduled sessions missed that ends the stay as dropped_out."""
+    plan: TreatmentPlan | None = None
+    """Individual treatment plans (program length by client, reviews); null: every client follows the phases' total weeks."""
+
+    @model_validator(mode="after")
+    def _plan_or_sessions(self):
+        if self.plan is not None and self.sessions is not None:
+            raise _FieldError("plan", "a plan sets the program's length in weeks; remove sessions (or the plan)")
+        return self
 
 
 class Service(FrozenModel):
@@ -549,6 +621,17 @@ class Scenario(FrozenModel):
         if self.start_state.intake_waitlist and self.intake is None:
             raise _FieldError("start_state.intake_waitlist", "intake is switched off; must be 0")
         self._check_roles(enabled)
+        plan = self.stages.iop.program.plan if self.stages.iop is not None and self.stages.iop.program else None
+        if plan is not None:
+            for src in plan.by_source:
+                if src not in self.referrals.sources:
+                    raise _FieldError(f"stages.iop.program.plan.by_source.{src}",
+                                      f"unknown referral source; sources: {', '.join(self.referrals.sources)}")
+            for stage in plan.after:
+                if stage not in enabled or stage == "iop":
+                    others = [s for s in enabled if s != "iop"]
+                    raise _FieldError(f"stages.iop.program.plan.after.{stage}",
+                                      f"must be another enabled stage; allowed: {', '.join(others) or 'none'}")
         return self
 
     def _check_roles(self, enabled: dict[str, "Stage"]) -> None:
