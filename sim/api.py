@@ -1,6 +1,6 @@
 """The public Python API of iopsim: what the command line and notebooks call.
 
-Everything a user needs is exported from :mod:`iopsim` itself::
+Everything a user needs is exported from `iopsim` itself::
 
     import iopsim
 
@@ -14,7 +14,7 @@ A replication's result depends only on (scenario, replication number, seed),
 so ``jobs`` changes how fast results come, never what they are.  ``jobs > 1``
 works in a notebook and in a plain script, with or without an
 ``if __name__ == "__main__":`` guard (see
-:func:`iopsim.experiments.replications.worker_context`).
+`worker_context()`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ __all__ = [
 def check(scenario: Scenario | str | Path) -> list[Finding]:
     """Problems that make a valid scenario's plan unworkable, found without running it.
 
-    Each :class:`~iopsim.analysis.checks.Finding` names a field and says what
+    Each `Finding` names a field and says what
     is wrong in one sentence: a group session outside every shift of the role
     it needs (or needing more facilitators than are rostered then), an
     availability class no track accepts, a stage whose offered load (expected
@@ -71,11 +71,11 @@ def load_scenario(path: str | Path, overrides: Overrides | None = None) -> Scena
     Args:
         path: a scenario YAML file.
         overrides: field values to change, as a mapping of dotted paths to values
-            (``{"stages.iop.places": 30, "staff.roles.counselor.teams.0.headcount": 3}``)
+            (``{"stages.residential.capacity": 12, "staff.roles.counselor.teams.0.headcount": 3}``)
             or as ``"dotted.path=value"`` strings, exactly like the CLI's ``--set``.
 
     Returns:
-        The validated, immutable :class:`~iopsim.schema.scenario.Scenario`.
+        The validated, immutable `Scenario`.
 
     Raises:
         ScenarioError: one line naming the file, the field and what is allowed.
@@ -123,7 +123,7 @@ class Results:
         summary: one row per KPI: ``kpi``, ``label``, ``unit``, ``mean``, ``sd``,
             ``ci_low``, ``ci_high``, ``half_width`` (95 %), ``n``.
         per_replication: one row of KPIs per replication.
-        folder: the run folder once :meth:`save` has written it, else ``None``.
+        folder: the run folder once `save()` has written it, else ``None``.
     """
 
     _run: RunResult = field(repr=False)
@@ -162,7 +162,7 @@ class Results:
 
     @property
     def warnings(self) -> list[Finding]:
-        """Problems with the plan: from the scenario (as :func:`check`), then from the run's KPIs
+        """Problems with the plan: from the scenario (as `check()`), then from the run's KPIs
         (groups below their minimum size, sessions cancelled for want of staff, work not booked)."""
         return list(self._run.findings)
 
@@ -227,7 +227,7 @@ class Comparison:
         differences: one row per KPI and scenario: both means, the paired
             difference with its (Bonferroni-adjusted for more than two
             scenarios) 95 % CI, p-values and whether it is significant.
-        runs: the :class:`Results` of each scenario, by name.
+        runs: the `Results` of each scenario, by name.
         selection: the Nelson-Matejcik pick when ``select`` was asked for.
     """
 
@@ -307,7 +307,7 @@ def run(
     """Simulate a scenario and return its KPIs with 95 % confidence intervals.
 
     Args:
-        scenario: a :class:`Scenario` (from :func:`load_scenario`) or a path to one.
+        scenario: a `Scenario` (from `load_scenario()`) or a path to one.
         replications: how many (default: the scenario's ``replications``).
         seed: base seed (default: the scenario's). The same seed gives the same
             numbers, bit for bit, whatever ``jobs`` is.
@@ -351,7 +351,7 @@ def compare(
     independent runs).  With ``select="min"`` or ``"max"`` and an
     ``indifference`` (the smallest difference in ``kpi`` worth detecting), the
     Nelson-Matejcik procedure adds replications until it can name the best
-    scenario with 95 % confidence.  Other arguments are as in :func:`run`.
+    scenario with 95 % confidence.  Other arguments are as in `run()`.
     """
     if isinstance(scenarios, Mapping):
         loaded = {str(n): _scenario(s) for n, s in scenarios.items()}

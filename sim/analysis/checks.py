@@ -40,6 +40,11 @@ class Finding:
         return f"{self.field}: {self.message}"
 
 
+def _amount(x: float) -> str:
+    """A yearly count for a sentence: whole numbers from 10, one decimal below (never a bare 0)."""
+    return f"{x:,.0f}" if x >= 9.5 else f"{x:.1f}" if x >= 0.05 else "under 0.1"
+
+
 def _clock(day: int, hour: float) -> str:
     h = int(hour)
     return f"{WEEKDAYS[day]} {h:02d}:{int(round((hour - h) * 60)):02d}"
@@ -190,12 +195,12 @@ def result_findings(per_replication: pd.DataFrame, scenario: Scenario) -> list[F
         if cancelled > 0:
             held = mean.get(p + "sessions_held", 0.0)
             out.append(Finding(f"stages.iop.tracks.{name}.facilitators",
-                               f"{cancelled / years:.0f} sessions a year cancelled for want of staff "
+                               f"{_amount(cancelled / years)} sessions a year cancelled for want of staff "
                                f"({cancelled / max(cancelled + held, 1e-9):.0%} of those due)"))
     for role in roles_of(scenario):
         unmet = mean.get(f"staff_{role}_unmet_hours", 0.0)
         if unmet > 0:
             out.append(Finding("intake.clinicians" if role == INTAKE_SHORTHAND_ROLE else f"staff.roles.{role}",
-                               f"{unmet / years:.0f} hours a year of {role} work could not be booked "
+                               f"{_amount(unmet / years)} hours a year of {role} work could not be booked "
                                "(services or assessments no one on the roster could take)"))
     return out

@@ -100,7 +100,8 @@ class Referrals(FrozenModel):
     The rate on a given day is ``referrals_per_week / 7 * weekday[d] * month[m]``
     where the weekday profile is normalised to average 1 (so it shapes the week
     without changing the weekly total) and months are 12 equal parts of a
-    365-day year starting at ``start_month``.
+    365-day year; ``month_multipliers`` is indexed by calendar month (January
+    first), and day 0 falls in ``start_month``.
     """
 
     referrals_per_week: NonNegative
@@ -108,7 +109,7 @@ class Referrals(FrozenModel):
     weekday_profile: list[NonNegative] = Field(default_factory=lambda: [1.0] * 7, min_length=7, max_length=7)
     """Seven relative weights, Monday first, that shape the week; rescaled to average 1, so the weekly total is unchanged."""
     month_multipliers: list[NonNegative] = Field(default_factory=lambda: [1.0] * 12, min_length=12, max_length=12)
-    """Twelve rate factors, one per month counted from start_month; not rescaled, so an average other than 1 changes the yearly total."""
+    """Twelve rate factors, one per calendar month, January first (a run starting in March uses the third factor first); not rescaled, so an average other than 1 changes the yearly total."""
     sources: dict[str, ReferralSource] = Field(min_length=1)
     """Referral sources by name (free text, e.g. self, provider); their shares sum to 1."""
 
