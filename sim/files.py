@@ -19,9 +19,12 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from iopsim.errors import IopsimError
+
+if TYPE_CHECKING:  # pandas is imported by whoever builds the tables
+    import pandas as pd
 
 PACKAGES = ("iopsim", "simpy", "numpy", "scipy", "pandas", "pyarrow", "pydantic", "matplotlib", "typer")
 

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from iopsim.analysis.stats import mean_ci
+from iopsim.analysis.stats import mean_ci, t_quantile, t_sf
 
 
 def _flatten(d, prefix="") -> dict[str, object]:
@@ -113,9 +112,9 @@ def _paired(d: np.ndarray, alpha: float) -> dict:
         # Identical in every replication: the difference is known exactly.
         return dict(diff=mean, diff_ci_low=mean, diff_ci_high=mean, p_value=0.0 if mean != 0 else 1.0,
                     significant=mean != 0.0)
-    half = float(stats.t.ppf(1.0 - alpha / 2.0, n - 1)) * sd / math.sqrt(n)
+    half = t_quantile(1.0 - alpha / 2.0, n - 1) * sd / math.sqrt(n)
     t = mean / (sd / math.sqrt(n))
-    p = float(2.0 * stats.t.sf(abs(t), n - 1))
+    p = float(2.0 * t_sf(abs(t), n - 1))
     return dict(diff=mean, diff_ci_low=mean - half, diff_ci_high=mean + half, p_value=p,
                 significant=bool(mean - half > 0 or mean + half < 0))
 
@@ -158,7 +157,7 @@ def nm_required_replications(first_stage: dict[str, np.ndarray], indifference: f
     n0 = min(len(v) for v in first_stage.values())
     if k < 2 or n0 < 2:
         return n0
-    t = float(stats.t.ppf(1.0 - alpha / (k - 1), n0 - 1))
+    t = t_quantile(1.0 - alpha / (k - 1), n0 - 1)
     s2 = max(
         float(np.var(first_stage[a][:n0] - first_stage[b][:n0], ddof=1))
         for i, a in enumerate(names) for b in names[i + 1 :]

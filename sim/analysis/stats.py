@@ -6,7 +6,21 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+
+def t_quantile(q: float, df: int) -> float:
+    """Student-t quantile, as ``scipy.stats.t.ppf(q, df)`` computes it (``special.stdtrit``),
+    without importing scipy.stats (over a second of start-up)."""
+    from scipy import special
+
+    return float(special.stdtrit(df, q))
+
+
+def t_sf(x: float, df: int) -> float:
+    """Student-t survival function, as ``scipy.stats.t.sf(x, df)`` (``special.stdtr(df, -x)``)."""
+    from scipy import special
+
+    return float(special.stdtr(df, -x))
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, float, int]:
@@ -25,7 +39,7 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, float, in
     if n < 2:
         return mean, math.nan, math.nan, math.nan, n
     sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1)) * sd / math.sqrt(n)
+    half = t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
     return mean, sd, mean - half, mean + half, n
 
 

@@ -17,7 +17,6 @@ from typing import Annotated, Literal, Union
 
 import numpy as np
 from pydantic import Field, model_validator
-from scipy import special
 
 from iopsim.schema.base import FrozenModel
 
@@ -111,9 +110,13 @@ class Gamma(_Dist):
         return self.sd**2 / self.mean_
 
     def cdf(self, x):
+        from scipy import special  # imported on first use: half a second of start-up
+
         return special.gammainc(self.shape, np.maximum(np.asarray(x, dtype=float), 0.0) / self.scale)
 
     def ppf(self, u):
+        from scipy import special
+
         return special.gammaincinv(self.shape, np.asarray(u, dtype=float)) * self.scale
 
 
@@ -163,9 +166,13 @@ class Lognormal(_Dist):
         x = np.asarray(x, dtype=float)
         with np.errstate(divide="ignore"):
             z = (np.log(np.maximum(x, 0.0)) - self.mu) / self.s
+        from scipy import special
+
         return special.ndtr(z)
 
     def ppf(self, u):
+        from scipy import special
+
         return np.exp(self.mu + self.s * special.ndtri(np.asarray(u, dtype=float)))
 
 
