@@ -224,3 +224,19 @@ def _placements(records) -> pd.Series:
     e = records["episodes"]
     e = e[(e["episode"] == 1) & (e["patient_id"] >= 0) & e["placement"].notna()]
     return e.set_index("patient_id")["placement"].astype(object)
+
+
+def test_patient_series_is_keyed_by_patient_not_by_order():
+    """Attendance uniforms: one generator per 256 patients, the same values whatever order they are asked in."""
+    from iopsim.engine.streams import PatientSeries
+
+    a, b = PatientSeries(7, 2, "iop.attendance"), PatientSeries(7, 2, "iop.attendance")
+    order = [(1, 5, 0), (1, 300, 1), (2, 5, 0), (1, 5, 1), (1, 0, 0)]
+    first = {key: a.chunk(*key) for key in order}
+    second = {key: b.chunk(*key) for key in reversed(order)}
+    assert first == second
+    assert len(first[(1, 5, 0)]) == 64 and all(0.0 <= u < 1.0 for u in first[(1, 5, 0)])
+    assert first[(1, 5, 0)] != first[(2, 5, 0)] != first[(1, 0, 0)], "episodes and patients get their own values"
+    assert first[(1, 5, 0)] != first[(1, 5, 1)], "a second chunk continues the sequence"
+    other = PatientSeries(7, 3, "iop.attendance").chunk(1, 5, 0)
+    assert other != first[(1, 5, 0)], "another replication draws other values"

@@ -52,7 +52,6 @@ import math
 
 from iopsim.engine.stages import ADMITTED, Patient, Stage, _categorical, _cumulative, visit_namespace
 from iopsim.schema.scenario import WEEKDAYS
-from iopsim.engine.streams import generator
 
 log = logging.getLogger(__name__)
 _EPS = 1e-9
@@ -62,10 +61,10 @@ class Member:
     """A patient's seat in a group, and their progress through the program."""
 
     __slots__ = ("patient", "rec", "group", "t_seat", "t_first", "attended", "missed_run", "week", "week_count",
-                 "done", "finished", "_u", "_pos", "_rng", "plan_days", "phase_ends", "att_factor", "missed",
+                 "done", "finished", "_u", "_pos", "_series", "_k", "plan_days", "phase_ends", "att_factor", "missed",
                  "extensions")
 
-    def __init__(self, patient: Patient, rec: list, group: "Group", t_seat: float, rng):
+    def __init__(self, patient: Patient, rec: list, group: "Group", t_seat: float, series):
         self.patient = patient
         self.rec = rec
         self.group = group
@@ -77,7 +76,8 @@ class Member:
         self.week_count = 0
         self.done = None
         self.finished = False
-        self._rng = rng
+        self._series = series  # the "iop.attendance" PatientSeries
+        self._k = 0  # next chunk of this client's attendance uniforms
         self._u: list[float] = []
         self._pos = 0
         self.plan_days = 0.0  # this client's planned program length (set on joining)
@@ -89,7 +89,9 @@ class Member:
     def uniform(self) -> float:
         """Next attendance uniform of this patient (a per-patient stream: CRN-safe)."""
         if self._pos >= len(self._u):
-            self._u = self._rng.random(64).tolist()
+            p = self.patient
+            self._u = self._series.chunk(p.vns, p.index, self._k)
+            self._k += 1
             self._pos = 0
         v = self._u[self._pos]
         self._pos += 1
@@ -160,6 +162,7 @@ class TrackedIOP(Stage):
                              for i in range(len(self.plan.reviews))]
         self.classes = _cumulative(cfg.availability)
         self.availability_u = model.streams.patient("iop.availability")
+        self.attendance_u = model.streams.series("iop.attendance")
         self.seed = model.seed
         self.rep = model.replication
         self.pool = model.staff
@@ -192,8 +195,7 @@ class TrackedIOP(Stage):
 
     def _join(self, group: Group, p: Patient, rec: list) -> Member:
         now = self.env.now
-        rng = generator(self.seed, self.rep, "iop.attendance", p.vns, p.index)
-        m = Member(p, rec, group, now, rng)
+        m = Member(p, rec, group, now, self.attendance_u)
         self._set_plan(m, p)
         m.done = self.env.event()
         group.members.append(m)

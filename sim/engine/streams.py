@@ -16,6 +16,10 @@ Two kinds of stream:
   patients happen to reach IOP in.  This keeps CRN synchronised even when a
   change of capacity reorders events.  Values come in blocks, each seeded from
   its own position, so any index is reachable without drawing the ones before.
+* :class:`PatientSeries` -- a sequence of values per ``(episode, patient id)``
+  (an IOP client's attendance at one session after another), drawn in blocks
+  of 256 patients x 64 values, so one generator serves 256 patients instead of
+  one each.
 """
 
 from __future__ import annotations
@@ -81,6 +85,31 @@ class PatientStream:
         return block[i]
 
 
+SERIES_COLS = 64
+
+
+class PatientSeries:
+    """Per-patient sequences: ``chunk(episode, index, k)`` is values ``64k .. 64k+63`` of that
+    patient's sequence, fixed by the seed alone (whichever patients were served before)."""
+
+    __slots__ = ("_seed", "_rep", "_name", "_blocks")
+
+    def __init__(self, seed: int, replication: int, name: str):
+        self._seed = seed
+        self._rep = replication
+        self._name = name
+        self._blocks: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def chunk(self, episode: int, index: int, k: int) -> list[float]:
+        b, i = divmod(index, BLOCK)
+        key = (episode, b, k)
+        block = self._blocks.get(key)
+        if block is None:
+            block = generator(self._seed, self._rep, self._name, episode, b, k).random((BLOCK, SERIES_COLS))
+            self._blocks[key] = block
+        return block[i].tolist()
+
+
 class Streams:
     """Factory for the named streams of one replication."""
 
@@ -102,3 +131,7 @@ class Streams:
     def patient(self, name: str, transform=None) -> PatientStream:
         self._claim(name)
         return PatientStream(self.seed, self.replication, name, transform)
+
+    def series(self, name: str) -> PatientSeries:
+        self._claim(name)
+        return PatientSeries(self.seed, self.replication, name)
