@@ -14,6 +14,13 @@ Measures, in ONE process and as medians of several repeats (see README.md):
    (each horizon timed in a fresh subprocess, whose max RSS is read with
    ``os.wait4``), and the wall time of the goal case: 30 two-year replications
    with ``run_replications(..., jobs=2)``.
+4. Sweeps: points per second with 1 and 2 local workers.
+5. Start-up: the import time of what ``iopsim run`` needs, in fresh interpreters.
+6. ``iopsim run scenarios/baseline.yaml -n 30`` end to end, ``--jobs 2`` against
+   ``--jobs 1``, in interleaved rounds (ratio of wall times per round).
+7. Volume scan: the baseline at x1, x4 and x16 referral volume with places,
+   groups and staff scaled to match; microseconds per patient, as ratios to x1
+   taken within each round.
 
 Nothing here changes the product; it only imports ``iopsim``.
 """
@@ -50,6 +57,9 @@ BASELINE = ROOT / "scenarios" / "baseline.yaml"
 GOAL_MMC_RATIO = 0.7
 GOAL_SWEEP_SPEEDUP = 1.8
 GOAL_WALL_S = 60.0
+GOAL_IMPORT_S = 0.7
+GOAL_JOBS_RATIO = 1.7
+GOAL_VOLUME_RATIO = 1.2
 
 # Sizes: (full, quick).
 SIZES = {
@@ -64,6 +74,12 @@ SIZES = {
     "sweep_points": (40, 4),
     "sweep_horizon": (730, 120),
     "sweep_replications": (2, 1),
+    "startup_rounds": (7, 3),
+    "jobs_rounds": (3, 1),
+    "jobs_replications": (30, 4),
+    "volume_rounds": (3, 1),
+    "volume_horizon": (365, 90),
+    "volume_factors": ((1, 4, 16), (1, 4)),
 }
 
 
@@ -488,6 +504,109 @@ def goal_section(args, sizes, horizons: dict) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- 5. start-up
+
+#: What `iopsim run` imports before its first replication: the CLI and the API.
+STARTUP_CODE = "import iopsim.cli, iopsim.api"
+
+
+def _import_time(code: str) -> float:
+    """Wall time of ``python -c code`` minus that of ``python -c pass`` (the interpreter itself)."""
+    def once(c: str) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", c], check=True, cwd=str(ROOT), capture_output=True)
+        return time.perf_counter() - t0
+    return once(code) - once("pass")
+
+
+def startup_section(args, sizes) -> dict:
+    times = [_import_time(STARTUP_CODE) for _ in range(sizes["startup_rounds"])]
+    heavy = subprocess.run([sys.executable, "-c", STARTUP_CODE + "; import sys; print(sorted(m for m in "
+                            "('scipy.stats', 'matplotlib', 'distributed', 'pandas', 'scipy.special') if m in sys.modules))"],
+                           check=True, cwd=str(ROOT), capture_output=True, text=True).stdout.strip()
+    return {"code": STARTUP_CODE, "import_s_median": _median(times), "import_s_min": min(times),
+            "import_s_max": max(times), "rounds": times, "heavy_modules_loaded": heavy, "goal_s": GOAL_IMPORT_S}
+
+
+# --------------------------------------------------------------------------- 6. --jobs 2 / --jobs 1
+
+
+def _cli_run(jobs: int, replications: int, out: Path) -> float:
+    cmd = [sys.executable, "-m", "iopsim.cli", "run", str(BASELINE), "-n", str(replications), "--jobs", str(jobs),
+           "--out", str(out)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=str(ROOT), capture_output=True)
+    return time.perf_counter() - t0
+
+
+def jobs_section(args, sizes) -> dict:
+    n = sizes["jobs_replications"]
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(sizes["jobs_rounds"]):
+            order = (1, 2) if r % 2 == 0 else (2, 1)
+            wall = {j: _cli_run(j, n, Path(tmp) / f"r{r}-j{j}") for j in order}
+            rounds.append({"jobs1_s": wall[1], "jobs2_s": wall[2], "speedup": wall[1] / wall[2]})
+            _progress(f"  round {r + 1}: --jobs 1 {wall[1]:.1f} s, --jobs 2 {wall[2]:.1f} s")
+    sp = [x["speedup"] for x in rounds]
+    return {"replications": n, "rounds": rounds, "speedup_median": _median(sp), "speedup_min": min(sp),
+            "speedup_max": max(sp), "goal": GOAL_JOBS_RATIO}
+
+
+# --------------------------------------------------------------------------- 7. volume scan
+
+
+def scaled_baseline(factor: int, horizon: int):
+    """The baseline with referrals, places, groups, staff and intake clinicians all multiplied by ``factor``."""
+    raw = resolve_raw(BASELINE)
+    raw.update(horizon_days=horizon, warmup_days=0, name=f"baseline-x{factor}")
+    raw["referrals"]["referrals_per_week"] *= factor
+    for st in raw["stages"].values():
+        if not st:
+            continue
+        if st.get("capacity") is not None:
+            st["capacity"] *= factor
+        for tr in (st.get("tracks") or {}).values():
+            tr["groups"] = tr.get("groups", 1) * factor
+    for role in ((raw.get("staff") or {}).get("roles") or {}).values():
+        for team in role["teams"]:
+            team["headcount"] *= factor
+    if raw.get("intake") and raw["intake"].get("clinicians"):
+        raw["intake"]["clinicians"] *= factor
+    for rule in (raw.get("staff") or {}).get("ratio_rules", []):
+        pass  # a ratio is per staff member: scaling both sides keeps it
+    return validate_raw(raw, f"bench-x{factor}")
+
+
+def volume_section(args, sizes) -> dict:
+    horizon = sizes["volume_horizon"]
+    factors = sizes["volume_factors"]
+    scenarios = {f: scaled_baseline(f, horizon) for f in factors}
+    for sc in scenarios.values():  # warm-up
+        Model(sc, 0).run()
+    rounds = []
+    for r in range(sizes["volume_rounds"]):
+        per = {}
+        for f in factors if r % 2 == 0 else tuple(reversed(factors)):
+            gc.collect()
+            with Clock() as clk:
+                rec = Model(scenarios[f], r).run()
+                replication_kpis(rec, scenarios[f])
+            patients = int(len(rec["episodes"]))
+            per[f] = {"wall_s": clk.wall, "patients": patients, "us_per_patient": 1e6 * clk.wall / max(patients, 1)}
+        for f in factors:
+            per[f]["ratio_to_x1"] = per[f]["us_per_patient"] / per[1]["us_per_patient"]
+        rounds.append(per)
+        _progress("  round " + str(r + 1) + ": " + ", ".join(f"x{f} {per[f]['us_per_patient']:.0f} us/patient"
+                                                             for f in factors))
+    out = {"horizon_days": horizon, "factors": list(factors), "rounds": rounds, "goal": GOAL_VOLUME_RATIO}
+    for f in factors:
+        ratios = [rd[f]["ratio_to_x1"] for rd in rounds]
+        out[f"x{f}"] = {"us_per_patient_median": _median([rd[f]["us_per_patient"] for rd in rounds]),
+                        "ratio_median": _median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+    return out
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -719,6 +838,37 @@ def report(res: dict) -> str:
     return "\n\n".join(parts)
 
 
+def report_more(res: dict) -> str:
+    """Tables of sections 5-7 (start-up, --jobs ratio, volume scan)."""
+    parts = []
+    s = res.get("startup")
+    if s:
+        parts.append(_table(f"5. Start-up: `python -c \"{s['code']}\"` minus a bare interpreter "
+                            f"({len(s['rounds'])} fresh interpreters)", ["figure", "value"], [
+            [f"import time, median (goal < {s['goal_s']} s)",
+             f"{s['import_s_median']:.2f} s  [{_ok(s['import_s_median'] < s['goal_s'])}]"],
+            ["  range", f"{s['import_s_min']:.2f} .. {s['import_s_max']:.2f} s"],
+            ["heavy modules loaded", s["heavy_modules_loaded"]]]))
+    j = res.get("jobs")
+    if j:
+        parts.append(_table(f"6. `iopsim run scenarios/baseline.yaml -n {j['replications']}` end to end "
+                            f"({len(j['rounds'])} interleaved rounds)", ["figure", "value"], [
+            [f"--jobs 2 speed-up over --jobs 1, median (goal >= {j['goal']})",
+             f"{j['speedup_median']:.2f}  [{_ok(j['speedup_median'] >= j['goal'])}]"],
+            ["  range", f"{j['speedup_min']:.2f} .. {j['speedup_max']:.2f}"],
+            ["--jobs 1 / --jobs 2 wall, round 1", f"{j['rounds'][0]['jobs1_s']:.1f} s / {j['rounds'][0]['jobs2_s']:.1f} s"]]))
+    v = res.get("volume")
+    if v:
+        rows = [[f"x{f}", f"{v[f'x{f}']['us_per_patient_median']:.0f}",
+                 f"{v[f'x{f}']['ratio_median']:.2f} ({v[f'x{f}']['ratio_min']:.2f} .. {v[f'x{f}']['ratio_max']:.2f})"]
+                for f in v["factors"]]
+        last = v[f"x{v['factors'][-1]}"]["ratio_median"]
+        rows.append([f"goal: x{v['factors'][-1]} / x1 <= {v['goal']}", "", _ok(last <= v["goal"])])
+        parts.append(_table(f"7. Volume scan: baseline, {v['horizon_days']} days, scaled (model + KPIs; "
+                            f"{len(v['rounds'])} rounds)", ["volume", "us per patient", "ratio to x1 (range)"], rows))
+    return "\n\n".join(parts)
+
+
 def _git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -735,8 +885,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write all figures and raw repeats to FILE")
     ap.add_argument("--c", type=int, default=3, help="M/M/c servers (default 3)")
     ap.add_argument("--rho", type=float, default=0.8, help="M/M/c utilisation (default 0.8)")
-    ap.add_argument("--only", default="mmc,events,horizons,goal,sweep",
-                    help="comma-separated sections (mmc,events,horizons,goal,sweep)")
+    ap.add_argument("--only", default="mmc,events,horizons,goal,sweep,startup,jobs,volume",
+                    help="comma-separated sections (mmc,events,horizons,goal,sweep,startup,jobs,volume)")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -752,7 +902,7 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = sections - {"mmc", "events", "horizons", "goal", "sweep"}
+    unknown = sections - {"mmc", "events", "horizons", "goal", "sweep", "startup", "jobs", "volume"}
     if unknown:
         ap.error(f"unknown section(s) for --only: {', '.join(sorted(unknown))}")
 
@@ -788,9 +938,18 @@ def main(argv=None) -> int:
         section("goal", "3b. goal case ...", lambda: goal_section(args, sizes, res.get("horizons")))
     if "sweep" in sections:
         section("sweep", "4. sweeps ...", lambda: sweep_section(args, sizes))
+    if "startup" in sections:
+        section("startup", "5. start-up ...", lambda: startup_section(args, sizes))
+    if "jobs" in sections:
+        section("jobs", "6. --jobs 2 / --jobs 1 ...", lambda: jobs_section(args, sizes))
+    if "volume" in sections:
+        section("volume", "7. volume scan ...", lambda: volume_section(args, sizes))
     res["meta"]["total_s"] = time.perf_counter() - t_start
 
     print(report(res))
+    more = report_more(res)
+    if more:
+        print("\n" + more)
     took = ", ".join(f"{k} {v:.1f} s" for k, v in res["meta"]["section_s"].items())
     print(f"\n(total benchmark time {res['meta']['total_s']:.1f} s: {took})")
     if args.json is not None:
