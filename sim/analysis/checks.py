@@ -45,6 +45,11 @@ def _amount(x: float) -> str:
     return f"{x:,.0f}" if x >= 9.5 else f"{x:.1f}" if x >= 0.05 else "under 0.1"
 
 
+def _share(x: float) -> str:
+    """A share for a sentence: never "0 %" for something that happened."""
+    return "under 1%" if 0 < x < 0.005 else f"{x:.0%}"
+
+
 def _clock(day: int, hour: float) -> str:
     h = int(hour)
     return f"{WEEKDAYS[day]} {h:02d}:{int(round((hour - h) * 60)):02d}"
@@ -196,7 +201,7 @@ def result_findings(per_replication: pd.DataFrame, scenario: Scenario) -> list[F
             held = mean.get(p + "sessions_held", 0.0)
             out.append(Finding(f"stages.iop.tracks.{name}.facilitators",
                                f"{_amount(cancelled / years)} sessions a year cancelled for want of staff "
-                               f"({cancelled / max(cancelled + held, 1e-9):.0%} of those due)"))
+                               f"({_share(cancelled / max(cancelled + held, 1e-9))} of those due)"))
     for role in roles_of(scenario):
         unmet = mean.get(f"staff_{role}_unmet_hours", 0.0)
         if unmet > 0:
