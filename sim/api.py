@@ -28,7 +28,7 @@ import pandas as pd
 from iopsim.analysis.checks import Finding, scenario_findings
 from iopsim.errors import IopsimError
 from iopsim.experiments.run import ComparisonResult, Plan, RunResult, compare_scenarios, run_scenario
-from iopsim.files import check_out_dir, default_run_dir
+from iopsim.files import check_out_dir, default_run_dir, read_manifest
 from iopsim.schema.scenario import Scenario
 from iopsim.schema.scenario import load_scenario as _load
 
@@ -426,13 +426,11 @@ def sweep(
 
 def sensitivity(sweep_dir: str | Path) -> pd.DataFrame:
     """Sobol' indices or Morris effects (with CIs) of a finished sensitivity sweep; writes the table and figures."""
-    import json
-
     from iopsim.experiments.sweep import analyse_sweep
     from iopsim.outputs.figures import sensitivity_figures
 
     indices = analyse_sweep(Path(sweep_dir))
-    method = json.loads((Path(sweep_dir) / "manifest.json").read_text(encoding="utf-8"))["method"]
+    method = read_manifest(Path(sweep_dir), "sweep")["method"]
     sensitivity_figures(Path(sweep_dir), method, indices)
     return indices
 

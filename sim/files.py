@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -54,21 +55,48 @@ def git_revision(where: Path | None = None) -> str | None:
         return None
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str, fallback: str = "run") -> str:
+    """A file-name-safe form of a scenario or sweep name, for default output folders.
+
+    Only letters, digits, ``.``, ``_`` and ``-`` are kept (other runs of
+    characters become ``-``); leading dots and dashes are dropped, so the name
+    can never climb out of its folder (``../../x`` becomes ``x``) or hide; at
+    most 80 characters.
+    """
+    cleaned = _UNSAFE.sub("-", str(name)).lstrip(".-")[:80].rstrip(".-")
+    return cleaned or fallback
+
+
 def default_run_dir(base: Path, name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = base / f"{name}-{stamp}"
+    path = base / f"{safe_name(name)}-{stamp}"
     i = 1
     while path.exists():
         i += 1
-        path = base / f"{name}-{stamp}-{i}"
+        path = base / f"{safe_name(name)}-{stamp}-{i}"
     return path
 
 
 def check_out_dir(final: Path) -> None:
-    """Refuse an output folder that already holds files (nothing written is ever replaced)."""
+    """Refuse an output folder that already holds files, or that cannot be made (nothing written is ever replaced)."""
     final = Path(final)
-    if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise IopsimError(f"{final}: output folder exists and is not empty; choose another --out")
+    if "\x00" in str(final):
+        raise IopsimError(f"{final!r}: a folder name cannot contain a NUL character; choose another --out")
+    try:
+        if final.exists() and (not final.is_dir() or any(final.iterdir())):
+            raise IopsimError(f"{final}: output folder exists and is not empty; choose another --out")
+    except OSError as exc:
+        raise IopsimError(f"{final}: cannot use this output folder ({exc.strerror or exc}); choose another --out") from None
+    for parent in final.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise IopsimError(f"{final}: {parent} is a file, not a folder; choose another --out")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise IopsimError(f"{final}: cannot write in {parent} (permission denied); choose another --out")
+            break
 
 
 class RunFolder:
@@ -81,14 +109,19 @@ class RunFolder:
     def __init__(self, final: Path):
         self.final = Path(final)
         check_out_dir(self.final)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".partial", dir=self.final.parent))
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name[:60]}.", suffix=".partial",
+                                              dir=self.final.parent))
+        except OSError as exc:
+            raise IopsimError(f"{self.final}: cannot create the output folder ({exc.strerror or exc}); "
+                              "choose another --out") from None
 
     def __enter__(self) -> "RunFolder":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
+        if exc_type is not None:  # any exception, Ctrl-C and SIGTERM included: nothing half-written stays
             shutil.rmtree(self.path, ignore_errors=True)
 
     def file(self, name: str) -> Path:
@@ -118,9 +151,15 @@ class RunFolder:
             os.chmod(root, 0o755)
             for f in files:
                 os.chmod(os.path.join(root, f), 0o644)
-        if self.final.exists():
-            self.final.rmdir()  # empty (checked in __init__)
-        os.replace(self.path, self.final)
+        try:
+            if self.final.exists():
+                self.final.rmdir()  # empty when checked in __init__; not if another run finished first
+            os.replace(self.path, self.final)
+        except OSError:
+            # Another run with the same --out got there first: its folder stays as it is.
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise IopsimError(f"{self.final}: another run wrote this folder while this one ran; "
+                              "its results are kept and this run's are discarded") from None
         return self.final
 
 
@@ -137,6 +176,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_manifest(folder: Path, what: str = "run") -> dict:
+    """The ``manifest.json`` of a finished folder, or one line saying the folder is missing or damaged."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise IopsimError(f"{folder}: not a {what} folder (manifest.json missing)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict) or "kind" not in data:
+        raise IopsimError(f"{folder}: manifest.json is damaged (empty, truncated or not an iopsim manifest); "
+                          "re-run into a new folder, or delete this one")
+    return data
 
 
 def manifest(**fields) -> dict:

@@ -14,11 +14,11 @@ from typing import Annotated, Callable
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from iopsim.schema.base import FrozenModel
 from iopsim.errors import IopsimError, ScenarioError
+from iopsim.files import read_manifest
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
 from iopsim.analysis.access import admitted_waits
 from iopsim.analysis.stats import mean_ci
@@ -214,11 +214,15 @@ def calibrate(run_dir: Path, targets_path: Path) -> pd.DataFrame:
     for name in ("scenario.yaml", "records.parquet", "episodes.parquet", "levels.parquet", "manifest.json"):
         if not (run_dir / name).exists():
             raise IopsimError(f"{run_dir}: not a finished run folder ({name} missing)")
+    read_manifest(run_dir)
     targets = load_targets(targets_path)
-    sc = validate_raw(yaml.safe_load((run_dir / "scenario.yaml").read_text(encoding="utf-8")), str(run_dir / "scenario.yaml"))
-    visits = pd.read_parquet(run_dir / "records.parquet")
-    episodes = pd.read_parquet(run_dir / "episodes.parquet")
-    levels = pd.read_parquet(run_dir / "levels.parquet")
+    sc = validate_raw(read_yaml(run_dir / "scenario.yaml"), str(run_dir / "scenario.yaml"))
+    try:
+        visits = pd.read_parquet(run_dir / "records.parquet")
+        episodes = pd.read_parquet(run_dir / "episodes.parquet")
+        levels = pd.read_parquet(run_dir / "levels.parquet")
+    except Exception as exc:  # pyarrow raises its own types for truncated files
+        raise IopsimError(f"{run_dir}: a record table is damaged ({type(exc).__name__}); re-run into a new folder") from None
     reps = []
     for rep, v in visits.groupby("replication"):
         reps.append(_Rep(v, episodes[episodes["replication"] == rep], levels[levels["replication"] == rep], sc))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import logging
 import multiprocessing as mp
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -49,6 +50,27 @@ def unknown_kpi(kpi: str, known: set[str]) -> str:
     """The message for a KPI name that is not in ``known``, with similar names as examples."""
     close = sorted(k for k in known if k.split("_")[0] == kpi.split("_")[0])[:8]
     return f"unknown KPI {kpi!r}; e.g. {', '.join(close or sorted(known)[:8])}"
+
+
+def _watch_parent() -> None:
+    """Worker initializer: exit when the process that started the pool dies.
+
+    A fork server's workers are not children of the main process, so a
+    SIGKILL of the main process would leave them running; each worker watches
+    the main process's sentinel and ends itself when it closes.
+    """
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = mp.parent_process()
+    if parent is None:  # pragma: no cover - not in a pool worker
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="iopsim-parent-watch", daemon=True).start()
 
 
 def _worker(args) -> ReplicationResult:
@@ -164,7 +186,8 @@ class Runner:
                     progress(1)
             return results
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context())
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context(),
+                                             initializer=_watch_parent)
         futures = {self._pool.submit(_worker, item): i for i, item in enumerate(tasks)}
         for fut in as_completed(futures):
             results[futures[fut]] = fut.result()

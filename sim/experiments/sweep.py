@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,10 +30,11 @@ from pydantic import Field, ValidationError, model_validator
 
 from iopsim.schema.base import FieldError as _FieldErr
 from iopsim.schema.base import FrozenModel
+from iopsim.schema.limits import limit, over
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.analysis.sensitivity import morris_effects, sobol_indices
-from iopsim.files import atomic_write_text, manifest
-from iopsim.experiments.replications import kpi_names, run_replication, unknown_kpi, worker_context
+from iopsim.files import atomic_write_text, manifest, read_manifest, safe_name
+from iopsim.experiments.replications import _watch_parent, kpi_names, run_replication, unknown_kpi, worker_context
 from iopsim.schema.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, set_path, validate_raw
 from iopsim.analysis.stats import mean_ci
 
@@ -104,6 +106,22 @@ class SweepFile(FrozenModel):
             raise _FieldErr("design.kind", "method: sobol needs design kind: saltelli")
         if self.method == "morris" and kind != "morris":
             raise _FieldErr("design.kind", "method: morris needs design kind: morris")
+        # Bound the design before it is built (a billion points would be allocated first).
+        k = len(self.factors)
+        if kind == "grid":
+            size, where = 1, "factors"
+            for f in self.factors.values():
+                size *= len(f.values) if f.values is not None else (f.steps or 1)
+        elif kind in ("lhs", "sobol"):
+            size, where = self.design.points, "design.points"
+        elif kind == "saltelli":
+            size, where = self.design.n * (k + 2), "design.n"
+        else:
+            size, where = self.design.n * (k + 1), "design.n"
+        if size > limit("design_points"):
+            raise _FieldErr(where, f"the design has {size:,} points: " + over("design_points", size))
+        if self.replications > limit("replications"):
+            raise _FieldErr("replications", over("replications", self.replications))
         return self
 
     def problem(self) -> dict:
@@ -123,6 +141,10 @@ def load_sweep(path: Path) -> tuple[SweepFile, dict, Scenario, str]:
         field, msg = _format_validation_error(exc, raw)
         raise ScenarioError(str(path), field or None, msg) from None
     base_path = path.parent / sweep.base
+    if not base_path.exists():
+        raise ScenarioError(str(path), "base", f"file not found: {base_path}")
+    if not base_path.is_file():
+        raise ScenarioError(str(path), "base", f"not a regular file (a directory, device or pipe): {base_path}")
     base = validate_raw(resolve_raw(base_path), str(base_path))
     # Points are built on the validated base with every default written out, so a
     # factor may address a field (or list element) the base file leaves at its default.
@@ -251,11 +273,13 @@ def execute_sweep(
     progress: Callable[[int, int, int], None] | None = None,
 ) -> dict:
     """Run (or resume) a sweep.  Returns a summary dict (folder, points, failures)."""
+    if scheduler is not None:
+        check_scheduler(scheduler)
     pool = None
     if not scheduler and jobs > 1:
         # Start the worker pool now: its fork server imports the simulator while
         # the sweep is being validated, instead of after.
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context())
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context(), initializer=_watch_parent)
         pool.submit(int)
     try:
         return _execute(sweep_path, out_dir, jobs, scheduler, progress, pool)
@@ -267,12 +291,12 @@ def execute_sweep(
 def _execute(sweep_path, out_dir, jobs, scheduler, progress, pool) -> dict:
     sweep, base_raw, base, digest = load_sweep(sweep_path)
     name = sweep.name or Path(sweep_path).stem
-    folder = Path(out_dir) if out_dir is not None else Path("outputs") / f"sweep-{name}"
+    folder = Path(out_dir) if out_dir is not None else Path("outputs") / f"sweep-{safe_name(name, 'sweep')}"
     points = design_points(sweep)
     scenarios = [point_scenario(base_raw, p, str(sweep_path)) for p in points]  # all validated before any run
     mpath = folder / "manifest.json"
     if mpath.exists():
-        old = json.loads(mpath.read_text(encoding="utf-8"))
+        old = read_manifest(folder, "sweep")
         if old.get("sweep_hash") != digest:
             raise IopsimError(f"{folder}: holds results of a different sweep (or base scenario); use another --out")
     elif folder.exists() and any(folder.iterdir()):
@@ -324,6 +348,16 @@ def _execute(sweep_path, out_dir, jobs, scheduler, progress, pool) -> dict:
     return result
 
 
+_SCHEDULER = re.compile(r"^(tcp|tls|ws|wss|ucx)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def check_scheduler(address: str) -> None:
+    """Refuse a malformed Dask scheduler address before anything runs."""
+    m = _SCHEDULER.match(address.strip())
+    if m is None or not 0 < int(m.group(3)) < 65536:
+        raise IopsimError(f"--scheduler {address!r}: expected an address like tcp://127.0.0.1:8786")
+
+
 def _run_dask(address: str, scenarios, pending, sweep, handle) -> None:
     try:
         from distributed import Client, as_completed as dask_completed
@@ -331,7 +365,7 @@ def _run_dask(address: str, scenarios, pending, sweep, handle) -> None:
         raise IopsimError("--scheduler needs Dask's 'distributed' package: pip install 'iopsim[cluster]'") from None
     try:
         client = Client(address, timeout="10s")
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:
         raise IopsimError(f"--scheduler {address}: cannot connect ({exc})") from None
     try:
         futures = [client.submit(run_point, scenarios[pid], pid, sweep.seed, sweep.replications, pure=False)
@@ -378,16 +412,17 @@ def analyse_sweep(folder: Path) -> pd.DataFrame:
     :func:`iopsim.outputs.figures.sensitivity_figures`.
     """
     folder = Path(folder)
-    mpath = folder / "manifest.json"
-    if not mpath.exists():
-        raise IopsimError(f"{folder}: not a sweep folder (manifest.json missing)")
-    man = json.loads(mpath.read_text(encoding="utf-8"))
+    man = read_manifest(folder, "sweep")
     if man.get("kind") != "sweep" or man.get("method") not in ("sobol", "morris"):
         raise IopsimError(f"{folder}: not a sensitivity sweep (the sweep file needs method: sobol or morris)")
-    sweep = SweepFile.model_validate({
-        "base": "-", "seed": man["seed"], "replications": man["replications"], "kpis": man["kpis"],
-        "design": man["design"], "factors": man["factors"], "method": man["method"],
-    })
+    try:
+        sweep = SweepFile.model_validate({
+            "base": "-", "seed": man["seed"], "replications": man["replications"], "kpis": man["kpis"],
+            "design": man["design"], "factors": man["factors"], "method": man["method"],
+        })
+    except (KeyError, TypeError, ValidationError):
+        raise IopsimError(f"{folder}: manifest.json is damaged (the sweep's design is missing or invalid); "
+                          "re-run the sweep into a new folder") from None
     points = design_points(sweep)
     res = load_results(folder)
     have = set(res["point_id"].unique()) if len(res) else set()

@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Union
 import numpy as np
 from pydantic import Field, model_validator
 
-from iopsim.schema.base import FrozenModel
+from iopsim.schema.base import FieldError, FrozenModel
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -26,6 +26,37 @@ NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 class _Dist(FrozenModel):
     """Common interface: ``mean``, ``cdf(x)`` and ``ppf(u)`` (vectorised)."""
+
+    @model_validator(mode="after")
+    def _within_limits(self):
+        """Parameters at the edge of floating point validate and then overflow in a run: bound them.
+
+        Every number's size is at most ``distribution_value`` (default 1e9) and
+        every positive one at least its inverse; a spread may not exceed the
+        mean a thousand-fold, nor a log-scale sigma 10.
+        """
+        from iopsim.schema.limits import limit, over
+
+        big = limit("distribution_value")
+        for name, info in type(self).model_fields.items():
+            v = getattr(self, name)
+            values = v if isinstance(v, list) else [v]
+            for x in values:
+                if isinstance(x, bool) or not isinstance(x, (int, float)):
+                    continue
+                key = info.alias or name
+                if abs(x) > big:
+                    raise FieldError(key, over("distribution_value", abs(x)))
+                if 0 < abs(x) < 1.0 / big:
+                    raise FieldError(key, f"{x:g} is too small (below {1.0 / big:g}); use a larger unit or 0")
+        sd, mean = getattr(self, "sd", None), getattr(self, "mean_", None)
+        if sd is not None and mean is not None and sd > 1000 * mean:
+            raise FieldError("sd", f"sd {sd:g} is more than 1000 times the mean {mean:g}; the distribution "
+                                   "cannot be sampled accurately")
+        sigma = getattr(self, "sigma", None)
+        if sigma is not None and sigma > 10:
+            raise FieldError("sigma", f"sigma {sigma:g} is above 10 (the upper tail overflows); use at most 10")
+        return self
 
     @property
     def mean(self) -> float:  # pragma: no cover - every family overrides

@@ -14,6 +14,7 @@ Day 0 of a run is a Monday at 00:00.
 from __future__ import annotations
 
 import copy
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,7 @@ from iopsim.schema.base import FieldError as _FieldError
 from iopsim.schema.base import FrozenModel, NotBool
 from iopsim.schema.distributions import Distribution
 from iopsim.errors import ScenarioError
+from iopsim.schema.limits import YamlLimitError, limit, load_yaml_text, over, read_regular_file
 
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), NotBool]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False), NotBool]
@@ -576,6 +578,31 @@ class Scenario(FrozenModel):
     """Source notes, short name -> citation; copied into the run folder, ignored by the model."""
 
     @model_validator(mode="after")
+    def _within_limits(self):
+        """Magnitudes that validate and then hang or exhaust memory are refused (see iopsim.schema.limits)."""
+        checks = [("horizon_days", self.horizon_days, "horizon_days"),
+                  ("replications", self.replications, "replications"),
+                  ("referrals.referrals_per_week", self.referrals.referrals_per_week, "referrals_per_week"),
+                  ("start_state.intake_waitlist", self.start_state.intake_waitlist, "count")]
+        if self.intake is not None and self.intake.clinicians is not None:
+            checks.append(("intake.clinicians", self.intake.clinicians, "count"))
+        for name, st in self.stages.enabled().items():
+            if st.capacity is not None:
+                checks.append((f"stages.{name}.capacity", st.capacity, "count"))
+            for tname, tr in (st.tracks or {}).items():
+                checks.append((f"stages.{name}.tracks.{tname}.groups", tr.groups, "count"))
+                checks.append((f"stages.{name}.tracks.{tname}.max_group_size", tr.max_group_size, "count"))
+        for name, start in self.start_state.stages.items():
+            checks.append((f"start_state.stages.{name}.waitlist", start.waitlist, "count"))
+        for rname, role in (self.staff.roles.items() if self.staff else ()):
+            for i, team in enumerate(role.teams):
+                checks.append((f"staff.roles.{rname}.teams.{i}.headcount", team.headcount, "count"))
+        for path, value, lim in checks:
+            if value > limit(lim):
+                raise _FieldError(path, over(lim, value))
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self):
         enabled = self.stages.enabled()
         if self.warmup_days >= self.horizon_days:
@@ -666,19 +693,16 @@ class Scenario(FrozenModel):
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ScenarioError(str(path), None, "file not found")
-    if path.is_dir():
-        raise ScenarioError(str(path), None, "is a directory, expected a YAML file")
+    """Read a YAML mapping from a regular file, within the limits of :mod:`iopsim.schema.limits`."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(read_regular_file(Path(path)))
+    except YamlLimitError as exc:
+        raise ScenarioError(str(path), None, str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ScenarioError(str(path), None, f"malformed YAML: {where}{problem}") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(str(path), None, "not a UTF-8 text file") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -690,11 +714,17 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     """Merge ``override`` into a copy of ``base``: mappings merge, the rest replaces."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not _new_family(out[key], value):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _new_family(base: dict[str, Any], override: dict[str, Any]) -> bool:
+    """A child that names another distribution family replaces the parent's whole mapping
+    (merging would keep parameters of the old family that the new one does not have)."""
+    return "dist" in override and override.get("dist") != base.get("dist")
 
 
 def resolve_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -713,6 +743,8 @@ def resolve_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent_path = path.parent / parent
     if not parent_path.exists():
         raise ScenarioError(str(path), "extends", f"file not found: {parent_path}")
+    if not parent_path.is_file():
+        raise ScenarioError(str(path), "extends", f"not a regular file (a directory, device or pipe): {parent_path}")
     return deep_merge(resolve_raw(parent_path, (*_chain, real)), data)
 
 
@@ -747,8 +779,8 @@ def _parse_override(item: str, source: str) -> tuple[list[str], Any]:
     key, _, text = item.partition("=")
     parts = _override_parts(key, item, source)
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml_text(text) if text.strip() else None
+    except (yaml.YAMLError, YamlLimitError):
         raise ScenarioError(source, key.strip(), f"--set value {text!r} is not valid YAML") from None
     return parts, value
 
@@ -806,6 +838,10 @@ def _clean_path(loc, raw) -> list[str]:
     return out
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
 def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
     err = exc.errors(include_url=False)[0]
     from iopsim.schema.distributions import FAMILIES
@@ -826,7 +862,7 @@ def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
     elif err["type"] == "literal_error":
         msg = f"got {err.get('input')!r}; allowed: {ctx.get('expected')}"
     elif err["type"] not in ("value_error", "assertion_error") and "input" in err:
-        shown = repr(err["input"])
+        shown = _SHORT.repr(err["input"])  # bounded: the input may be huge (aliases, long lists)
         if len(shown) <= 40 and not isinstance(err["input"], dict):
             msg = f"{msg} (got {shown})"
     n = len(exc.errors())
