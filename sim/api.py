@@ -202,16 +202,12 @@ class Results:
         """
         from iopsim.outputs.runfolder import save_run
 
-        dest = Path(folder) if folder is not None else default_run_dir(Path("outputs"), self.scenario.name)
-        self.folder = save_run(self._run, dest, scenario_path=self.scenario_path, overrides=self.overrides,
-                               report=report)
-        return self.folder
+        return _save(self, folder, self.scenario.name, lambda dest: save_run(
+            self._run, dest, scenario_path=self.scenario_path, overrides=self.overrides, report=report))
 
     def report(self, folder: str | Path | None = None) -> Path:
         """The path of ``report.html``, saving the run folder first if it was not saved."""
-        if self.folder is None:
-            return self.save(folder) / "report.html"
-        return report(self.folder)
+        return _report(self, folder)
 
     def _repr_html_(self) -> str:  # pragma: no cover - notebook display
         cols = ["label", "mean", "ci_low", "ci_high", "unit"]
@@ -268,16 +264,25 @@ class Comparison:
         """Write the comparison folder (as ``iopsim compare`` does) and return its path."""
         from iopsim.outputs.runfolder import save_comparison
 
-        dest = Path(folder) if folder is not None else default_run_dir(Path("outputs"), "compare")
-        self.folder = save_comparison(self._cmp, dest, scenario_paths=self.scenario_paths, overrides=self.overrides,
-                                      report=report)
-        return self.folder
+        return _save(self, folder, "compare", lambda dest: save_comparison(
+            self._cmp, dest, scenario_paths=self.scenario_paths, overrides=self.overrides, report=report))
 
     def report(self, folder: str | Path | None = None) -> Path:
         """The path of ``report.html``, saving the comparison folder first if needed."""
-        if self.folder is None:
-            return self.save(folder) / "report.html"
-        return report(self.folder)
+        return _report(self, folder)
+
+
+def _save(result, folder, default_name: str, write: Callable[[Path], Path]) -> Path:
+    """Write ``result``'s folder at ``folder`` (default ``outputs/<name>-<time>``) and remember where."""
+    dest = Path(folder) if folder is not None else default_run_dir(Path("outputs"), default_name)
+    result.folder = write(dest)
+    return result.folder
+
+
+def _report(result, folder) -> Path:
+    if result.folder is None:
+        return result.save(folder) / "report.html"
+    return report(result.folder)
 
 
 def _plan(first: Scenario, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold,

@@ -69,7 +69,7 @@ class Shift(FrozenModel):
 
     @model_validator(mode="after")
     def _positive_length(self):
-        if self.end_hour == self.start_hour or (self.start_hour == 0 and self.end_hour == 0):
+        if self.end_hour == self.start_hour:
             raise ValueError(f"end_hour equals start_hour ({self.start_hour}): a shift needs a length; "
                              "for a whole day write start_hour: 0, end_hour: 24")
         return self
