@@ -8,6 +8,9 @@
 * README.md is short, shows only real ``iopsim`` commands (and all of them),
   and every relative link in it points at a file that exists (and, into the
   docs, at an anchor that exists).
+* The KPI reference (``docs/reference/outputs.md``) defines every KPI that a
+  run of the baseline produces, stage, track, role and activity names read
+  as the placeholders ``<stage>``, ``<track>``, ``<role>`` and ``<activity>``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import typer
 import yaml
 from pydantic import BaseModel
 
+import iopsim
 from iopsim import cli
 from iopsim.schema.distributions import Distribution
 from iopsim.schema.reference import markdown_reference
@@ -339,3 +343,82 @@ def test_docs_say_nothing_about_this_machine():
         text = html.unescape(page.read_text(encoding="utf-8"))
         for pattern in (r"(?<![\w.])/tmp/", r"(?<![\w.])/work/", r"(?<![\w.])/home/\w+"):
             assert not re.search(pattern, text), f"{page.relative_to(REPO_ROOT)} mentions a local path ({pattern})"
+
+
+# --------------------------------------------------------------------------- the KPI reference
+
+OUTPUTS = REPO_ROOT / "docs" / "reference" / "outputs.md"
+
+
+def kpi_reference_names(text: str) -> list[str]:
+    """The KPI names the KPI tables of the outputs page define, with placeholders (``<stage>_census_mean``).
+
+    A row may abbreviate: ```<stage>_waitlist_mean`, `_waitlist_max``` defines
+    ``<stage>_waitlist_max`` too. A name starting with ``_`` is read as the
+    first name of its row with a tail replaced, so every such reading is kept.
+    """
+    section = ("\n" + text).split("\n## KPIs", 1)[1].split("\n## ", 1)[0]
+    names: list[str] = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        first_cell = line.split(" | ", 1)[0]
+        spans = re.findall(r"`([^`]+)`", first_cell)
+        full = spans[0]
+        for span in spans:
+            if not span.startswith("_"):
+                names.append(span)
+                full = span
+            else:
+                names += [full[:i] + span for i, ch in enumerate(full) if ch == "_"]
+    return names
+
+
+def kpi_patterns(names: list[str], scenario) -> list[re.Pattern]:
+    """Each documented name as a regular expression, its placeholders standing for the scenario's names."""
+    stages = ["intake", *scenario.stages.enabled()]
+    tracks = list(scenario.stages.iop.tracks) if scenario.stages.iop is not None and scenario.stages.iop.tracks else []
+    roles = [*(scenario.staff.roles if scenario.staff is not None else {}), "intake_clinician"]
+    services = list(scenario.stages.iop.services) if scenario.stages.iop is not None else []
+    words = {"<stage>": stages, "<track>": tracks, "<role>": roles, "<activity>": ["intake", "group", *services]}
+    patterns = []
+    for name in names:
+        rx = re.escape(name)
+        for placeholder, values in words.items():
+            rx = rx.replace(re.escape(placeholder), "(?:" + "|".join(map(re.escape, values)) + ")")
+        patterns.append(re.compile(rx))
+    return patterns
+
+
+def undocumented(kpis, patterns: list[re.Pattern]) -> list[str]:
+    return [k for k in kpis if not any(p.fullmatch(k) for p in patterns)]
+
+
+@pytest.fixture(scope="module")
+def baseline_kpis():
+    scenario = iopsim.load_scenario(REPO_ROOT / "scenarios" / "baseline.yaml", {"horizon_days": 60})
+    results = iopsim.run(scenario, replications=1)
+    return scenario, list(results.summary["kpi"])
+
+
+def test_kpi_reference_documents_every_kpi_of_a_baseline_run(baseline_kpis):
+    scenario, kpis = baseline_kpis
+    assert len(kpis) > 150, f"only {len(kpis)} KPIs: the baseline run is not what this test expects"
+    names = kpi_reference_names(OUTPUTS.read_text(encoding="utf-8"))
+    missing = undocumented(kpis, kpi_patterns(names, scenario))
+    assert not missing, f"KPIs a baseline run produces that docs/reference/outputs.md does not define: {missing}"
+
+
+def test_kpi_reference_check_can_fail(baseline_kpis):
+    """Drop the rows of the planned-stay KPIs, or invent a KPI, and the check notices."""
+    scenario, kpis = baseline_kpis
+    text = OUTPUTS.read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if not ln.startswith("| `<stage>_planned_stay_mean_days")]
+    patterns = kpi_patterns(kpi_reference_names("\n".join(lines)), scenario)
+    missing = undocumented(kpis, patterns)
+    assert "iop_planned_stay_mean_days" in missing and "residential_planned_stay_mean_days_completed" in missing
+    full = kpi_patterns(kpi_reference_names(text), scenario)
+    assert undocumented(["iop_share_lost_on_mondays", "iop_track_night_admissions"], full) == [
+        "iop_share_lost_on_mondays", "iop_track_night_admissions"]
+    assert kpi_reference_names("## KPIs\n| `<stage>_waitlist_mean`, `_waitlist_max` | patients | x |\n## Next") == [
+        "<stage>_waitlist_mean", "<stage>_waitlist_max", "<stage>_waitlist_waitlist_max"]
