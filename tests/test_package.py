@@ -297,7 +297,9 @@ def test_start_method_choice():
 
 def test_checkout_cli_works_without_install(tmp_path):
     """`python cli.py` from a checkout maps sim/ to iopsim when the package is not importable."""
-    code = ("import sys, runpy; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__];"
+    code = ("import sys, runpy; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in "
+            "(getattr(f, '__module__', '') or '')];"
+            "import importlib.util; assert importlib.util.find_spec('iopsim') is None, 'iopsim still importable';"
             f"sys.argv = ['cli.py', 'validate', {str(BASELINE)!r}]; runpy.run_path({str(REPO_ROOT / 'cli.py')!r}, "
             "run_name='__main__')")
     proc = _python(["-c", code], tmp_path)

@@ -260,8 +260,9 @@ class TrackedIOP(Stage):
         ext_u, short_u = self.review_u[i]
         u_ext, u_short = ext_u.get(p.vns, p.index), short_u.get(p.vns, p.index)
         now = self.env.now
-        extend = (r.extend_if_missed is not None and m.missed >= r.extend_if_missed) or u_ext < r.extend_probability
-        if extend and r.extend_weeks > 0:
+        extend = r.extend_weeks > 0 and (
+            (r.extend_if_missed is not None and m.missed >= r.extend_if_missed) or u_ext < r.extend_probability)
+        if extend:
             m.plan_days += 7.0 * r.extend_weeks
             m.phase_ends = [*m.phase_ends[:-1], m.plan_days]
             m.extensions += 1

@@ -308,34 +308,36 @@ class Review(FrozenModel):
     """
 
     week: Annotated[int, Field(ge=1)]
-    """Week of the program (from the first session) at whose start the review happens."""
+    """When the review happens, in weeks from the first session (week: 3 is day 21 of the program)."""
     extend_weeks: Annotated[float, Field(ge=0)] = 0.0
-    """Weeks added to the plan when it is extended."""
+    """Length added to the plan when it is extended, in weeks."""
     extend_probability: Probability = 0.0
     """Probability that the plan is extended at this review (share 0-1)."""
     extend_if_missed: Annotated[int, Field(ge=1)] | None = None
     """Extend the plan of every client who has missed at least this many scheduled sessions so far."""
     shorten_weeks: Annotated[float, Field(ge=0)] = 0.0
-    """Weeks taken off the plan when it is shortened (never ending it before the review)."""
+    """Length taken off the plan when it is shortened, in weeks (never ending it before the review)."""
     shorten_probability: Probability = 0.0
     """Probability that a plan not extended is shortened at this review (share 0-1)."""
 
 
 class TreatmentPlan(FrozenModel):
-    """Individual treatment plans, set at the assessment: each client's own program length.
+    """Individual treatment plans: each client's own program length.
 
-    The planned length in weeks is drawn from ``after[stage]`` for a client
+    The plan belongs to the client from the assessment on; its length is drawn
+    from a stream of its own when the client takes a seat (so when it is drawn
+    changes nothing).  The planned length in weeks is drawn from ``after[stage]`` for a client
     stepping down from that level of care, else ``by_source[source]`` for their
     referral source, else ``weeks``; a severity class then stretches it.  The
     phases scale with the plan by ``phase_rule``.
     """
 
     weeks: Distribution
-    """Planned program length in weeks, for clients no rule below covers."""
+    """Planned program length, in weeks (not days), for clients no rule below covers."""
     by_source: dict[str, Distribution] = Field(default_factory=dict)
     """Planned length in weeks by referral source (names from referrals.sources)."""
     after: dict[StageName, Distribution] = Field(default_factory=dict)
-    """Planned length in weeks for clients stepping down from this level of care (e.g. residential)."""
+    """Planned length in weeks for clients stepping down from this level of care (residential, php or aftercare; not iop itself)."""
     phase_rule: Literal["share", "intensive_first"] = "share"
     """How phases scale: share -- each phase keeps its share of the weeks; intensive_first -- the first phase keeps its weeks and the later phases share the rest."""
     severity: dict[str, Severity] = Field(default_factory=dict)
