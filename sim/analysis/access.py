@@ -82,7 +82,38 @@ def cumulative_incidence(durations: np.ndarray, kinds: np.ndarray, kind: int, at
     return float(increments[times <= at].sum())
 
 
-def referral_outcomes(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> pd.DataFrame:
+def _keys(patient_id: np.ndarray, episode: np.ndarray) -> np.ndarray:
+    """One int64 per (patient, episode): patients may be negative (in care on day 0), episodes are small."""
+    return patient_id.astype(np.int64) * (1 << 20) + episode.astype(np.int64)
+
+
+def _episode_rows(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
+    """(order, sorted keys) of the episodes table, for looking visits up with ``_lookup``."""
+    ep = records["episodes"]
+    keys = _keys(ep["patient_id"].to_numpy(), ep["episode"].to_numpy())
+    order = np.argsort(keys, kind="stable")
+    return order, keys[order]
+
+
+def _lookup(order: np.ndarray, sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Row in the episodes table of each key (every visit belongs to an episode)."""
+    return order[np.searchsorted(sorted_keys, keys)]
+
+
+def _first_admissions(records: dict[str, pd.DataFrame], order, sorted_keys) -> np.ndarray:
+    """Per episode row: the time of its first admission to a treatment stage (inf if none)."""
+    v = records["visits"]
+    n = len(records["episodes"])
+    first = np.full(n, np.inf)
+    t_admit = v["t_admit"].to_numpy(dtype=float)
+    m = np.isin(v["stage"].to_numpy(dtype=object), TREATMENT_STAGES) & ~np.isnan(t_admit)
+    if m.any():
+        rows = _lookup(order, sorted_keys, _keys(v["patient_id"].to_numpy()[m], v["episode"].to_numpy()[m]))
+        np.minimum.at(first, rows, t_admit[m])
+    return first
+
+
+def referral_outcomes(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float, _index=None) -> pd.DataFrame:
     """One row per episode referred in ``[w0, horizon)`` and placed in a level of care (or lost at intake).
 
     Columns: ``patient_id``, ``episode``, ``t_referral``, ``placement``,
@@ -93,34 +124,33 @@ def referral_outcomes(records: dict[str, pd.DataFrame], scenario: Scenario, w0: 
     """
     horizon = float(scenario.horizon_days)
     ep = records["episodes"]
-    ep = ep[ep["t_referral"].to_numpy(dtype=float) >= w0]
-    placement = ep["placement"].fillna("").astype(str)
+    order, sorted_keys = _index if _index is not None else _episode_rows(records)
+    first = _first_admissions(records, order, sorted_keys)
+    t_ref = ep["t_referral"].to_numpy(dtype=float)
+    placement = ep["placement"].to_numpy(dtype=object, na_value="")
     # Sent elsewhere at assessment (outpatient care, not eligible): never waiting for this program.
-    elsewhere = (placement != "") & ~placement.isin(TREATMENT_STAGES)
-    ep = ep[~elsewhere.to_numpy()]
-    v = records["visits"]
-    tv = v[v["stage"].isin(TREATMENT_STAGES) & v["t_admit"].notna()]
-    first = tv.groupby(["patient_id", "episode"], as_index=False)["t_admit"].min()
-    out = ep[["patient_id", "episode", "t_referral", "placement", "t_exit", "exit_stage", "exit_outcome"]].merge(
-        first, on=["patient_id", "episode"], how="left")
-    t_ref = out["t_referral"].to_numpy(dtype=float)
-    t_admit = out["t_admit"].to_numpy(dtype=float)
-    t_exit = out["t_exit"].to_numpy(dtype=float)
-    admitted = ~np.isnan(t_admit)
+    elsewhere = (placement != "") & ~np.isin(placement, TREATMENT_STAGES)
+    keep = (t_ref >= w0) & ~elsewhere
+    t_ref, placement, first = t_ref[keep], placement[keep], first[keep]
+    t_exit = ep["t_exit"].to_numpy(dtype=float)[keep]
+    admitted = np.isfinite(first)
+    t_admit = np.where(admitted, first, np.nan)
     lost = ~admitted & ~np.isnan(t_exit)
     outcome = np.where(admitted, "admitted", np.where(lost, "lost", "waiting"))
     days = np.where(admitted, t_admit - t_ref, np.where(lost, t_exit - t_ref, horizon - t_ref))
-    lost_at = np.where(lost, out["exit_stage"].fillna("").astype(str).to_numpy(), "")
+    exit_stage = ep["exit_stage"].to_numpy(dtype=object, na_value="")[keep]
+    lost_at = np.where(lost, exit_stage, "")
     return pd.DataFrame({
-        "patient_id": out["patient_id"].to_numpy(), "episode": out["episode"].to_numpy(),
-        "t_referral": t_ref, "placement": out["placement"].to_numpy(), "t_admit": t_admit,
+        "patient_id": ep["patient_id"].to_numpy()[keep], "episode": ep["episode"].to_numpy()[keep],
+        "t_referral": t_ref, "placement": placement, "t_admit": t_admit,
         "outcome": outcome, "lost_at": lost_at, "days": np.maximum(days, 0.0),
     })
 
 
 def access_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> dict[str, float]:
     """Referral-to-admission KPIs of one replication (see the module docstring for definitions)."""
-    r = referral_outcomes(records, scenario, w0)
+    index = _episode_rows(records)
+    r = referral_outcomes(records, scenario, w0, index)
     days = r["days"].to_numpy(dtype=float)
     outcome = r["outcome"].to_numpy()
     k: dict[str, float] = {"referral_cohort": float(len(r))}
@@ -136,30 +166,29 @@ def access_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float)
     times, surv = kaplan_meier(days, outcome == "admitted")
     k["referral_to_admission_median_days"] = km_quantile(times, surv, 0.5) if len(r) else math.nan
     k["referral_to_admission_p90_days"] = km_quantile(times, surv, 0.9) if len(r) else math.nan
-    waits = admitted_waits(records, scenario, w0)
+    waits = admitted_waits(records, scenario, w0, index)
     k["referral_to_admission_mean_days_admitted"] = float(waits.mean()) if waits.size else math.nan
     k["referral_share_admitted_waiting_over_30_days"] = float((waits > 30).mean()) if waits.size else math.nan
-    k.update(_first_session_kpis(records, scenario, w0))
+    k.update(_first_session_kpis(records, scenario, w0, index))
     return k
 
 
-def admitted_waits(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> np.ndarray:
+def admitted_waits(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float, _index=None) -> np.ndarray:
     """Referral-to-admission days of the first treatment admission of each episode admitted in the window.
 
     Admitted patients only: the definition of the published waits
     (``calibration/targets.yaml``: ``wait-to-treatment``, ``wait-over-30-days``).
     """
-    v = records["visits"]
-    tv = v[v["stage"].isin(TREATMENT_STAGES) & v["t_admit"].notna()]
-    first = tv.groupby(["patient_id", "episode"], as_index=False)["t_admit"].min()
-    ep = records["episodes"]
-    ep = ep[ep["t_referral"].notna()][["patient_id", "episode", "t_referral"]]
-    out = first.merge(ep, on=["patient_id", "episode"])
-    out = out[out["t_admit"] >= w0]
-    return (out["t_admit"] - out["t_referral"]).to_numpy(dtype=float)
+    order, sorted_keys = _index if _index is not None else _episode_rows(records)
+    first = _first_admissions(records, order, sorted_keys)
+    t_ref = records["episodes"]["t_referral"].to_numpy(dtype=float)
+    m = np.isfinite(first) & ~np.isnan(t_ref) & (first >= w0)
+    m_sorted = order[m[order]]  # in (patient, episode) order, so sums are the same to the last bit
+    return first[m_sorted] - t_ref[m_sorted]
 
 
-def _first_session_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> dict[str, float]:
+def _first_session_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float,
+                        _index=None) -> dict[str, float]:
     """Per IOP track: referral to first attended session, of episodes referred straight to IOP.
 
     A visit waiting for (or lost while waiting for) several tracks counts for each
@@ -170,22 +199,29 @@ def _first_session_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0
     if iop is None or iop.tracks is None:
         return {}
     horizon = float(scenario.horizon_days)
+    order, sorted_keys = _index if _index is not None else _episode_rows(records)
     ep = records["episodes"]
-    ep = ep[(ep["t_referral"].to_numpy(dtype=float) >= w0) & (ep["placement"].fillna("") == "iop").to_numpy(dtype=bool)]
+    t_ref_ep = ep["t_referral"].to_numpy(dtype=float)
+    direct = (t_ref_ep >= w0) & (ep["placement"].to_numpy(dtype=object, na_value="") == "iop")
     v = records["visits"]
-    v = v[v["stage"] == "iop"].sort_values("t_join", kind="stable").drop_duplicates(["patient_id", "episode"])
-    j = v.merge(ep[["patient_id", "episode", "t_referral"]], on=["patient_id", "episode"])
-    first = j["t_first_session"].to_numpy(dtype=float)
-    leave = j["t_leave"].to_numpy(dtype=float)
-    t_ref = j["t_referral"].to_numpy(dtype=float)
+    m = v["stage"].to_numpy(dtype=object) == "iop"
+    t_join = v["t_join"].to_numpy(dtype=float)[m]
+    rows = _lookup(order, sorted_keys, _keys(v["patient_id"].to_numpy()[m], v["episode"].to_numpy()[m]))
+    by_join = np.argsort(t_join, kind="stable")
+    _, firsts = np.unique(rows[by_join], return_index=True)
+    pick = by_join[firsts]  # the first IOP visit of each episode
+    pick = pick[direct[rows[pick]]]
+    first = v["t_first_session"].to_numpy(dtype=float)[m][pick]
+    leave = v["t_leave"].to_numpy(dtype=float)[m][pick]
+    t_ref = t_ref_ep[rows[pick]]
     started = ~np.isnan(first)
     days = np.where(started, first - t_ref, np.where(np.isnan(leave), horizon, leave) - t_ref)
-    tracks = j["track"].fillna("").astype(str).str.split("|").to_numpy()
+    tracks = [str(x).split("|") for x in v["track"].to_numpy(dtype=object, na_value="")[m][pick]]
     k: dict[str, float] = {}
     for name in iop.tracks:
-        m = np.fromiter((name in ts for ts in tracks), dtype=bool, count=len(tracks))
-        times, surv = kaplan_meier(np.maximum(days[m], 0.0), started[m])
+        sel = np.fromiter((name in ts for ts in tracks), dtype=bool, count=len(tracks))
+        times, surv = kaplan_meier(np.maximum(days[sel], 0.0), started[sel])
         p = f"iop_track_{name}_"
-        k[p + "referral_to_first_session_median_days"] = km_quantile(times, surv, 0.5) if m.any() else math.nan
-        k[p + "referral_to_first_session_p90_days"] = km_quantile(times, surv, 0.9) if m.any() else math.nan
+        k[p + "referral_to_first_session_median_days"] = km_quantile(times, surv, 0.5) if sel.any() else math.nan
+        k[p + "referral_to_first_session_p90_days"] = km_quantile(times, surv, 0.9) if sel.any() else math.nan
     return k
