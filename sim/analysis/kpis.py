@@ -353,15 +353,23 @@ def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) 
     role_col = bookings["role"].to_numpy(dtype=object)
     act_col = bookings["activity"].to_numpy(dtype=object)
     member_id = 0
+    t_start = bookings["t_start"].to_numpy(dtype=float)
+    t_end = bookings["t_end"].to_numpy(dtype=float)
+    by_member = np.argsort(member_col, kind="stable")
+    bounds = np.searchsorted(member_col[by_member], np.arange(sum(len(p) for p in roles.values()) + 1))
+    pay_of: dict[tuple, dict[str, float]] = {}  # members of a team share their shifts: pay them once
     for role, people in roles.items():
         p = f"staff_{role}_"
         paid = {"day": 0.0, "evening": 0.0, "weekend": 0.0}
         idle = 0.0
         for shifts in people:
-            for key, v in shift_hours(shifts, w0, horizon, evening).items():
+            key_shifts = tuple((tuple(s.days), s.start_hour, s.end_hour) for s in shifts)
+            if key_shifts not in pay_of:
+                pay_of[key_shifts] = shift_hours(shifts, w0, horizon, evening)
+            for key, v in pay_of[key_shifts].items():
                 paid[key] += v
-            mine = member_col == member_id
-            idle += float(idle_hours(shifts, list(zip(bookings["t_start"].to_numpy()[mine], bookings["t_end"].to_numpy()[mine])), w0, horizon))
+            mine = by_member[bounds[member_id]:bounds[member_id + 1]]
+            idle += float(idle_hours(shifts, np.column_stack([t_start[mine], t_end[mine]]), w0, horizon))
             member_id += 1
         paid_total = sum(paid.values())
         in_role = role_col == role

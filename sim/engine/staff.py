@@ -261,19 +261,17 @@ def idle_hours(member_shifts: list[Shift], bookings: list[tuple[float, float]], 
     lo = np.clip((weeks[:, None] + iv[None, :, 0]).ravel(), t0, t1)
     hi = np.clip((weeks[:, None] + iv[None, :, 1]).ravel(), t0, t1)
     rostered = float(np.sum(hi - lo))
-    if not bookings:
+    b = np.asarray(bookings, dtype=float).reshape(-1, 2)
+    if not len(b):
         return rostered * 24.0
-    b = np.asarray(sorted(bookings), dtype=float)
-    # Union of the bookings as disjoint intervals, then the measure of their
+    b = b[np.lexsort((b[:, 1], b[:, 0]))]
+    # Union of the bookings as disjoint intervals (a new one starts where a booking
+    # begins after every earlier one has ended), then the measure of their
     # intersection with the shifts through the cumulative covered length F(t).
-    starts, ends = [b[0, 0]], [b[0, 1]]
-    for s0, e0 in b[1:]:
-        if s0 <= ends[-1]:
-            ends[-1] = max(ends[-1], e0)
-        else:
-            starts.append(s0)
-            ends.append(e0)
-    us, ue = np.asarray(starts), np.asarray(ends)
+    reach = np.maximum.accumulate(b[:, 1])
+    new = np.concatenate([[True], b[1:, 0] > reach[:-1]])
+    us = b[new, 0]
+    ue = np.maximum.reduceat(b[:, 1], np.flatnonzero(new))
     cum = np.concatenate([[0.0], np.cumsum(ue - us)])
 
     def covered(t):
