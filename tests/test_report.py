@@ -2,7 +2,9 @@
 
 One tiny ``iopsim run`` and one tiny ``iopsim compare`` (baseline with a tracked IOP, so the groups
 and staff figures exist) are made once per module; each test copies a finished folder elsewhere,
-deletes ``report.html`` and regenerates it from the files alone.
+deletes ``report.html`` and regenerates it from the files alone.  The report opens with the answer
+in words, then the warnings (a run) or red flags (a comparison); it has a staffing table per role,
+a groups table per IOP track and, when the folder holds ``calibration.csv``, the calibration table.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HORIZON = 90
 
 COMMON_H2 = (
+    "The answer",
     "The question",
     "The scenarios",
     "Headline results",
+    "Staffing",
+    "Groups",
     "Waiting lists and census over time",
     "The first year of a new site",
     "Levels of care",
-    "Groups and staff",
     "Costs",
     "Methods (STRESS-DES)",
 )
@@ -100,7 +104,8 @@ def visible_text(html: str) -> str:
 
 
 def cell_after(html: str, label: str) -> str:
-    m = re.search(rf"<tr><td>{re.escape(label)}</td><td>(.*?)</td>", html)
+    """The value in the cell after a row's label (without the CI printed under it)."""
+    m = re.search(rf"<tr><td>{re.escape(label)}</td><td>(.*?)(?:<span class=\"ci\">.*?)?</td>", html)
     assert m, f"no table row labelled {label!r}"
     return htmlmod.unescape(m.group(1))
 
@@ -159,6 +164,7 @@ def test_run_report_sections(reports):
     for h in COMMON_H2:
         assert h in h2, f"run report lacks section {h!r}; has {h2}"
     assert [h for h in h2 if h in COMMON_H2] == list(COMMON_H2), f"run report sections out of order: {h2}"
+    assert h2[:2] == ["The answer", "Warnings about the plan"], f"a run report opens with the answer, then warnings: {h2}"
     assert not any(h.startswith("Differences from") for h in h2), "a run report has no differences section"
     assert "What differs between them" not in headings(html, 3), "a run report has no 'what differs' table"
     h3 = headings(html, 3)
@@ -172,7 +178,8 @@ def test_compare_report_sections(reports):
     for h in COMMON_H2:
         assert h in h2, f"compare report lacks section {h!r}; has {h2}"
     assert "Differences from baseline" in h2, f"compare report lacks 'Differences from baseline': {h2}"
-    assert h2.index("Headline results") < h2.index("Differences from baseline") < h2.index("Waiting lists and census over time")
+    assert h2[:2] == ["The answer", "Red flags"], f"a comparison opens with the verdict, then red flags: {h2}"
+    assert h2.index("The scenarios") < h2.index("Differences from baseline") < h2.index("Headline results")
     h3 = headings(html, 3)
     assert "What differs between them" in h3, f"compare report lacks 'What differs between them': {h3}"
     assert h3[h3.index("1. Objectives"):][:6] == list(METHODS_H3), f"STRESS-DES parts missing or out of order: {h3}"
@@ -180,19 +187,90 @@ def test_compare_report_sections(reports):
     for path in ("stages.iop.tracks.evening.groups", "staff.roles.counselor.teams.1.headcount"):
         assert f"<code>{path}</code>" in differs, f"the settings table lacks {path}"
     # Each scenario has its own block in the per-scenario sections.
-    for name in ("Headline results", "Levels of care", "Costs", "Groups and staff"):
+    for name in ("Red flags", "Headline results", "Staffing", "Groups", "Levels of care", "Costs"):
         body = section(html, name)
         for scen in ("baseline", "evening"):
             assert f"<h3>{scen}</h3>" in body, f"section {name!r} has no block for {scen}"
 
 
-def test_groups_and_staff_section_for_tracked_iop(reports):
+def test_staffing_and_groups_sections_for_tracked_iop(reports):
     for kind, html in reports.items():
-        body = section(html, "Groups and staff")
-        assert len(re.findall(r"<img src=\"data:image/png;base64,", body)) >= 3, f"{kind}: no staff/group figures"
-        for caption in ("How many clients attend a group session", "When group sessions are held",
-                        "How busy each staff role is"):
-            assert caption in body, f"{kind}: groups and staff section lacks {caption!r}"
+        staff = section(html, "Staffing")
+        assert "How busy each staff role is" in staff and "<img src=\"data:image/png;base64," in staff, \
+            f"{kind}: no utilisation figure in the staffing section"
+        for header in ("Headcount", "Paid FTE", "Busy FTE", "FTE required", "Unmet hours a year", "Utilisation",
+                       "Ratio rule"):
+            assert f">{header}</th>" in staff, f"{kind}: staffing table lacks {header!r}"
+        for role in ("Intake clinician", "Counselor", "Nurse"):
+            assert f"<tr><td>{role}</td>" in staff, f"{kind}: staffing table has no row for {role}"
+        assert "IOP at most 24 clients each" in staff, f"{kind}: the 1:24 ratio rule is not shown"
+        groups = section(html, "Groups")
+        assert len(re.findall(r"<img src=\"data:image/png;base64,", groups)) >= 2, f"{kind}: no group figures"
+        for caption in ("How many clients attend a group session", "When group sessions are held"):
+            assert caption in groups, f"{kind}: groups section lacks {caption!r}"
+        for header in ("Mean group size", "Below minimum", "Cancelled", "Merged", "Referral to first session"):
+            assert f">{header}</th>" in groups, f"{kind}: groups table lacks {header!r}"
+        for track in ("Day", "Evening"):
+            assert f"<tr><td>{track}</td>" in groups, f"{kind}: groups table has no row for the {track} track"
+
+
+def test_run_report_opens_with_the_answer_in_words(reports, finished):
+    html = reports["run"]
+    answer = re.search(r'<section id="answer">(.*?)</section>', html, flags=re.S)
+    assert answer and html.index('<section id="answer">') < html.index("<h2>The question</h2>"), "no answer first"
+    text = " ".join(visible_text(answer.group(1)).split())
+    assert re.search(r"With 1 intake clinician, 2 counselors and 1 nurse, and 2 IOP groups \(day and evening\), "
+                     r"\d+ % \(\d+–\d+\) of referred patients are admitted to treatment within 14 days\.", text), text
+    assert re.search(r"\d+ % \(\d+–\d+\) are lost before admission, about [\d.]+ \([\d.]+–[\d.]+\) a year", text), text
+    assert re.search(r"a completed program costs \$[\d,]+ \(\$[\d,]+–\$[\d,]+\)", text), text
+    assert re.search(r"90 % of those who stay attend a first group session within [\d.]+ days", text), text
+    assert "IOP groups" in text and "below its minimum of 6" in text, text
+
+
+def test_warnings_are_near_the_top_in_plain_words(reports, finished):
+    html = reports["run"]
+    man = json.loads((finished["run"] / "manifest.json").read_text())
+    assert man["warnings"], "the tiny baseline run should have warnings (groups below their minimum size)"
+    body = section(html, "Warnings about the plan")
+    text = " ".join(visible_text(body).split())
+    for w in man["warnings"]:
+        field, message = w.split(": ", 1)
+        assert f"<code>{field}</code>" in body, f"warning field {field} not shown"
+        assert message[:40].lower() in text.lower(), f"warning {w!r} not in the warnings section: {text}"
+    assert "IOP day track: minimum group size" in text, f"warnings should name the place in words: {text}"
+
+
+def test_comparison_answer_is_a_verdict_with_directions(reports):
+    html = reports["compare"]
+    answer = re.search(r'<section id="answer">(.*?)</section>', html, flags=re.S).group(1)
+    text = " ".join(visible_text(answer).split())
+    assert re.search(r"evening (is better than|is worse than|and) baseline", text), text
+    assert re.search(r"\d+ of the \d+ decisive measures", text), text
+    diffs = section(html, "Differences from")
+    verdicts = re.findall(r'<td class="(better|worse|same|neutral)">([^<]*)</td>', diffs)
+    assert verdicts, "the differences table has no verdict cells"
+    for css, word in verdicts:
+        assert word in {"better": ("better",), "worse": ("worse",), "same": ("no significant difference",),
+                        "neutral": ("higher", "lower")}[css], f"verdict {word!r} with colour class {css!r}"
+    assert "lower is better" in diffs and "higher is better" in diffs, "directions are not shown"
+    red = section(html, "Red flags")
+    for scen in ("baseline", "evening"):
+        assert f"<h3>{scen}</h3>" in red, f"no red flags block for {scen}"
+
+
+def test_calibration_table_when_the_folder_has_calibration_csv(finished, tmp_path, reports):
+    assert "How close to published figures" not in headings(reports["run"], 2), "no calibration.csv, no table"
+    dest = tmp_path / "cal"
+    shutil.copytree(finished["run"], dest)
+    r = invoke("calibrate", dest, "--targets", REPO_ROOT / "calibration" / "targets.yaml")
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(dest / "calibration.csv")
+    html = write_report(dest).read_text(encoding="utf-8")
+    body = section(html, "How close to published figures")
+    assert f"{int(table['met'].sum())} of {len(table)} targets met" in visible_text(body), visible_text(body)[:300]
+    for tid in table["id"]:
+        assert f"<code>{tid}</code>" in body, f"target {tid} missing"
+    assert len(re.findall(r'<td class="(met|missed)">', body)) == len(table)
 
 
 # --------------------------------------------------------------------------- numbers and units
@@ -214,11 +292,11 @@ def test_numbers_carry_units(reports):
         first = section(html, "The first year of a new site")
         assert re.search(r"<td>[\d.,]+ days</td>", first), f"{kind}: 'settles after' without 'days'"
     diffs = section(reports["compare"], "Differences from")
-    row = re.search(r"<tr><td>Total cost</td><td>evening</td>(.*?)</tr>", diffs, flags=re.S)
-    assert row, "differences table lacks the total cost row for evening"
+    row = re.search(r'<tr><td>Total cost<span class="dir">lower is better</span></td>(.*?)</tr>', diffs, flags=re.S)
+    assert row, "differences table lacks the total cost row"
     cells = [htmlmod.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))]
     assert all("$" in c for c in cells[:4]), f"total cost differences without '$': {cells}"
-    assert cells[-1] in ("yes", "no"), f"'significant' column should say yes/no: {cells}"
+    assert cells[-1] in ("better", "worse", "no significant difference"), f"verdict in words: {cells}"
 
 
 def test_seeds_replications_and_warmup_are_stated(reports, finished):

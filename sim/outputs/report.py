@@ -1,10 +1,12 @@
-"""One self-contained HTML report of a run or comparison folder.
+"""One self-contained HTML report of a run, comparison or sweep folder.
 
 Everything is read from the files in the folder (never from a live model), the
 figures are embedded as base64 PNG, and nothing is fetched from the network,
-so the report can be e-mailed or archived on its own.  The methods section
-follows the STRESS-DES reporting checklist (Monks et al. 2019) and is filled
-in from the run's manifest and resolved scenarios.
+so the report can be e-mailed or archived on its own.  A run or comparison
+report opens with the answer in words (:mod:`iopsim.outputs.answer`), then the
+warnings about the plan; the methods section follows the STRESS-DES reporting
+checklist (Monks et al. 2019) and is filled in from the manifest and the
+resolved scenarios.  Figures a ``--no-report`` run skipped are drawn first.
 """
 
 from __future__ import annotations
@@ -15,53 +17,67 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from iopsim.errors import IopsimError
 from iopsim.analysis.kpis import STAGE_LABELS, kpi_label
+from iopsim.analysis.verdict import judge, verdict
+from iopsim.errors import IopsimError
 from iopsim.files import atomic_write_text
+from iopsim.outputs.answer import (
+    Facts,
+    calibration_rows,
+    clip_ci,
+    comparison_answer,
+    difference_rows,
+    factor_label,
+    fmt,
+    group_rows,
+    people_label,
+    red_flags,
+    run_answer,
+    staffing_rows,
+    symbol,
+)
 
+__all__ = ["HEADLINE", "fmt", "write_report"]
+
+#: KPIs of the headline table, everyone-referred figures first (those present are shown).
 HEADLINE = (
-    "referrals",
-    "admitted_to_treatment",
-    "programs_completed",
+    "referral_admitted_within_7_days",
     "referral_admitted_within_14_days",
+    "referral_admitted_within_30_days",
     "referral_lost_before_admission",
+    "referral_to_admission_median_days",
     "referral_to_admission_p90_days",
+    "referral_to_admission_mean_days_admitted",
+    "programs_completed",
+    "admitted_to_treatment",
+    "referrals",
+    "cost_per_completed_program",
+    "cost_total",
+    "cost_per_admission",
+    "iop_cost_per_client_week",
+    "labour_share_of_cost",
     "iop_admitted_wait_mean_days",
+    "iop_admitted_wait_p90_days",
     "iop_waitlist_mean",
     "iop_waitlist_max",
     "iop_waitlist_max_first_year",
     "iop_census_mean",
     "iop_reneged",
-    "cost_total",
-    "cost_per_completed_program",
-    "cost_per_admission",
-    "iop_cost_per_client_week",
-    "labour_share_of_cost",
 )
 
-STAFF_FIGURES = (
-    ("group_census.png", "How many clients attend a group session, by track"),
-    ("session_calendar.png", "When group sessions are held in the week"),
-    ("staff_utilisation.png", "How busy each staff role is (share of paid hours)"),
+STAGE_ROWS = (
+    ("admissions", "Admissions"), ("share_lost_waiting", "Share of those joining the waitlist who left it"),
+    ("admitted_wait_mean_days", "Mean wait of those admitted"),
+    ("admitted_wait_p90_days", "90th percentile wait of those admitted"),
+    ("waitlist_mean", "Average waitlist"), ("waitlist_max", "Longest waitlist"),
+    ("waitlist_max_first_year", "Longest waitlist in the first year"),
+    ("census_mean", "Average census"), ("occupancy", "Occupancy"),
+    ("planned_stay_mean_days", "Planned stay, mean"), ("stay_mean_days_completed", "Length of completed stays, mean"),
+    ("share_extended", "Share of stays extended"),
+    ("completed", "Completed stays"), ("dropped_out", "Dropped out"), ("reneged", "Left the waitlist"),
 )
-
-
-def fmt(value, unit: str = "", currency: str = "USD") -> str:
-    """A number with its unit, for people: '$12,345', '4.2 days', '37 %'."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    v = float(value)
-    if unit == "currency":
-        sign = "-" if v < 0 else ""
-        sym = "$" if currency == "USD" else f"{currency} "
-        return f"{sign}{sym}{abs(v):,.0f}"
-    if unit == "fraction":
-        return f"{100 * v:.1f} %"
-    num = f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}" if abs(v) >= 10 else f"{v:,.2f}"
-    return f"{num} {unit}".strip()
 
 
 def _img(path: Path) -> str | None:
@@ -74,33 +90,47 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
-def _scenario_block(folder: Path, name: str) -> dict:
-    summary = _read_csv(folder / "summary.csv").set_index("kpi")
-    scenario = yaml.safe_load((folder / "scenario.yaml").read_text(encoding="utf-8"))
-    currency = (scenario.get("costs") or {}).get("currency", "USD")
+def _draw_missing(folder: Path, kind: str, names: list[str]) -> None:
+    """Draw the figures a ``--no-report`` run (or an older version) did not leave."""
+    from iopsim.outputs.drawing import Drawer, missing_comparison_figures, missing_run_figures
+
+    scenario_dirs = [folder] if kind == "run" else [folder / "scenarios" / n for n in names]
+    with Drawer(1) as drawer:
+        for d in scenario_dirs:
+            if missing_run_figures(d):
+                drawer.run(d)
+        if kind == "compare" and missing_comparison_figures(folder):
+            drawer.comparison(folder)
+        drawer.wait()
+
+
+def _scenario_block(folder: Path, name: str, warnings: list[str]) -> dict:
+    facts = Facts.from_folder(folder, name, warnings)
+    summary = facts.summary
+    scenario = facts.scenario
+    currency = facts.currency
 
     def row(k):
         r = summary.loc[k]
-        return {
-            "label": r["label"],
-            "mean": fmt(r["mean"], r["unit"], currency),
-            "ci": f"{fmt(r['ci_low'], r['unit'], currency)} to {fmt(r['ci_high'], r['unit'], currency)}"
-            if r["n"] >= 2 and math.isfinite(r["ci_low"]) else "–",
-        }
+        _m, lo, hi = clip_ci(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), r["unit"])
+        if r["n"] < 2 or not math.isfinite(lo):
+            ci = "–"
+        elif lo == hi:
+            ci = "the same in every replication"
+        else:
+            ci = f"{fmt(lo, r['unit'], currency)} to {fmt(hi, r['unit'], currency)}"
+        return {"label": people_label(r["label"]), "mean": fmt(r["mean"], r["unit"], currency), "ci": ci, "kpi": k}
 
     headline = [row(k) for k in HEADLINE if k in summary.index]
     stages = [s for s in STAGE_LABELS if f"{s}_admissions" in summary.index]
     stage_rows = []
-    for key, label in (("admissions", "Admissions"), ("admitted_wait_mean_days", "Mean wait"), ("admitted_wait_p90_days", "90th percentile wait"),
-                       ("waitlist_mean", "Average waitlist"), ("waitlist_max", "Longest waitlist"),
-                       ("waitlist_max_first_year", "Longest waitlist in the first year"),
-                       ("census_mean", "Average census"), ("occupancy", "Occupancy"),
-                       ("completed", "Completed stays"), ("dropped_out", "Dropped out"), ("reneged", "Left the waitlist")):
+    for key, label in STAGE_ROWS:
         cells = []
         for s in stages:
             k = f"{s}_{key}"
             cells.append(fmt(summary.loc[k, "mean"], summary.loc[k, "unit"], currency) if k in summary.index else "")
-        stage_rows.append({"label": label, "cells": cells})
+        if any(c not in ("", "–") for c in cells):
+            stage_rows.append({"label": label, "cells": cells})
     cost_rows = [row(k) for k in summary.index if k.startswith("cost_labour_")] + [
         row(k) for k in ("cost_labour", "cost_services", "cost_patient_days", "cost_assessments", "cost_overhead", "cost_total")
         if k in summary.index
@@ -108,9 +138,16 @@ def _scenario_block(folder: Path, name: str) -> dict:
     figs = folder / "figures"
     transient = _read_csv(folder / "transient.csv")
     first_year = _read_csv(folder / "first_year.csv")
+    calibration = _read_csv(folder / "calibration.csv")
     return {
         "name": name,
         "description": scenario.get("description", ""),
+        "answer": run_answer(facts),
+        "flags": red_flags(facts),
+        "staffing": staffing_rows(facts),
+        "groups": group_rows(facts),
+        "calibration": calibration_rows(calibration) if len(calibration) else [],
+        "calibration_met": int(calibration["met"].astype(bool).sum()) if len(calibration) else 0,
         "headline": headline,
         "stages": [STAGE_LABELS[s] for s in stages],
         "stage_rows": stage_rows,
@@ -131,10 +168,14 @@ def _scenario_block(folder: Path, name: str) -> dict:
             "census": _img(figs / "census.png"),
             "funnel": _img(figs / "funnel.png"),
             "cost": _img(figs / "cost_breakdown.png"),
+            "group_census": _img(figs / "group_census.png"),
+            "calendar": _img(figs / "session_calendar.png"),
+            "utilisation": _img(figs / "staff_utilisation.png"),
         },
-        "staff_figures": [(cap, _img(figs / f)) for f, cap in STAFF_FIGURES if (figs / f).exists()],
         "horizon": scenario.get("horizon_days"),
+        "window": facts.horizon - facts.warmup,
         "currency": currency,
+        "symbol": symbol(currency).strip(),
     }
 
 
@@ -150,61 +191,84 @@ def _first_year(df: pd.DataFrame) -> dict:
     return {"stages": [STAGE_LABELS.get(s, s) for s in stages], "rows": rows}
 
 
-def _differences(folder: Path, names: list[str], currency: str) -> list[dict]:
+def _differences(folder: Path, names: list[str], currency: str) -> tuple[list[dict], pd.DataFrame]:
     diffs = _read_csv(folder / "differences.csv")
     if not len(diffs):
-        return []
-    out = []
-    base = names[0]
-    for kpi in [k for k in HEADLINE if k in set(diffs["kpi"])]:
-        d = diffs[diffs["kpi"] == kpi].set_index("scenario")
-        unit = d["unit"].iloc[0] if isinstance(d["unit"].iloc[0], str) else ""
-        for n in names[1:]:
-            r = d.loc[n]
-            out.append({
-                "label": d["label"].iloc[0],
-                "scenario": n,
-                "base": fmt(d.loc[base, "mean"], unit, currency),
-                "value": fmt(r["mean"], unit, currency),
-                "diff": fmt(r["diff"], unit, currency),
-                "ci": f"{fmt(r['diff_ci_low'], unit, currency)} to {fmt(r['diff_ci_high'], unit, currency)}",
-                "significant": "yes" if bool(r["significant"]) else "no",
-            })
-    return out
+        return [], pd.DataFrame()
+    judged = judge(diffs)
+    kpis = [k for k in HEADLINE if k in set(diffs["kpi"])]
+    return difference_rows(judged, kpis, names[0], currency), judged
 
 
-def write_report(folder: Path) -> Path:
-    """Render ``report.html`` in a finished (or staging) run or comparison folder."""
-    folder = Path(folder)
-    mpath = folder / "manifest.json"
-    if not mpath.exists():
-        raise IopsimError(f"{folder}: not a run folder (manifest.json missing)")
-    man = json.loads(mpath.read_text(encoding="utf-8"))
-    kind = man.get("kind", "run")
-    if kind not in ("run", "compare"):
-        raise IopsimError(f"{folder}: a {kind} folder has no report; reports are for run and compare folders")
-    if kind == "compare":
-        names = man["scenarios"]
-        blocks = [_scenario_block(folder / "scenarios" / n, n) for n in names]
-    else:
-        names = [man["scenario"]]
-        blocks = [_scenario_block(folder, names[0])]
-    params = _read_csv(folder / "parameters_differ.csv")
-    selection = json.loads((folder / "selection.json").read_text()) if (folder / "selection.json").exists() else None
-    figs = folder / "figures"
+def _run_length(man: dict) -> str:
     horizon = man.get("horizon_days")
     if isinstance(horizon, dict):
         lengths = set(horizon.values())
-        run_length = f"{lengths.pop()} days" if len(lengths) == 1 else "; ".join(f"{n}: {d} days" for n, d in horizon.items())
+        return f"{lengths.pop()} days" if len(lengths) == 1 else "; ".join(f"{n}: {d} days" for n, d in horizon.items())
+    return f"{horizon} days"
+
+
+def _environment() -> Environment:
+    return Environment(loader=PackageLoader("iopsim.outputs", "templates"), autoescape=select_autoescape(default=True))
+
+
+def _manifest(folder: Path) -> dict:
+    """The folder's manifest, or one line saying it is missing or damaged."""
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        raise IopsimError(f"{folder}: not a run folder (manifest.json missing)")
+    try:
+        man = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        man = None
+    if not isinstance(man, dict) or "kind" not in man:
+        raise IopsimError(f"{folder}: manifest.json is damaged (empty, truncated or not an iopsim manifest); "
+                          "re-run into a new folder, or delete this one")
+    return man
+
+
+def write_report(folder: Path) -> Path:
+    """Render ``report.html`` in a finished (or staging) run, comparison or sweep folder."""
+    folder = Path(folder)
+    man = _manifest(folder)
+    kind = man.get("kind", "run")
+    if kind == "sweep":
+        return write_sweep_report(folder, man)
+    if kind not in ("run", "compare"):
+        raise IopsimError(f"{folder}: a {kind} folder has no report; reports are for run, compare and sweep folders")
+    warnings = man.get("warnings") or ([] if kind == "run" else {})
+    if kind == "compare":
+        names = man["scenarios"]
+        _draw_missing(folder, kind, names)
+        blocks = [_scenario_block(folder / "scenarios" / n, n, list(warnings.get(n, []))) for n in names]
     else:
-        run_length = f"{horizon} days"
+        names = [man["scenario"]]
+        _draw_missing(folder, kind, names)
+        blocks = [_scenario_block(folder, names[0], list(warnings))]
+    params = _read_csv(folder / "parameters_differ.csv")
+    selection = json.loads((folder / "selection.json").read_text()) if (folder / "selection.json").exists() else None
+    figs = folder / "figures"
     selection_label = selection_indifference = None
     if selection:
         label, unit = kpi_label(selection["kpi"])
-        selection_label = label
-        selection_indifference = fmt(selection["indifference"], unit)
+        selection_label = people_label(label)
+        selection_indifference = fmt(selection["indifference"], unit, blocks[0]["currency"])
+    currency = blocks[0]["currency"]
+    differences, judged = _differences(folder, names, currency) if kind == "compare" else ([], pd.DataFrame())
+    verdict_text = []
+    if kind == "compare" and len(judged):
+        facts = {n: Facts.from_folder(folder / "scenarios" / n, n, list(warnings.get(n, []))) for n in names}
+        verdict_text = comparison_answer(verdict(judged, names[0]), facts)
+    side = []  # a compare's headline table: one row per KPI, one column per scenario
+    if kind == "compare":
+        for k in HEADLINE:
+            cells = [next((r for r in b["headline"] if r["kpi"] == k), None) for b in blocks]
+            first = next((c for c in cells if c), None)
+            if first:
+                side.append({"label": first["label"], "cells": [c or {"mean": "–", "ci": ""} for c in cells]})
     ctx = {
-        "run_length": run_length,
+        "side_by_side": side,
+        "run_length": _run_length(man),
         "selection_label": selection_label,
         "selection_indifference": selection_indifference,
         "kind": kind,
@@ -213,7 +277,9 @@ def write_report(folder: Path) -> Path:
         "manifest": man,
         "params": params.to_dict(orient="records") if len(params) else [],
         "param_cols": list(params.columns) if len(params) else [],
-        "differences": _differences(folder, names, blocks[0]["currency"]) if kind == "compare" else [],
+        "differences": differences,
+        "verdict": verdict_text,
+        "currencies": sorted({b["currency"] for b in blocks}),
         "selection": selection,
         "forest": _img(figs / "forest.png"),
         "waitlist_overlay": _img(figs / "waitlist_overlay.png"),
@@ -221,8 +287,91 @@ def write_report(folder: Path) -> Path:
         "references": man.get("references", {}),
         "versions": man.get("versions", {}),
     }
-    env = Environment(loader=PackageLoader("iopsim.outputs", "templates"), autoescape=select_autoescape(default=True))
-    html = env.get_template("report.html.j2").render(**ctx)
+    html = _environment().get_template("report.html.j2").render(**ctx)
+    out = folder / "report.html"
+    atomic_write_text(out, html)
+    return out
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def _factor_values(spec: dict) -> str:
+    if spec.get("values") is not None:
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in spec["values"])
+    lo, hi = spec.get("range") or (None, None)
+    steps = f" in {spec['steps']} steps" if spec.get("steps") else ""
+    return f"{lo:g} to {hi:g}{steps}" if lo is not None else ""
+
+
+def write_sweep_report(folder: Path, man: dict | None = None) -> Path:
+    """Render ``report.html`` of a sweep folder: the design, the per-point table, the figures and,
+    for a sensitivity sweep, the indices."""
+    from iopsim.outputs.figures import sweep_currency
+
+    folder = Path(folder)
+    man = man or json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    currency = sweep_currency(folder)
+    points = _read_csv(folder / "points.csv")
+    kpis = list(man.get("kpis") or [])
+    factors = man.get("factors") or {}
+    columns = [{"label": factor_label(f), "unit": ""} for f in factors]
+    columns += [{"label": people_label(kpi_label(k)[0]), "unit": kpi_label(k)[1]} for k in kpis]
+    rows = []
+    for _, r in points.iterrows():
+        cells = []
+        for f in factors:
+            v = r.get(f"factor:{f}")
+            cells.append(f"{v:g}" if isinstance(v, float) else str(v))
+        for k in kpis:
+            unit = kpi_label(k)[1]
+            lo, hi = r.get(f"{k}:ci_low"), r.get(f"{k}:ci_high")
+            ci = f" ({fmt(lo, unit, currency)} to {fmt(hi, unit, currency)})" if lo == lo and hi == hi else ""
+            cells.append(fmt(r.get(k), unit, currency) + ci)
+        rows.append({"point": int(r["point_id"]), "cells": cells, "replications": int(r.get("replications", 0))})
+    sens = _read_csv(folder / "sensitivity.csv")
+    sensitivity = []
+    if len(sens):
+        cols = [c for c in ("S1", "ST", "mu_star", "sigma") if c in sens.columns]
+        for _, r in sens.iterrows():
+            cells = []
+            for c in cols:
+                conf = r.get(f"{c}_conf")
+                cells.append(f"{r[c]:.3f}" + (f" ± {conf:.3f}" if conf is not None and conf == conf else ""))
+            sensitivity.append({"kpi": people_label(kpi_label(r["kpi"])[0]), "factor": factor_label(r["factor"]),
+                                "cells": cells})
+        sens_cols = {"S1": "first-order index S1", "ST": "total index ST", "mu_star": "Morris μ*",
+                     "sigma": "Morris σ"}
+        sens_header = [sens_cols[c] for c in cols]
+    else:
+        sens_header = []
+    figures = []
+    for k in kpis:
+        img = _img(folder / "figures" / f"{k}.png")
+        if img:
+            figures.append({"caption": people_label(kpi_label(k)[0]), "src": img})
+        s_img = _img(folder / "figures" / f"sensitivity_{k}.png")
+        if s_img:
+            figures.append({"caption": f"What drives {people_label(kpi_label(k)[0]).lower()}", "src": s_img})
+    failures = json.loads((folder / "failures.json").read_text()) if (folder / "failures.json").exists() else []
+    design = man.get("design") or {}
+    ctx = {
+        "manifest": man,
+        "name": man.get("sweep", folder.name),
+        "design": design,
+        "factors": [{"label": factor_label(f), "path": f, "levels": _factor_values(spec)} for f, spec in factors.items()],
+        "columns": columns,
+        "rows": rows,
+        "done": len(points),
+        "sensitivity": sensitivity,
+        "sensitivity_header": sens_header,
+        "figures": figures,
+        "failures": failures,
+        "references": man.get("references", {}),
+        "versions": man.get("versions", {}),
+        "currency": currency,
+    }
+    html = _environment().get_template("sweep.html.j2").render(**ctx)
     out = folder / "report.html"
     atomic_write_text(out, html)
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from iopsim.experiments.run import ComparisonResult, Plan, RunResult
 from iopsim.files import RunFolder, manifest
-from iopsim.outputs.figures import comparison_figures, run_figures
+from iopsim.outputs.drawing import Drawer
 from iopsim.schema.scenario import scenario_to_yaml
 
 log = logging.getLogger(__name__)
@@ -33,22 +33,35 @@ TABLE_FILES = {
 }
 
 
-def write_scenario(folder: RunFolder, prefix: str, run: RunResult) -> None:
-    """Everything about one scenario: its resolved file, records, KPIs, transient, figures."""
+def run_figures(path: Path, drawer: Drawer | None) -> None:
+    """Draw (or start drawing) every figure of the scenario folder ``path`` from its written files."""
+    if drawer is not None:
+        drawer.run(path)
+
+
+def comparison_figures(path: Path, drawer: Drawer | None, names: list[str], kpi: str) -> None:
+    """Draw (or start drawing) the comparison figures of the folder ``path`` from its written files."""
+    if drawer is not None:
+        drawer.comparison(path, names, kpi)
+
+
+def write_scenario(folder: RunFolder, prefix: str, run: RunResult, drawer: Drawer | None = None) -> None:
+    """Everything about one scenario: its resolved file, records, KPIs, transient and, with a
+    ``drawer``, its figures (started as soon as the files they are drawn from are written)."""
     folder.write_text(f"{prefix}scenario.yaml", scenario_to_yaml(run.scenario))
-    tables = {name: run.table(name) for name in TABLE_FILES}
-    for name, df in tables.items():
-        df.to_parquet(folder.file(prefix + TABLE_FILES[name]), index=False)
+    for name, file in TABLE_FILES.items():
+        run.table(name).to_parquet(folder.file(prefix + file), index=False)
     folder.write_table(f"{prefix}replications", run.per_replication)
+    run_figures(folder.path / prefix, drawer)
     folder.write_table(f"{prefix}summary", run.summary)
     folder.write_table(f"{prefix}transient", run.transient())
     folder.write_table(f"{prefix}first_year", run.first_year())
-    run_figures(tables, run.per_replication, folder.file(f"{prefix}figures/.keep").parent,
-                run.scenario.horizon_days, len(run.replications))
 
 
-def _finish(folder: RunFolder, plan: Plan, warmup: int, replications: int, report: bool, **fields) -> Path:
-    """Write the manifest (last of the data files), the report, and move the folder into place."""
+def _finish(folder: RunFolder, plan: Plan, warmup: int, replications: int, report: bool, drawer: Drawer,
+            **fields) -> Path:
+    """Wait for the figures; write the manifest (last of the data files), the report; move the folder into place."""
+    drawer.wait()
     folder.write_json("manifest.json", manifest(
         **fields,
         seed=plan.seed,
@@ -73,28 +86,34 @@ def _finish(folder: RunFolder, plan: Plan, warmup: int, replications: int, repor
 
 def save_run(run: RunResult, dest: Path, *, scenario_path: str | None = None, overrides: list[str] | None = None,
              report: bool = True) -> Path:
-    """Write the run folder of ``run`` at ``dest`` (which must not exist or be empty); returns it."""
+    """Write the run folder of ``run`` at ``dest`` (which must not exist or be empty); returns it.
+
+    Without ``report`` no figures are drawn either (``iopsim report`` draws them later).
+    With ``plan.jobs`` > 1 the figures are drawn in that many worker processes
+    while the tables are written.
+    """
     sc = run.scenario
-    with RunFolder(dest) as folder:
-        write_scenario(folder, "", run)
-        return _finish(folder, run.plan, run.warmup, len(run.replications), report, kind="run", scenario=sc.name,
+    with RunFolder(dest) as folder, Drawer(run.plan.jobs if report else 1) as drawer:
+        write_scenario(folder, "", run, drawer if report else None)
+        return _finish(folder, run.plan, run.warmup, len(run.replications), report, drawer, kind="run", scenario=sc.name,
                        scenario_file=scenario_path, overrides=overrides or [], horizon_days=sc.horizon_days,
                        references=sc.references, warnings=[str(f) for f in run.findings])
 
 
 def save_comparison(cmp: ComparisonResult, dest: Path, *, scenario_paths: dict[str, str] | None = None,
                     overrides: list[str] | None = None, report: bool = True) -> Path:
-    """Write the comparison folder of ``cmp`` at ``dest``; returns it."""
-    with RunFolder(dest) as folder:
-        for name, run in cmp.runs.items():
-            write_scenario(folder, f"scenarios/{name}/", run)
+    """Write the comparison folder of ``cmp`` at ``dest``; returns it (figures as in `save_run`)."""
+    with RunFolder(dest) as folder, Drawer(cmp.plan.jobs if report else 1) as drawer:
+        draw = drawer if report else None
         folder.write_table("differences", cmp.differences)
+        for name, run in cmp.runs.items():
+            write_scenario(folder, f"scenarios/{name}/", run, draw)
+        comparison_figures(folder.path, draw, cmp.names, cmp.plan.kpi)
         folder.write_table("parameters_differ", cmp.parameters)
         if cmp.selection is not None:
             folder.write_json("selection.json", cmp.selection)
-        comparison_figures(folder, cmp.names, cmp.differences, cmp.plan.kpi)
         scenarios = {n: r.scenario for n, r in cmp.runs.items()}
-        return _finish(folder, cmp.plan, cmp.warmup, len(next(iter(cmp.runs.values())).replications), report,
+        return _finish(folder, cmp.plan, cmp.warmup, len(next(iter(cmp.runs.values())).replications), report, drawer,
                        kind="compare", scenarios=cmp.names, scenario_files=scenario_paths or {},
                        overrides=overrides or [], horizon_days={n: s.horizon_days for n, s in scenarios.items()},
                        references={k: v for s in scenarios.values() for k, v in s.references.items()}, kpi=cmp.plan.kpi,
