@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -25,19 +28,23 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console(width=None if sys.stdout.isatty() else 120)
+#: Tables are laid out for 80 columns; on a pipe or in a file the console is 80 wide.
+WIDTH = 80
+out = Console(width=None if sys.stdout.isatty() else WIDTH)
 err = Console(stderr=True)
 
+#: Program KPIs of the terminal summary: everyone referred first, then outcomes and costs.
 HEADLINE = (
-    "referrals",
-    "readmissions",
-    "admitted_to_treatment",
-    "programs_completed",
     "referral_admitted_within_14_days",
     "referral_lost_before_admission",
+    "referral_to_admission_median_days",
     "referral_to_admission_p90_days",
-    "cost_total",
+    "programs_completed",
+    "admitted_to_treatment",
+    "referrals",
+    "readmissions",
     "cost_per_completed_program",
+    "cost_total",
     "cost_per_admission",
     "cost_per_patient_week",
     "iop_cost_per_client_week",
@@ -46,41 +53,43 @@ HEADLINE = (
 )
 STAGE_KPIS = (
     ("admissions", "Admissions"),
-    ("admitted_wait_mean_days", "Mean wait (days)"),
-    ("admitted_wait_p90_days", "90th pct wait (days)"),
-    ("waitlist_mean", "Average waitlist"),
-    ("waitlist_max", "Longest waitlist"),
-    ("waitlist_max_first_year", "Longest waitlist, first year"),
-    ("census_mean", "Average census"),
+    ("share_lost_waiting", "Lost while waiting"),
+    ("admitted_wait_mean_days", "Wait if admitted, days"),
+    ("admitted_wait_p90_days", "  90th pct, days"),
+    ("waitlist_mean", "Waitlist, average"),
+    ("waitlist_max", "Waitlist, longest"),
+    ("waitlist_max_first_year", "Longest, first year"),
+    ("census_mean", "Census, average"),
     ("occupancy", "Occupancy"),
     ("completed", "Completed stays"),
     ("dropped_out", "Dropped out"),
-    ("reneged", "Left waitlist"),
+    ("reneged", "Left the waitlist"),
 )
 TRACK_KPIS = (
     ("admissions", "Admissions"),
-    ("wait_to_start_mean_days", "Wait to first session (days)"),
-    ("group_census_mean", "Group census, mean"),
-    ("group_census_p10", "Group census, 10th pct"),
-    ("group_census_p90", "Group census, 90th pct"),
-    ("share_sessions_at_cap", "Share of sessions at the cap"),
-    ("share_sessions_below_min", "Share below minimum size"),
+    ("referral_to_first_session_p90_days", "To 1st session, p90 days"),
+    ("wait_to_start_mean_days", "Wait to start, mean days"),
+    ("group_census_mean", "Group size, mean"),
+    ("group_census_p10", "Group size, 10th pct"),
+    ("group_census_p90", "Group size, 90th pct"),
+    ("share_sessions_below_min", "Below minimum size"),
+    ("share_sessions_at_cap", "At the maximum size"),
     ("sessions_held", "Sessions held"),
-    ("sessions_cancelled", "Sessions cancelled (no staff)"),
-    ("sessions_merged", "Sessions merged"),
+    ("sessions_cancelled", "Cancelled (no staff)"),
+    ("sessions_merged", "Merged"),
     ("attendance_rate", "Attendance rate"),
     ("completion_rate", "Completion rate"),
     ("dropout_rate", "Dropout rate"),
-    ("reneged_waiting", "Left waitlist waiting for it"),
+    ("reneged_waiting", "Left waiting for it"),
 )
 STAFF_KPIS = (
     ("headcount", "Headcount"),
+    ("paid_fte", "FTE paid"),
+    ("required_fte", "FTE required"),
+    ("utilisation", "Utilisation"),
     ("paid_hours", "Paid hours"),
     ("busy_hours", "Busy hours"),
-    ("utilisation", "Utilisation"),
-    ("unmet_hours", "Unmet demand (hours)"),
-    ("required_fte", "FTE required by demand"),
-    ("paid_fte", "FTE paid"),
+    ("unmet_hours", "Unmet hours"),
 )
 
 
@@ -107,54 +116,104 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}"
 
 
-def _cell(r) -> str:
-    if r["n"] >= 2 and math.isfinite(r["half_width"]):
-        return f"{_fmt(r['mean'])} ± {_fmt(r['half_width'])}"
-    return _fmt(r["mean"])
+def _cell(r, currency: str = "USD", ci: bool = True, units=("fraction", "currency")) -> str:
+    """'mean ± half-width' in the KPI's unit (shares in %, money with the currency symbol)."""
+    from iopsim.outputs.answer import plus_minus
+
+    unit = r["unit"] if isinstance(r["unit"], str) else ""
+    half = r["half_width"] if ci and r["n"] >= 2 and math.isfinite(r["half_width"]) else math.nan
+    return plus_minus(r["mean"], half, unit if unit in units else "", currency)
 
 
-def _grid(rows, title: str, columns: list[tuple[str, str]], kpis, key) -> Table | None:
-    """A table of KPI rows by entity columns; ``key(entity, kpi)`` names the KPI."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("KPI")
+def _table(title: str, caption: str | None = None) -> Table:
+    return Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD,
+                 padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, title_style="bold")
+
+
+def _say(text: str, first: str = "", rest: str = "", style: str | None = None) -> None:
+    """Print a sentence wrapped to the terminal, never between a number and its unit ('10 %')."""
+    width = max(out.width, 40)
+    text = re.sub(r"(\d) (%|pp\b|days?\b)", "\\1\u00a0\\2", text)
+    for line in textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=rest,
+                              break_on_hyphens=False, break_long_words=False) or [""]:
+        out.print(Text(line.replace("\u00a0", " "), style=style), highlight=False, soft_wrap=True)
+
+
+def _fits(table_cells: list[list[str]]) -> bool:
+    """Whether rows of cells fit in `WIDTH` columns as a `_table` lays them out (2 spaces between columns)."""
+    if not table_cells:
+        return True
+    widths = [max(len(row[i]) for row in table_cells) for i in range(len(table_cells[0]))]
+    return sum(widths) + 2 * (len(widths) - 1) <= WIDTH
+
+
+def _grid(rows, title: str, columns: list[tuple[str, str]], kpis, key, currency: str = "USD") -> Table | None:
+    """A table of KPI rows by entity columns; ``key(entity, kpi)`` names the KPI.  Means with their
+    95 % CI half-widths where that fits in 80 columns, else means only (the caption says which)."""
+    for with_ci in (True, False):
+        body = []
+        for kpi, label in kpis:
+            cells = [_cell(rows.loc[key(c, kpi)], currency, with_ci) if key(c, kpi) in rows.index else ""
+                     for c, _ in columns]
+            if any(cells):
+                body.append([label, *cells])
+        header = ["", *[label for _, label in columns]]
+        if with_ci and not _fits([header, *body]):
+            continue
+        break
+    if not body:
+        return None
+    table = _table(title + (" (mean ± 95 % CI)" if with_ci else " (means; 95 % CIs in summary.csv)"))
+    table.add_column("", no_wrap=True)
     for _, label in columns:
-        table.add_column(label, justify="right")
-    for kpi, label in kpis:
-        cells = [_cell(rows.loc[key(c, kpi)]) if key(c, kpi) in rows.index else "" for c, _ in columns]
-        if any(cells):
-            table.add_row(label, *cells)
-    return table if table.row_count else None
+        table.add_column(label, justify="right", no_wrap=True)
+    for row in body:
+        table.add_row(*row)
+    return table
 
 
-def print_summary(summary, title: str) -> None:
-    """Compact tables: program KPIs, stages, IOP tracks, staff roles, cost breakdown."""
+def print_summary(summary, title: str, currency: str = "USD") -> None:
+    """Compact tables for 80 columns: program KPIs, stages, IOP tracks, staff roles, cost breakdown."""
     from iopsim.analysis.kpis import STAGE_LABELS
+    from iopsim.outputs.answer import SHORT_LABELS, capital, human, people_label
 
     rows = summary.set_index("kpi")
-    head = Table(title=title, title_justify="left", caption="mean ± half-width of the 95 % confidence interval across replications", caption_justify="left")
-    head.add_column("Program")
-    head.add_column("mean ± 95 % CI", justify="right")
-    head.add_column("unit")
+    head = _table(title)
+    head.add_column("Program", no_wrap=True)
+    head.add_column("mean ± 95 % CI", justify="right", no_wrap=True)
     for name in HEADLINE:
         if name in rows.index:
             r = rows.loc[name]
-            head.add_row(r["label"], _cell(r), r["unit"])
+            head.add_row(SHORT_LABELS.get(name) or people_label(r["label"]),
+                         _cell(r, currency, units=("fraction", "currency", "days")))
     out.print(head)
+    out.print("± is the half-width of the 95 % confidence interval across replications; counts are over the "
+              "observation window.", highlight=False)
     stages = [s for s in STAGE_LABELS if f"{s}_admissions" in rows.index]
-    tracks = [k[len("iop_track_") : -len("_admissions")] for k in rows.index if k.startswith("iop_track_") and k.endswith("_admissions")]
-    roles = [k[len("staff_") : -len("_headcount")] for k in rows.index if k.startswith("staff_") and k.endswith("_headcount")]
+    tracks = [k[len("iop_track_"): -len("_admissions")] for k in rows.index if k.startswith("iop_track_") and k.endswith("_admissions")]
+    roles = [k[len("staff_"): -len("_headcount")] for k in rows.index if k.startswith("staff_") and k.endswith("_headcount")]
+    short = {"residential": "Residential"}
     tables = [
-        _grid(rows, "By stage (mean ± 95 % CI)", [(s, STAGE_LABELS[s].split("/")[0]) for s in stages], STAGE_KPIS,
-              lambda c, k: f"{c}_{k}"),
-        _grid(rows, "IOP tracks (mean ± 95 % CI)", [(t, t) for t in tracks], TRACK_KPIS, lambda c, k: f"iop_track_{c}_{k}"),
-        _grid(rows, "Staff by role (mean ± 95 % CI)", [(r, r) for r in roles], STAFF_KPIS, lambda c, k: f"staff_{c}_{k}"),
+        _grid(rows, "By stage", [(s, short.get(s, STAGE_LABELS[s])) for s in stages], STAGE_KPIS,
+              lambda c, k: f"{c}_{k}", currency),
+        _grid(rows, "IOP tracks", [(t, capital(human(t))) for t in tracks], TRACK_KPIS,
+              lambda c, k: f"iop_track_{c}_{k}", currency),
+        _grid(rows, "Staff by role", [(r, capital(human(r))) for r in roles], STAFF_KPIS,
+              lambda c, k: f"staff_{c}_{k}", currency),
     ]
-    cost_rows = [(k, rows.loc[k, "label"]) for k in rows.index if k.startswith("cost_") and k not in HEADLINE
-                 and k not in ("cost_per_patient_day",)]
-    tables.append(_grid(rows, "Cost breakdown (mean ± 95 % CI)", [("", "amount")], cost_rows, lambda c, k: k))
+    cost_rows = [(k, people_label(rows.loc[k, "label"]).replace("Labour cost: ", "Labour: "))
+                 for k in rows.index if k.startswith("cost_") and k not in HEADLINE and k not in ("cost_per_patient_day",)]
+    tables.append(_grid(rows, "Cost breakdown", [("", "amount")], cost_rows, lambda c, k: k, currency))
     for t in tables:
         if t is not None:
             out.print(t)
+
+
+def print_answer(title: str, sentences: list[str]) -> None:
+    """The answer in words, wrapped to the terminal."""
+    _say(title, style="bold")
+    for s in sentences:
+        _say(s)
 
 
 @app.callback()
@@ -255,11 +314,17 @@ def run(
     threshold: float = THRESHOLD,
     no_report: bool = NO_REPORT,
     strict: bool = STRICT,
+    targets: Optional[Path] = typer.Option(None, "--targets", help="Calibration targets file (e.g. calibration/targets.yaml): "
+                                           "compare the run with them, write calibration.csv and show it in the report."),
 ) -> None:
     """Simulate a scenario, print KPIs with 95 % confidence intervals, write a run folder and report."""
     from iopsim import api
 
     try:
+        if targets is not None:
+            from iopsim.analysis.calibration import load_targets
+
+            load_targets(targets)  # a bad targets file fails before the run, not after it
         sc = api.load_scenario(scenario, set_)
         dest = out_dir or default_run_dir(Path("outputs"), sc.name)
         api.check_destination(dest)  # before the progress bar starts, so an error is the only output
@@ -272,21 +337,40 @@ def run(
                              progress=lambda done, total: progress.update(task, completed=done, total=total))
         result.scenario_path, result.overrides = str(scenario), list(set_)
         folder = result.save(dest, report=not no_report)
+        calibration = _calibrate(api, folder, targets, report=not no_report) if targets is not None else None
     except IopsimError as exc:
         _fail(str(exc))
     n = result.replications
     w = result.warmup
+    currency = sc.costs.currency
     print_summary(result.summary, f"{sc.name}: {n} replications, seed {result.seed}, {sc.horizon_days} days"
-                  + (f" (warm-up {w} days discarded)" if w else ""))
+                  + (f" (warm-up {w} days discarded)" if w else ""), currency)
     print_transient(result.transient())
     if precision is not None:
         if result.precision_reached:
             out.print(f"--precision {precision}: {n} replications were needed for {kpi}", highlight=False)
         else:
             out.print(f"--precision {precision}: NOT reached for {kpi} within --max-replications {max_replications}",
-                      highlight=False)
-    out.print(f"run folder: {folder}", highlight=False)
+                      highlight=False, soft_wrap=True)
+    from iopsim.outputs.answer import Facts, run_answer
+
+    print_answer(f"{sc.name}: the answer", run_answer(Facts.from_folder(folder, sc.name)))
+    if calibration is not None:
+        out.print(f"calibration: {int(calibration['met'].sum())} of {len(calibration)} targets met "
+                  f"({Path(folder) / 'calibration.csv'})", highlight=False, soft_wrap=True)
+    out.print(f"run folder: {folder}", highlight=False, soft_wrap=True)
     _warn(scenario, [f for f in result.warnings if f not in before], strict, after_run=True)
+
+
+def _calibrate(api, folder: Path, targets: Path, report: bool):
+    """Compare a finished run with calibration targets: calibration.csv in the folder, and the report again."""
+    from iopsim.files import atomic_write_text
+
+    table = api.calibrate(folder, targets)
+    atomic_write_text(Path(folder) / "calibration.csv", table.to_csv(index=False))
+    if report:
+        api.report(folder)
+    return table
 
 
 def print_transient(df) -> None:
@@ -296,11 +380,11 @@ def print_transient(df) -> None:
     if not len(df):
         return
     thr = df["threshold"].iloc[0]
-    table = Table(title=f"Opening transient: waitlists (threshold {thr:g} waiting)", title_justify="left")
-    for col in ("Stage", "settles after (days)", "share of replications reaching threshold", "first day reached (mean)"):
-        table.add_column(col, justify="left" if col == "Stage" else "right")
+    table = _table(f"Opening transient: waitlists (threshold {thr:g} waiting)")
+    for col in ("Stage", "settles (day)", f"runs reaching {thr:g}", "on day (mean)"):
+        table.add_column(col, justify="left" if col == "Stage" else "right", no_wrap=True)
     for _, r in df.iterrows():
-        table.add_row(STAGE_LABELS.get(r["stage"], r["stage"]), f"{r['settles_day']:.0f}",
+        table.add_row(STAGE_LABELS.get(r["stage"], r["stage"]).split("/")[0], f"{r['settles_day']:.0f}",
                       f"{r['share_replications_over_threshold']:.0%}", _fmt(r["first_day_over_threshold_mean"]))
     out.print(table)
 
@@ -351,44 +435,70 @@ def compare(
         folder = result.save(dest, report=not no_report)
     except IopsimError as exc:
         _fail(str(exc))
-    print_comparison(result, result.names, kpi)
-    out.print(f"comparison folder: {folder}", highlight=False)
+    print_comparison(result, result.names, kpi, folder)
+    out.print(f"comparison folder: {folder}", highlight=False, soft_wrap=True)
     _warn_all([(str(p), f) for p, run in zip(scenarios, result.runs.values()) for f in run.warnings
                if f not in before[str(p)]], strict, after_run=True)
 
 
-def print_comparison(result, names: list[str], kpi: str) -> None:
-    diffs = result.differences
+def print_comparison(result, names: list[str], kpi: str, folder: Path | None = None) -> None:
+    """One 80-column table per alternative scenario (both means, the paired difference ± its 95 % CI
+    half-width and better / worse), the settings that differ, the verdict in words and any selection."""
+    from iopsim.analysis.verdict import BETTER, WORSE, judge, verdict
+    from iopsim.outputs.answer import SHORT_LABELS, Facts, comparison_answer, people_label, plus_minus
+
+    judged = judge(result.differences)
     n = result.replications
-    title = f"Paired differences from {names[0]} ({n} replications, common random numbers" + (
-        ", Bonferroni-adjusted 95 % CIs)" if len(names) > 2 else ", 95 % CIs)")
-    table = Table(title=title, title_justify="left")
-    table.add_column("KPI")
-    table.add_column(names[0], justify="right")
+    facts = {}
+    if folder is not None and (Path(folder) / "scenarios").is_dir():
+        facts = {name: Facts.from_folder(Path(folder) / "scenarios" / name, name, [str(f) for f in run.warnings])
+                 for name, run in result.runs.items()}
+    currency = next(iter(facts.values())).currency if facts else "USD"
+    keys = [k for k in dict.fromkeys([*HEADLINE, "iop_admitted_wait_p90_days", "iop_waitlist_mean", "iop_reneged", kpi])
+            if k in set(judged["kpi"])]
+    words = {BETTER: ("better", "bold green"), WORSE: ("worse", "bold red"), "higher": ("higher", "dim"),
+             "lower": ("lower", "dim")}
+    adjusted = ", Bonferroni-adjusted" if len(names) > 2 else ""
     for other in names[1:]:
-        table.add_column(other, justify="right")
-        table.add_column(f"{other} − {names[0]}", justify="right")
-    keys = [k for k in dict.fromkeys([kpi, *HEADLINE, "iop_admitted_wait_mean_days", "iop_waitlist_mean", "iop_reneged"])
-            if k in set(diffs["kpi"])]
-    for k in keys:
-        d = diffs[diffs["kpi"] == k].set_index("scenario")
-        cells = [_fmt(d.loc[names[0], "mean"])]
-        for other in names[1:]:
-            r = d.loc[other]
-            star = " *" if r["significant"] else ""
-            ci = f" ({_fmt(r['diff_ci_low'])} to {_fmt(r['diff_ci_high'])})" if math.isfinite(r["diff_ci_low"]) else ""
-            cells += [_fmt(r["mean"]), f"{_fmt(r['diff'])}{ci}{star}"]
-        table.add_row(d["label"].iloc[0], *cells)
-    out.print(table)
-    out.print("* the 95 % confidence interval of the difference excludes zero", highlight=False)
+        table = _table(f"{other} − {names[0]} ({n} replications, common random numbers)",
+                       f"Paired differences ± half-width of their 95 % CI{adjusted}; – no significant difference; "
+                       "pp percentage points; days and patients unmarked")
+        table.add_column("", no_wrap=True)
+        table.add_column(names[0], justify="right", no_wrap=True)
+        table.add_column(other, justify="right", no_wrap=True)
+        table.add_column("difference", justify="right", no_wrap=True)
+        table.add_column("", no_wrap=True)
+        rows = judged[judged["scenario"] == other].set_index("kpi")
+        for k in keys:
+            r = rows.loc[k]
+            unit = r["unit"] if isinstance(r["unit"], str) else ""
+            unit = unit if unit in ("fraction", "currency") else ""
+            half = (r["diff_ci_high"] - r["diff_ci_low"]) / 2 if math.isfinite(r["diff_ci_low"]) else math.nan
+            word, style = words.get(r["judgement"], ("–", "dim"))
+            table.add_row(SHORT_LABELS.get(k) or people_label(r["label"]), plus_minus(r["base_mean"], math.nan, unit, currency),
+                          plus_minus(r["mean"], math.nan, unit, currency), plus_minus(r["diff"], half, unit, currency, True),
+                          Text(word, style=style))
+        out.print(table)
     params = result.parameters
     if params is not None and len(params):
-        pt = Table(title="Settings that differ", title_justify="left")
-        for c in params.columns:
-            pt.add_column(c)
+        pt = _table("Settings that differ")
+        for i, c in enumerate(params.columns):
+            pt.add_column("setting" if c == "parameter" else c, no_wrap=i == 0, overflow="fold")
         for _, r in params.head(30).iterrows():
             pt.add_row(*[str(v) for v in r])
         out.print(pt)
+        if len(params) > 30:
+            out.print(f"... and {len(params) - 30} more (parameters_differ.csv)", highlight=False)
+    for v in comparison_answer(verdict(judged, names[0]), facts):
+        _say(f"The answer: {v['lead']}", style="bold")
+        for head, items in (("Better", v["better"]), ("Worse", v["worse"]), (f"Watch out in {v['scenario']}", v["watch"])):
+            if items:
+                _say(f"{head}:")
+                for x in items:
+                    _say(x, "  - ", "    ")
+        for line in (v["same"], v["summary"]):
+            if line:
+                _say(line)
     sel = result.selection
     if sel:
         out.print(f"Best on {sel['kpi']} ({sel['goal']}): {sel['best']} — Nelson-Matejcik, P(correct) >= "
@@ -419,7 +529,7 @@ def sweep(
     except IopsimError as exc:
         _fail(str(exc))
     out.print(f"sweep: {result.n_points} points ({result.skipped} already done, {result.ran} run now) "
-              f"in {result.elapsed_s:.1f} s; results: {result.folder}", highlight=False)
+              f"in {result.elapsed_s:.1f} s; results: {result.folder}", highlight=False, soft_wrap=True)
     for f in result.failures:
         err.print(Text(f"point {f['point_id']} failed at {f['factors']}: {f['error']}"), soft_wrap=True)
     if result.sensitivity is not None:
@@ -429,19 +539,23 @@ def sweep(
 
 
 def _print_sensitivity(df) -> None:
-    table = Table(title="Sensitivity (95 % CI half-widths in brackets)", title_justify="left")
+    from iopsim.analysis.kpis import kpi_label
+    from iopsim.outputs.answer import SHORT_LABELS, decap, factor_label, people_label
+
     cols = [c for c in ("S1", "ST", "mu_star", "sigma") if c in df.columns]
-    table.add_column("KPI")
-    table.add_column("factor")
-    for c in cols:
-        table.add_column(c, justify="right")
-    for _, r in df.iterrows():
-        cells = []
+    for kpi, g in df.groupby("kpi", sort=False):
+        name = SHORT_LABELS.get(kpi) or people_label(kpi_label(kpi)[0])
+        table = _table(f"Sensitivity of {decap(name)} (± 95 % CI half-width)")
+        table.add_column("setting", overflow="fold")
         for c in cols:
-            conf = r.get(f"{c}_conf")
-            cells.append(f"{r[c]:.3f}" + (f" (±{conf:.3f})" if conf is not None and conf == conf else ""))
-        table.add_row(r["kpi"], r["factor"], *cells)
-    out.print(table)
+            table.add_column(c, justify="right", no_wrap=True)
+        for _, r in g.iterrows():
+            cells = []
+            for c in cols:
+                conf = r.get(f"{c}_conf")
+                cells.append(f"{r[c]:.3f}" + (f" ± {conf:.3f}" if conf is not None and conf == conf else ""))
+            table.add_row(factor_label(r["factor"]), *cells)
+        out.print(table)
 
 
 @app.command()
@@ -454,19 +568,19 @@ def sensitivity(sweep_dir: Path = typer.Argument(..., help="A finished sweep fol
     except IopsimError as exc:
         _fail(str(exc))
     _print_sensitivity(df)
-    out.print(f"written: {Path(sweep_dir) / 'sensitivity.csv'}", highlight=False)
+    out.print(f"written: {Path(sweep_dir) / 'sensitivity.csv'}", highlight=False, soft_wrap=True)
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A finished run or comparison folder.")) -> None:
-    """(Re)write the self-contained report.html of a run or comparison folder."""
+def report(run_dir: Path = typer.Argument(..., help="A finished run, comparison or sweep folder.")) -> None:
+    """(Re)write the self-contained report.html of a run, comparison or sweep folder (drawing any figure it lacks)."""
     from iopsim import api
 
     try:
         path = api.report(run_dir)
     except IopsimError as exc:
         _fail(str(exc))
-    out.print(f"report: {path}", highlight=False)
+    out.print(f"report: {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -491,7 +605,7 @@ def calibrate(
     out.print(t)
     atomic_write_text(Path(run_dir) / "calibration.csv", table.to_csv(index=False))
     out.print(f"{int(table['met'].sum())} of {len(table)} targets met; table written to {Path(run_dir) / 'calibration.csv'}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -512,7 +626,7 @@ def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="Write to
         _fail(f"{out_file}: cannot write ({exc.strerror or exc})")
     except IopsimError as exc:
         _fail(str(exc))
-    out.print(f"schema: {out_file}", highlight=False)
+    out.print(f"schema: {out_file}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
