@@ -520,7 +520,7 @@ def group_rows(f: Facts) -> list[dict]:
 
 
 def _count(x: float) -> str:
-    return "–" if not math.isfinite(x) else f"{x:,.0f}" if x >= 9.5 or x == 0 else f"{x:.1f}"
+    return _hours(x)
 
 
 def calibration_rows(table: pd.DataFrame) -> list[dict]:
@@ -532,7 +532,8 @@ def calibration_rows(table: pd.DataFrame) -> list[dict]:
             "id": str(r.get("id", "")),
             "what": str(r.get("metric", "")),
             "target": str(r.get("target", "")),
-            "model": f"{_plain(r.get('model_mean'), unit)} ({_plain(r.get('ci_low'), unit)} to {_plain(r.get('ci_high'), unit)})",
+            "model": _plain(r.get("model_mean"), unit),
+            "model_ci": f"{_plain(r.get('ci_low'), unit)} to {_plain(r.get('ci_high'), unit)}",
             "met": bool(r.get("met")) if r.get("met") == r.get("met") else False,
             "source": str(r.get("source", "") if r.get("source") == r.get("source") else ""),
         })

@@ -83,7 +83,7 @@ def unit_axis(ax, unit: str, currency: str, axis: str = "x", points: bool = Fals
         if points:
             target.set_major_formatter(FuncFormatter(lambda v, _pos: _tick(round(100 * v, 6), sign=True)))
         else:
-            target.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            target.set_major_formatter(PercentFormatter(1.0))
     elif points:
         target.set_major_formatter(FuncFormatter(lambda v, _pos: _tick(v, sign=True)))
     else:
@@ -644,8 +644,8 @@ def sweep_heatmap(summary: pd.DataFrame, fx: str, fy: str, kpi: str, label: str,
     return _save(fig, path)
 
 
-def sensitivity_figure(df: pd.DataFrame, method: str, kpi: str, path: Path) -> Path:
-    """Tornado-style bars: Sobol' S1 and ST, or Morris mu*, with confidence half-widths."""
+def sensitivity_figure(df: pd.DataFrame, method: str, kpi: str, path: Path, *, currency: str = "USD") -> Path:
+    """Tornado-style bars: Sobol' S1 and ST, or Morris mu* (in the KPI's unit), with confidence half-widths."""
     if method == "sobol":
         d = df.sort_values("ST")
         y = np.arange(len(d))
@@ -658,7 +658,9 @@ def sensitivity_figure(df: pd.DataFrame, method: str, kpi: str, path: Path) -> P
         y = np.arange(len(d))
         fig, ax = plt.subplots(figsize=(8.5, 0.5 * len(d) + 1.8))
         ax.barh(y, d["mu_star"], xerr=d["mu_star_conf"], color=BLUE, capsize=3, label="mu* (95 % CI)")
-        ax.set_xlabel("Morris mu*: mean absolute elementary effect")
+        unit = kpi_label(kpi)[1]
+        ax.set_xlabel(f"Morris mu*: mean absolute elementary effect ({_unit_text(unit, currency) or 'result'})")
+        unit_axis(ax, unit, currency, "x")
     ax.set_yticks(y, [factor_label(f) for f in d["factor"]], fontsize=8)
     ax.legend(fontsize=8)
     ax.set_title(f"What drives {people_label(kpi_label(kpi)[0]).lower()}", fontsize=10)
@@ -708,5 +710,6 @@ def sensitivity_figures(folder: Path, method: str, indices: pd.DataFrame) -> lis
     """One tornado-style figure per KPI of a sensitivity table (from :func:`analyse_sweep`)."""
     fig_dir = Path(folder) / "figures"
     fig_dir.mkdir(exist_ok=True)
-    return [sensitivity_figure(indices[indices["kpi"] == kpi], method, kpi, fig_dir / f"sensitivity_{kpi}.png")
-            for kpi in dict.fromkeys(indices["kpi"])]
+    currency = sweep_currency(folder)
+    return [sensitivity_figure(indices[indices["kpi"] == kpi], method, kpi, fig_dir / f"sensitivity_{kpi}.png",
+                               currency=currency) for kpi in dict.fromkeys(indices["kpi"])]

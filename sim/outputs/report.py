@@ -33,6 +33,7 @@ from iopsim.outputs.answer import (
     fmt,
     group_rows,
     people_label,
+    plus_minus,
     red_flags,
     run_answer,
     staffing_rows,
@@ -325,9 +326,9 @@ def write_sweep_report(folder: Path, man: dict | None = None) -> Path:
             cells.append(f"{v:g}" if isinstance(v, float) else str(v))
         for k in kpis:
             unit = kpi_label(k)[1]
-            lo, hi = r.get(f"{k}:ci_low"), r.get(f"{k}:ci_high")
-            ci = f" ({fmt(lo, unit, currency)} to {fmt(hi, unit, currency)})" if lo == lo and hi == hi else ""
-            cells.append(fmt(r.get(k), unit, currency) + ci)
+            m, lo, hi = clip_ci(float(r.get(k)), float(r.get(f"{k}:ci_low")), float(r.get(f"{k}:ci_high")), unit)
+            ci = f"{fmt(lo, unit, currency)} to {fmt(hi, unit, currency)}" if lo == lo and hi == hi and lo != hi else ""
+            cells.append({"mean": fmt(m, unit, currency), "ci": ci})
         rows.append({"point": int(r["point_id"]), "cells": cells, "replications": int(r.get("replications", 0))})
     sens = _read_csv(folder / "sensitivity.csv")
     sensitivity = []
@@ -335,13 +336,18 @@ def write_sweep_report(folder: Path, man: dict | None = None) -> Path:
         cols = [c for c in ("S1", "ST", "mu_star", "sigma") if c in sens.columns]
         for _, r in sens.iterrows():
             cells = []
+            unit = kpi_label(r["kpi"])[1]
             for c in cols:
                 conf = r.get(f"{c}_conf")
-                cells.append(f"{r[c]:.3f}" + (f" ± {conf:.3f}" if conf is not None and conf == conf else ""))
+                conf = conf if conf is not None and conf == conf else math.nan
+                if c in ("mu_star", "sigma"):  # Morris effects are in the result's own unit
+                    cells.append(plus_minus(r[c], conf, unit if unit in ("fraction", "currency") else "", currency))
+                else:
+                    cells.append(f"{r[c]:.3f}" + (f" ± {conf:.3f}" if math.isfinite(conf) else ""))
             sensitivity.append({"kpi": people_label(kpi_label(r["kpi"])[0]), "factor": factor_label(r["factor"]),
                                 "cells": cells})
-        sens_cols = {"S1": "first-order index S1", "ST": "total index ST", "mu_star": "Morris μ*",
-                     "sigma": "Morris σ"}
+        sens_cols = {"S1": "first-order index S1", "ST": "total index ST", "mu_star": "Morris μ* (result's unit)",
+                     "sigma": "Morris σ (result's unit)"}
         sens_header = [sens_cols[c] for c in cols]
     else:
         sens_header = []
