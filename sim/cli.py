@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -219,6 +220,13 @@ def print_answer(title: str, sentences: list[str]) -> None:
 @app.callback()
 def main(verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v milestones, -vv event trace.")) -> None:
     _setup_logging(verbose)
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (a batch system, `timeout`) is handled like Ctrl-C: unwind, so that staging
+    folders are removed and worker pools shut down, then exit 143 (128 + SIGTERM)."""
+    raise SystemExit(128 + signum)
 
 
 STRICT = typer.Option(False, "--strict", help="Treat warnings about the plan as errors (exit 2).")

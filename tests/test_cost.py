@@ -14,7 +14,6 @@ import functools
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from iopsim.experiments.replications import run_replication
