@@ -152,3 +152,21 @@ def test_numbers_for_people():
     assert span(-530, -408, "currency", "USD", signed) == "−$530 to −$408"
     assert brief(7.32, "patients") == "+7.3 patients"
     assert span(0.757, 0.773, "fraction") == "75.7–77.3 %"
+
+
+def test_red_flags_add_a_growing_waitlist_and_the_decisive_group_numbers():
+    from iopsim.outputs.answer import Facts, red_flags
+
+    summary = pd.DataFrame({"kpi": ["iop_track_weekend_group_census_mean"], "label": ["x"], "unit": ["clients"],
+                            "mean": [1.9], "ci_low": [1.8], "ci_high": [2.0], "n": [4], "half_width": [0.1]})
+    sessions = pd.DataFrame({"track": ["weekend"] * 10, "t_start": np.arange(10.0), "attendees": [0] + [2] * 9,
+                             "status": ["held"] * 9 + ["no_clients"]})
+    facts = Facts("weekend", summary, pd.DataFrame(), {"horizon_days": 400, "warmup_days": 0},
+                  ["stages.iop.tracks.weekend.min_group_size: 99% of held sessions had fewer than 6 attendees"],
+                  sessions=sessions, levels=_levels(0.05))
+    flags = red_flags(facts)
+    assert flags[0]["where"] == "IOP weekend track: minimum group size", flags
+    assert "averages 1.9 clients" in flags[0]["message"] and "nobody attended 20 %" in flags[0]["message"], flags
+    assert any(f["where"] == "IOP" and "still growing" in f["message"] for f in flags), flags
+    quiet = Facts("flat", summary, pd.DataFrame(), {"horizon_days": 400}, [], levels=_levels(0.0))
+    assert red_flags(quiet) == [], "a steady waitlist is no red flag"

@@ -520,7 +520,7 @@ def forest_figure(diffs: pd.DataFrame, kpi: str, path: Path, currency: str = "US
             highs.append(d)
             text = "0" if d == 0 else signed(d, unit, currency).replace(" percentage points", " pp")
             rel = r["rel_change"]
-            if math.isfinite(rel):
+            if math.isfinite(rel) and d != 0:
                 text += f" ({rel * 100:+.0f} %)".replace("-", "−")
             word = r["judgement"] if r["judgement"] in (BETTER, WORSE) else (
                 "no significant difference" if r["judgement"] == "no significant difference" else "neither better nor worse")
@@ -545,7 +545,7 @@ def forest_figure(diffs: pd.DataFrame, kpi: str, path: Path, currency: str = "US
         words = {"fraction": "percentage points", "currency": symbol(currency).strip()}.get(unit, unit)
         ax.set_title(f"{people_label(label)} ({words})" if words else people_label(label), loc="left", fontsize=9.5)
         ax.grid(alpha=0.3, axis="x")
-    who = others[0] if len(others) == 1 else "each scenario"
+    who = others[0] if len(others) == 1 else "Each scenario"
     fig.suptitle(f"{who} minus {base}: paired differences with 95 % CIs, each in its own unit", fontsize=11)
     fig.text(0.01, 0.005, "green = better, red = worse, grey = no significant difference (or neither better nor worse); "
              "pp = percentage points", fontsize=8, color="#444444")
