@@ -198,7 +198,8 @@ class Results:
         Args:
             folder: where; it must not exist or be empty. Default
                 ``outputs/<scenario>-<time>``.
-            report: also write ``report.html``.
+            report: also draw the figures and write ``report.html`` (``False``:
+                the data files only; ``iopsim report`` can add both later).
         """
         from iopsim.outputs.runfolder import save_run
 
