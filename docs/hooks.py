@@ -1,9 +1,11 @@
-"""MkDocs hooks: find the installed ``iopsim`` package, and fill in the scenario reference.
+"""MkDocs hooks: find the installed ``iopsim`` package, and fill in generated tables.
 
 ``docs/reference/scenario.md`` holds a marker line; :func:`on_page_markdown`
 replaces it with :func:`iopsim.schema.reference.markdown_reference`, so the
-published field tables always match what validation accepts.  A page that
-lost its marker fails the build instead of silently publishing no reference.
+published field tables always match what validation accepts.  Likewise the
+marker in ``docs/reference/scenario-files.md`` becomes the table of input
+limits, made from :data:`iopsim.schema.limits.DEFAULTS`.  A page that lost
+its marker fails the build instead of silently publishing no table.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from mkdocs.exceptions import PluginError
 
 MARKER = "<!-- scenario-reference -->"
 PAGE = "reference/scenario.md"
+LIMITS_MARKER = "<!-- input-limits -->"
+LIMITS_PAGE = "reference/scenario-files.md"
 
 
 def on_startup(command: str, dirty: bool, **kwargs) -> None:
@@ -31,7 +35,24 @@ def on_startup(command: str, dirty: bool, **kwargs) -> None:
     sys.path[:] = [p for p in sys.path if not Path(p or ".", "iopsim").is_file()]
 
 
+def limits_table() -> str:
+    """The input limits as a Markdown table: name, environment variable, default, what it bounds."""
+    from iopsim.schema.limits import DEFAULTS
+
+    def number(x: float) -> str:
+        return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+    rows = ["| limit | raised with | default | what it bounds |", "|---|---|---|---|"]
+    for name, (default, what) in DEFAULTS.items():
+        rows.append(f"| `{name}` | `IOPSIM_LIMIT_{name.upper()}` | {number(default)} | {what} |")
+    return "\n".join(rows)
+
+
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
+    if page.file.src_uri == LIMITS_PAGE:
+        if LIMITS_MARKER not in markdown:
+            raise PluginError(f"{LIMITS_PAGE}: the line {LIMITS_MARKER} is missing; the table of input limits goes there")
+        return markdown.replace(LIMITS_MARKER, limits_table())
     if page.file.src_uri != PAGE:
         return markdown
     if MARKER not in markdown:

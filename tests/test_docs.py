@@ -86,6 +86,21 @@ def test_built_scenario_reference_holds_the_generated_tables(site):
     assert "<code>los_days</code>" in text and "<code>cohort_start_every_weeks</code>" in text
 
 
+def test_built_scenario_files_page_lists_every_input_limit(site):
+    """The table of input limits is generated from ``DEFAULTS``: every limit, its variable and its default."""
+    from iopsim.schema.limits import DEFAULTS
+
+    page = site / "reference" / "scenario-files" / "index.html"
+    text = html.unescape(page.read_text(encoding="utf-8"))
+    assert "<!-- input-limits -->" not in text, "the marker was not replaced by the table of input limits"
+    assert "input-limits" in _ids(page), "section #input-limits missing from the scenario files page"
+    for name, (default, what) in DEFAULTS.items():
+        shown = f"{int(default):,}" if float(default).is_integer() else f"{default:g}"
+        row = re.search(rf"<td><code>{name}</code></td>\s*<td><code>IOPSIM_LIMIT_{name.upper()}</code></td>"
+                        rf"\s*<td>{re.escape(shown)}</td>\s*<td>{re.escape(what)}</td>", text)
+        assert row, f"limit {name} (default {shown}) missing from the table of input limits"
+
+
 def test_built_api_reference_documents_the_public_api(site):
     ids = _ids(site / "reference" / "api" / "index.html")
     for name in ("load_scenario", "run", "compare", "sweep", "sensitivity", "report", "calibrate", "scenario_schema",
