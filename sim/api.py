@@ -29,6 +29,7 @@ from iopsim.analysis.checks import Finding, scenario_findings
 from iopsim.errors import IopsimError
 from iopsim.experiments.run import ComparisonResult, Plan, RunResult, compare_scenarios, run_scenario
 from iopsim.files import check_out_dir, default_run_dir, read_manifest
+from iopsim.schema.limits import limit, over
 from iopsim.schema.scenario import Scenario
 from iopsim.schema.scenario import load_scenario as _load
 
@@ -292,6 +293,9 @@ def _plan(first: Scenario, replications, seed, jobs, warmup, precision, kpi, max
         raise IopsimError(f"replications: must be 1 or more (got {replications!r})")
     if int(jobs) < 1:
         raise IopsimError(f"jobs: must be 1 or more (got {jobs!r})")
+    for name, value in (("replications", replications), ("max_replications", max_replications)):
+        if value is not None and int(value) > limit("replications"):
+            raise IopsimError(f"{name}: " + over("replications", int(value)))
     return Plan(replications=int(replications or first.replications), seed=first.seed if seed is None else int(seed),
                 jobs=int(jobs), warmup=_warmup(warmup), precision=precision, kpi=kpi,
                 max_replications=int(max_replications), threshold=float(threshold), select=select)
@@ -442,7 +446,7 @@ def sensitivity(sweep_dir: str | Path) -> pd.DataFrame:
 
 
 def report(folder: str | Path) -> Path:
-    """(Re)write ``report.html`` of a finished run or comparison folder; returns its path."""
+    """(Re)write ``report.html`` of a finished run, comparison or sweep folder; returns its path."""
     from iopsim.outputs.report import write_report
 
     return write_report(Path(folder))

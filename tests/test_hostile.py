@@ -151,6 +151,11 @@ def test_a_limit_can_be_raised_on_purpose(monkeypatch):
     assert iopsim.load_scenario(BASELINE, {"horizon_days": 40_000}).horizon_days == 40_000
 
 
+def test_replications_asked_on_the_command_line_are_bounded(tmp_path):
+    r = invoke("run", BASELINE, "-n", "20000", "--out", tmp_path / "run")
+    assert "replications" in one_line_exit_2(r) and not (tmp_path / "run").exists()
+
+
 def test_a_billion_point_design_is_refused_before_it_is_built(tmp_path):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"base": str(BASELINE), "replications": 1, "kpis": ["iop_census_mean"],
