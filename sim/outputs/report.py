@@ -22,7 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from iopsim.analysis.kpis import STAGE_LABELS, kpi_label
 from iopsim.analysis.verdict import judge, verdict
 from iopsim.errors import IopsimError
-from iopsim.files import atomic_write_text
+from iopsim.files import atomic_write_text, read_manifest
 from iopsim.outputs.answer import (
     Facts,
     calibration_rows,
@@ -215,17 +215,7 @@ def _environment() -> Environment:
 
 def _manifest(folder: Path) -> dict:
     """The folder's manifest, or one line saying it is missing or damaged."""
-    mpath = folder / "manifest.json"
-    if not mpath.is_file():
-        raise IopsimError(f"{folder}: not a run folder (manifest.json missing)")
-    try:
-        man = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        man = None
-    if not isinstance(man, dict) or "kind" not in man:
-        raise IopsimError(f"{folder}: manifest.json is damaged (empty, truncated or not an iopsim manifest); "
-                          "re-run into a new folder, or delete this one")
-    return man
+    return read_manifest(folder)
 
 
 def write_report(folder: Path) -> Path:
