@@ -87,12 +87,17 @@ def _keys(patient_id: np.ndarray, episode: np.ndarray) -> np.ndarray:
     return patient_id.astype(np.int64) * (1 << 20) + episode.astype(np.int64)
 
 
-def _episode_rows(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
-    """(order, sorted keys) of the episodes table, for looking visits up with ``_lookup``."""
+def _episode_rows(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, sorted keys, first admissions) of the episodes table.
+
+    ``order`` and the sorted keys look visits up with ``_lookup``; the first
+    admission of every episode is computed once here for all access KPIs.
+    """
     ep = records["episodes"]
     keys = _keys(ep["patient_id"].to_numpy(), ep["episode"].to_numpy())
     order = np.argsort(keys, kind="stable")
-    return order, keys[order]
+    sorted_keys = keys[order]
+    return order, sorted_keys, _first_admissions(records, order, sorted_keys)
 
 
 def _lookup(order: np.ndarray, sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -124,8 +129,7 @@ def referral_outcomes(records: dict[str, pd.DataFrame], scenario: Scenario, w0: 
     """
     horizon = float(scenario.horizon_days)
     ep = records["episodes"]
-    order, sorted_keys = _index if _index is not None else _episode_rows(records)
-    first = _first_admissions(records, order, sorted_keys)
+    order, sorted_keys, first = _index if _index is not None else _episode_rows(records)
     t_ref = ep["t_referral"].to_numpy(dtype=float)
     placement = ep["placement"].to_numpy(dtype=object, na_value="")
     # Sent elsewhere at assessment (outpatient care, not eligible): never waiting for this program.
@@ -179,8 +183,7 @@ def admitted_waits(records: dict[str, pd.DataFrame], scenario: Scenario, w0: flo
     Admitted patients only: the definition of the published waits
     (``calibration/targets.yaml``: ``wait-to-treatment``, ``wait-over-30-days``).
     """
-    order, sorted_keys = _index if _index is not None else _episode_rows(records)
-    first = _first_admissions(records, order, sorted_keys)
+    order, sorted_keys, first = _index if _index is not None else _episode_rows(records)
     t_ref = records["episodes"]["t_referral"].to_numpy(dtype=float)
     m = np.isfinite(first) & ~np.isnan(t_ref) & (first >= w0)
     m_sorted = order[m[order]]  # in (patient, episode) order, so sums are the same to the last bit
@@ -199,7 +202,7 @@ def _first_session_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0
     if iop is None or iop.tracks is None:
         return {}
     horizon = float(scenario.horizon_days)
-    order, sorted_keys = _index if _index is not None else _episode_rows(records)
+    order, sorted_keys, _first = _index if _index is not None else _episode_rows(records)
     ep = records["episodes"]
     t_ref_ep = ep["t_referral"].to_numpy(dtype=float)
     direct = (t_ref_ep >= w0) & (ep["placement"].to_numpy(dtype=object, na_value="") == "iop")

@@ -168,6 +168,23 @@ def _nothing(empty: list[str], what: str) -> str:
     return f"{capital(what)} at {joined} during the run." if names else ""
 
 
+def _finish_level_axes(axes, active: list[str], empty: list[str], ylabel: str, nothing: str) -> None:
+    """Titles, limits, count ticks and grid of each stage panel; the idle stages in one line of text."""
+    for ax, stage in zip(axes, active):
+        ax.set_title(_stage_name(stage), fontsize=10, loc="left")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.set_xlim(left=0)
+        count_axis(ax, "y")
+        count_axis(ax, "x")
+        ax.grid(alpha=0.3)
+    if active:
+        axes[0].legend(fontsize=8, loc="upper right")
+        axes[len(active) - 1].set_xlabel("day of the run")
+    if len(axes) > len(active):
+        _empty_note(axes[-1], _nothing(empty, nothing) if active else f"{capital(nothing)} at any stage during the run.")
+
+
 def _level_figure(levels: pd.DataFrame, column: str, title: str, ylabel: str, path: Path,
                   nothing: str = "no one waited") -> Path:
     active, empty = _active(levels, column)
@@ -177,18 +194,7 @@ def _level_figure(levels: pd.DataFrame, column: str, title: str, ylabel: str, pa
         b = band[band["stage"] == stage]
         ax.plot(b["day"], b["mean"], lw=1.2, color=BLUE, label="weekly mean of replications")
         ax.fill_between(b["day"], b["lo"], b["hi"], alpha=0.3, color=BLUE, lw=0, label="95 % CI")
-        ax.set_ylabel(ylabel)
-        ax.set_title(_stage_name(stage), fontsize=10, loc="left")
-        ax.set_ylim(bottom=0)
-        ax.set_xlim(left=0)
-        count_axis(ax, "y")
-        count_axis(ax, "x")
-        ax.grid(alpha=0.3)
-    if active:
-        axes[0].legend(loc="upper right", fontsize=8)
-        axes[len(active) - 1].set_xlabel("day of the run")
-    if len(axes) > len(active):
-        _empty_note(axes[-1], _nothing(empty, nothing) if active else f"{capital(nothing)} at any stage during the run.")
+    _finish_level_axes(axes, active, empty, ylabel, nothing)
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
@@ -210,19 +216,7 @@ def overlay_figure(levels_by_scenario: dict[str, pd.DataFrame], column: str, tit
             b = band[band["stage"] == stage]
             line, = ax.plot(b["day"], b["mean"], lw=1.2, label=name, color=f"C{i}")
             ax.fill_between(b["day"], b["lo"], b["hi"], alpha=0.2, color=line.get_color(), lw=0)
-    for ax, stage in zip(axes, active):
-        ax.set_title(_stage_name(stage), fontsize=10, loc="left")
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
-        ax.set_xlim(left=0)
-        count_axis(ax, "y")
-        count_axis(ax, "x")
-        ax.grid(alpha=0.3)
-    if active:
-        axes[0].legend(fontsize=8, loc="upper right")
-        axes[len(active) - 1].set_xlabel("day of the run")
-    if len(axes) > len(active):
-        _empty_note(axes[-1], _nothing(empty, nothing) if active else f"{capital(nothing)} at any stage during the run.")
+    _finish_level_axes(axes, active, empty, ylabel, nothing)
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)

@@ -213,15 +213,10 @@ def _environment() -> Environment:
     return Environment(loader=PackageLoader("iopsim.outputs", "templates"), autoescape=select_autoescape(default=True))
 
 
-def _manifest(folder: Path) -> dict:
-    """The folder's manifest, or one line saying it is missing or damaged."""
-    return read_manifest(folder)
-
-
 def write_report(folder: Path) -> Path:
     """Render ``report.html`` in a finished (or staging) run, comparison or sweep folder."""
     folder = Path(folder)
-    man = _manifest(folder)
+    man = read_manifest(folder)
     kind = man.get("kind", "run")
     if kind == "sweep":
         return write_sweep_report(folder, man)
