@@ -543,15 +543,19 @@ def test_dask_cluster_gives_identical_results_to_local_processes(tmp_path, dask_
 
 
 KILL_POINTS = 16
+KILL_REPLICATIONS = 4
 
 
 @pytest.fixture(scope="module")
 def kill_sweep(tmp_path_factory):
-    """A 16-point sweep slow enough to be killed part-way, and its uninterrupted results."""
+    """A 16-point sweep slow enough to be killed part-way, and its uninterrupted results.
+
+    Each point takes a few hundred milliseconds, so the whole sweep lasts seconds: a test
+    process that is descheduled for a moment on a busy machine still signals it mid-way."""
     folder = tmp_path_factory.mktemp("kill")
     sw = make_sweep(folder, {"stages.iop.capacity": {"values": [4, 6, 8, 10]},
                              "referrals.referrals_per_week": {"range": [3.0, 7.5], "steps": 4}},
-                    replications=2, horizon=500, seed=9)
+                    replications=KILL_REPLICATIONS, horizon=1500, seed=9)
     ref = folder / "reference"
     res = execute_sweep(sw, ref, jobs=1)
     assert res["failures"] == [] and res["points"] == KILL_POINTS, f"reference run failed: {res['failures']}"
@@ -577,6 +581,8 @@ def test_killed_sweep_resumes_to_the_same_results(tmp_path, kill_sweep, sig, job
             if time.monotonic() > deadline:
                 pytest.fail(f"no 2 parts within 120 s: {_tail(log)}")
             time.sleep(0.02)
+        assert proc.poll() is None, \
+            f"the sweep finished (rc {proc.returncode}) before it could be signalled: {_tail(log)}"
         os.killpg(proc.pid, sig)
         rc = proc.wait(timeout=30)
     finally:
@@ -598,7 +604,8 @@ def test_killed_sweep_resumes_to_the_same_results(tmp_path, kill_sweep, sig, job
     results = pd.read_parquet(out / "results.parquet")
     counts = results.groupby("point_id").size()
     assert sorted(counts.index) == list(range(KILL_POINTS)), f"point ids in results: {sorted(counts.index)}"
-    assert (counts == 2).all(), f"every point should have exactly its 2 replications: {counts.to_dict()}"
+    assert (counts == KILL_REPLICATIONS).all(), \
+        f"every point should have exactly its {KILL_REPLICATIONS} replications: {counts.to_dict()}"
     dup = results.duplicated(["point_id", "replication"])
     assert not dup.any(), f"duplicate (point_id, replication) rows: {results.loc[dup, ['point_id', 'replication']]}"
     assert stray_files(out) == [], f"temp files left in points/: {stray_files(out)}"
