@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 
 from iopsim import cli
 import iopsim.outputs.figures
+import iopsim.experiments.executor as executor_mod
 import iopsim.experiments.sweep as sweep_mod
 from conftest import minimal_scenario_dict
 from iopsim import api
@@ -268,7 +269,7 @@ def test_invalid_sweep_fails_before_anything_runs(tmp_path, case, monkeypatch):
     extra = {k: v for k, v in changes.items() if k != "factors"}
     sw = make_sweep(tmp_path, factors, **extra)
     calls = []
-    monkeypatch.setattr(sweep_mod, "run_point", lambda *a, **k: calls.append(a) or pytest.fail("a point ran"))
+    monkeypatch.setattr(executor_mod, "run_task", lambda *a, **k: calls.append(a) or pytest.fail("a point ran"))
     out = tmp_path / "out"
     result = invoke("sweep", sw, "--jobs", "1", "--out", out)
     assert_clean_error(result, "sweep.yaml", *fragments)
@@ -339,14 +340,14 @@ def test_script_validation_error_is_exactly_one_line(script_validation_error):
 def test_one_bad_point_does_not_kill_the_sweep(tmp_path, monkeypatch):
     sw = make_sweep(tmp_path, {"stages.iop.capacity": {"values": [4, 6, 8]}}, replications=2)
     out = tmp_path / "out"
-    real = sweep_mod.run_replication
+    real = executor_mod.run_replication
 
     def flaky(scenario, *args, **kwargs):
         if scenario.stages.iop.capacity == 6:
             raise RuntimeError("boom at capacity 6")
         return real(scenario, *args, **kwargs)
 
-    monkeypatch.setattr(sweep_mod, "run_replication", flaky)
+    monkeypatch.setattr(executor_mod, "run_replication", flaky)
     res = execute_sweep(sw, out, jobs=1)
     assert [(f["point_id"], f["factors"]) for f in res["failures"]] == [(1, {"stages.iop.capacity": 6})], \
         f"expected point 1 (capacity 6) as the only failure, got {res['failures']}"
@@ -369,7 +370,7 @@ def test_one_bad_point_does_not_kill_the_sweep(tmp_path, monkeypatch):
     assert "2 already done, 0 run now" in result.stdout, f"the stored points should be skipped: {result.stdout!r}"
 
     # cause removed: only the missing point runs
-    monkeypatch.setattr(sweep_mod, "run_replication", real)
+    monkeypatch.setattr(executor_mod, "run_replication", real)
     stamps = {p.name: p.stat().st_mtime_ns for p in parts(out)}
     result = invoke("sweep", sw, "--jobs", "1", "--out", out)
     assert result.exit_code == 0, f"re-run should succeed: {result.stdout + result.stderr!r}"

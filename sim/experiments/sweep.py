@@ -17,10 +17,8 @@ import itertools
 import json
 import logging
 import os
-import re
+
 import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 
@@ -34,7 +32,8 @@ from iopsim.schema.limits import limit, over
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.analysis.sensitivity import morris_effects, sobol_indices
 from iopsim.files import atomic_write_text, manifest, read_manifest, safe_name
-from iopsim.experiments.replications import _watch_parent, kpi_names, run_replication, unknown_kpi, worker_context
+from iopsim.experiments.executor import Executor, Task, write_part
+from iopsim.experiments.replications import kpi_names, unknown_kpi
 from iopsim.schema.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, set_path, validate_raw
 from iopsim.analysis.stats import mean_ci
 
@@ -230,19 +229,6 @@ def point_scenario(base_raw: dict, point: dict, source: str) -> Scenario:
 # --------------------------------------------------------------------------- running
 
 
-def run_point(scenario: Scenario, point_id: int, seed: int, replications: int) -> dict:
-    """Run one point's replications (pure: the same arguments give the same rows)."""
-    try:
-        rows = []
-        for r in range(replications):
-            res = run_replication(scenario, r, seed)
-            rows.append({"point_id": point_id, "replication": r, **res.kpis})
-        return {"point_id": point_id, "rows": rows, "error": None}
-    except Exception as exc:  # one bad point must not kill the sweep
-        return {"point_id": point_id, "rows": [], "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc()}
-
-
 def _part(folder: Path, point_id: int) -> Path:
     return folder / "points" / f"point-{point_id:06d}.parquet"
 
@@ -258,11 +244,7 @@ def _write_part(folder: Path, point_id: int, point: dict, rows: list[dict]) -> N
     df = pd.DataFrame(rows)
     for k, v in point.items():
         df.insert(2, f"factor:{k}", [v] * len(df) if not isinstance(v, (list, dict)) else [json.dumps(v)] * len(df))
-    path = _part(folder, point_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_part(_part(folder, point_id), df)
 
 
 def execute_sweep(
@@ -273,22 +255,13 @@ def execute_sweep(
     progress: Callable[[int, int, int], None] | None = None,
 ) -> dict:
     """Run (or resume) a sweep.  Returns a summary dict (folder, points, failures)."""
-    if scheduler is not None:
-        check_scheduler(scheduler)
-    pool = None
-    if not scheduler and jobs > 1:
-        # Start the worker pool now: its fork server imports the simulator while
-        # the sweep is being validated, instead of after.
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context(), initializer=_watch_parent)
-        pool.submit(int)
-    try:
-        return _execute(sweep_path, out_dir, jobs, scheduler, progress, pool)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    # The executor starts its pool first: the fork server imports the simulator
+    # while the sweep is being validated, instead of after.
+    with Executor(jobs, scheduler) as executor:
+        return _execute(sweep_path, out_dir, jobs, scheduler, progress, executor)
 
 
-def _execute(sweep_path, out_dir, jobs, scheduler, progress, pool) -> dict:
+def _execute(sweep_path, out_dir, jobs, scheduler, progress, executor: Executor) -> dict:
     sweep, base_raw, base, digest = load_sweep(sweep_path)
     name = sweep.name or Path(sweep_path).stem
     folder = Path(out_dir) if out_dir is not None else Path("outputs") / f"sweep-{safe_name(name, 'sweep')}"
@@ -317,9 +290,9 @@ def _execute(sweep_path, out_dir, jobs, scheduler, progress, pool) -> dict:
         progress(n_done, len(points), 0)
     t0 = time.perf_counter()
 
-    def handle(res: dict) -> None:
+    def handle(task: Task, res: dict) -> None:
         nonlocal n_done
-        pid = res["point_id"]
+        pid = task.tags["point_id"]
         if res["error"] is None:
             _write_part(folder, pid, points[pid], res["rows"])
             n_done += 1
@@ -329,15 +302,8 @@ def _execute(sweep_path, out_dir, jobs, scheduler, progress, pool) -> dict:
         if progress:
             progress(n_done, len(points), len(failures))
 
-    if scheduler:
-        _run_dask(scheduler, scenarios, pending, sweep, handle)
-    elif pool is None or len(pending) <= 1:
-        for pid in pending:
-            handle(run_point(scenarios[pid], pid, sweep.seed, sweep.replications))
-    else:
-        futures = [pool.submit(run_point, scenarios[pid], pid, sweep.seed, sweep.replications) for pid in pending]
-        for fut in as_completed(futures):
-            handle(fut.result())
+    executor.map([Task(f"point-{pid:06d}", scenarios[pid], sweep.seed, 0, sweep.replications, {"point_id": pid})
+                  for pid in pending], handle)
     elapsed = time.perf_counter() - t0
     atomic_write_text(folder / "failures.json", json.dumps(failures, indent=2, default=str) + "\n")
     summary = collect(folder, sweep, points)
@@ -346,34 +312,6 @@ def _execute(sweep_path, out_dir, jobs, scheduler, progress, pool) -> dict:
     if sweep.method is not None and not failures:
         result["sensitivity"] = analyse_sweep(folder)
     return result
-
-
-_SCHEDULER = re.compile(r"^(tcp|tls|ws|wss|ucx)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
-
-
-def check_scheduler(address: str) -> None:
-    """Refuse a malformed Dask scheduler address before anything runs."""
-    m = _SCHEDULER.match(address.strip())
-    if m is None or not 0 < int(m.group(3)) < 65536:
-        raise IopsimError(f"--scheduler {address!r}: expected an address like tcp://127.0.0.1:8786")
-
-
-def _run_dask(address: str, scenarios, pending, sweep, handle) -> None:
-    try:
-        from distributed import Client, as_completed as dask_completed
-    except ImportError:
-        raise IopsimError("--scheduler needs Dask's 'distributed' package: pip install 'iopsim[cluster]'") from None
-    try:
-        client = Client(address, timeout="10s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise IopsimError(f"--scheduler {address}: cannot connect ({exc})") from None
-    try:
-        futures = [client.submit(run_point, scenarios[pid], pid, sweep.seed, sweep.replications, pure=False)
-                   for pid in pending]
-        for fut in dask_completed(futures):
-            handle(fut.result())
-    finally:
-        client.close()
 
 
 def load_results(folder: Path) -> pd.DataFrame:

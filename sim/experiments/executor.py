@@ -1,0 +1,168 @@
+"""Batches of replications, run on local processes or a Dask cluster, stored so they resume.
+
+The sweep, the planner and calibration all need the same thing: run many
+(scenario, seed, replications) tasks, keep only each replication's KPIs, and
+never lose finished work.  This module is that one executor.
+
+* :func:`run_task` is the pure unit of work: the same arguments give the same
+  rows on any process or machine, because a replication's random streams depend
+  only on (scenario, replication number, seed).  Common random numbers across
+  scenarios follow: task A and task B with the same seed and replication
+  numbers see the same patients wherever they differ in nothing else.
+* :class:`Executor` owns a worker pool (or a Dask client) for its lifetime, so
+  a sequential procedure that submits batch after batch pays start-up once.
+  Results reach the caller's ``handle`` in the parent process, in completion
+  order, one task at a time.
+* :func:`write_part` / :func:`read_part` store a task's rows atomically as one
+  Parquet file: a process killed mid-write leaves a temp file, never a part
+  that looks finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from iopsim.errors import IopsimError
+from iopsim.experiments.replications import _watch_parent, run_replication, worker_context
+from iopsim.schema.scenario import Scenario
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Replications ``first .. first+count-1`` of ``scenario`` under ``seed``.
+
+    ``key`` names the task for its caller (and its stored part); ``tags`` are
+    columns written in front of every row (a point id, a candidate number).
+    """
+
+    key: str
+    scenario: Scenario
+    seed: int
+    first: int
+    count: int
+    tags: dict = field(default_factory=dict)
+
+
+def run_task(scenario: Scenario, seed: int, first: int, count: int, tags: dict) -> dict:
+    """Run one task's replications (pure).  ``{"rows": [...], "error": None}`` or the error text.
+
+    A failing task does not raise: one bad point must not end a sweep of many.
+    """
+    try:
+        rows = []
+        for r in range(first, first + count):
+            res = run_replication(scenario, r, seed)
+            rows.append({**tags, "replication": r, **res.kpis})
+        return {"rows": rows, "error": None}
+    except Exception as exc:
+        return {"rows": [], "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+
+
+Handle = Callable[[Task, dict], None]
+
+_SCHEDULER = re.compile(r"^(tcp|tls|ws|wss|ucx)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def check_scheduler(address: str) -> None:
+    """Refuse a malformed Dask scheduler address before anything runs."""
+    m = _SCHEDULER.match(address.strip())
+    if m is None or not 0 < int(m.group(3)) < 65536:
+        raise IopsimError(f"--scheduler {address!r}: expected an address like tcp://127.0.0.1:8786")
+
+
+class Executor:
+    """Runs :class:`Task` batches serially, on ``jobs`` local processes, or on a Dask scheduler.
+
+    Use as a context manager.  With ``jobs > 1`` the pool starts at once, so
+    its fork server imports the simulator while the caller validates its input.
+    """
+
+    def __init__(self, jobs: int = 1, scheduler: str | None = None):
+        if scheduler is not None:
+            check_scheduler(scheduler)
+        self.jobs = max(1, int(jobs))
+        self.scheduler = scheduler
+        self._pool: ProcessPoolExecutor | None = None
+        self._client = None
+        if scheduler is None and self.jobs > 1:
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context(),
+                                             initializer=_watch_parent)
+            self._pool.submit(int)
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def map(self, tasks: list[Task], handle: Handle) -> None:
+        """Run ``tasks``; call ``handle(task, result)`` in this process as each one finishes."""
+        if not tasks:
+            return
+        if self.scheduler is not None:
+            self._map_dask(tasks, handle)
+        elif self._pool is None or len(tasks) == 1:
+            for t in tasks:
+                handle(t, run_task(t.scenario, t.seed, t.first, t.count, t.tags))
+        else:
+            futures = {self._pool.submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags): t for t in tasks}
+            for fut in as_completed(futures):
+                handle(futures[fut], fut.result())
+
+    def _map_dask(self, tasks: list[Task], handle: Handle) -> None:
+        try:
+            from distributed import Client, as_completed as dask_completed
+        except ImportError:
+            raise IopsimError("--scheduler needs Dask's 'distributed' package: pip install 'iopsim[cluster]'") from None
+        if self._client is None:
+            try:
+                self._client = Client(self.scheduler, timeout="10s")
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise IopsimError(f"--scheduler {self.scheduler}: cannot connect ({exc})") from None
+        futures = {}
+        for t in tasks:
+            fut = self._client.submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags, pure=False)
+            futures[fut] = t
+        for fut in dask_completed(list(futures)):
+            handle(futures[fut], fut.result())
+
+
+def write_part(path: Path, rows: list[dict] | pd.DataFrame) -> None:
+    """Write one task's rows as ``path`` (Parquet), atomically: temp file in the same folder, then rename."""
+    path = Path(path)
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_parts(folder: Path, pattern: str) -> pd.DataFrame:
+    """Every finished part in ``folder`` matching ``pattern`` (temp files never match), concatenated."""
+    parts = sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
