@@ -39,12 +39,14 @@ Progress = Callable[[int, int], None]
 
 __all__ = [
     "Comparison",
+    "PlanResults",
     "Results",
     "SweepResults",
     "calibrate",
     "check",
     "compare",
     "load_scenario",
+    "plan",
     "report",
     "run",
     "scenario_schema",
@@ -434,6 +436,62 @@ def sweep(
                         res["elapsed_s"], indices)
 
 
+@dataclass
+class PlanResults:
+    """A finished (or resumed) plan search: the recommendation in words and every plan it decided.
+
+    ``plans`` has one row per plan: the decisions' levels, ``status``
+    (feasible, infeasible, undecided, dominated, ruled out), ``reason``, the
+    replications spent and each target's and the objective's mean with its CI.
+    ``recommended`` holds the best feasible plan's levels and estimates (or is
+    ``None``, and then ``closest`` is the plan nearest to meeting every target);
+    ``scenario_file`` is ``recommended.yaml``, a scenario that extends the base.
+    """
+
+    folder: Path
+    sentence: str
+    plans: pd.DataFrame
+    recommended: dict | None
+    closest: dict | None
+    evaluations: int
+    replications: int
+    grid_replications: int
+    elapsed_s: float
+    summary: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def scenario_file(self) -> Path | None:
+        path = self.folder / "recommended.yaml"
+        return path if path.exists() else None
+
+
+def plan(
+    plan_file: str | Path,
+    out: str | Path | None = None,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> PlanResults:
+    """Find the best plan of levers that meets every target of a plan file, with its confidence.
+
+    The plan file names a base scenario, integer ``decisions`` (each moving
+    one or more scenario fields), ``constraints`` on KPIs, an ``objective``
+    and a replication budget; see the planning guide.  Results go to ``out``
+    (default ``outputs/plan-<name>``): ``plans.csv``, ``recommended.yaml``,
+    ``figures/pareto.png`` and ``report.html``.  Calling again with the same
+    folder reuses every stored evaluation.  ``progress(done, total, phase)``
+    is called as evaluations finish.
+    """
+    from iopsim.experiments.plan import execute_plan
+    from iopsim.outputs.plan_report import write_plan_outputs
+
+    res = execute_plan(Path(plan_file), Path(out) if out is not None else None, jobs=jobs, scheduler=scheduler,
+                       progress=progress)
+    sentence = write_plan_outputs(res.folder)
+    return PlanResults(res.folder, sentence, res.table, res.recommended, res.closest, res.evaluations,
+                       res.replications, res.grid_replications, res.elapsed_s, res.summary)
+
+
 def sensitivity(sweep_dir: str | Path) -> pd.DataFrame:
     """Sobol' indices or Morris effects (with CIs) of a finished sensitivity sweep; writes the table and figures."""
     from iopsim.experiments.sweep import analyse_sweep
@@ -446,7 +504,7 @@ def sensitivity(sweep_dir: str | Path) -> pd.DataFrame:
 
 
 def report(folder: str | Path) -> Path:
-    """(Re)write ``report.html`` of a finished run, comparison or sweep folder; returns its path."""
+    """(Re)write ``report.html`` of a finished run, comparison, sweep or plan folder; returns its path."""
     from iopsim.outputs.report import write_report
 
     return write_report(Path(folder))

@@ -546,6 +546,70 @@ def sweep(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def plan(
+    plan_file: Path = typer.Argument(..., help="Plan YAML file (base scenario, decisions, targets, objective)."),
+    jobs: int = JOBS,
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster: tcp://HOST:PORT."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: outputs/plan-<name>); "
+                                           "re-running with the same folder resumes."),
+) -> None:
+    """Find the cheapest (or best) plan of staff, groups and places that meets every service target."""
+    from iopsim import api
+
+    try:
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
+            task = progress.add_task("plan", total=None)
+            result = api.plan(
+                plan_file, out_dir, jobs=jobs, scheduler=scheduler,
+                progress=lambda done, total, phase: progress.update(task, completed=done, total=total,
+                                                                    description=f"plan: {phase}"),
+            )
+    except IopsimError as exc:
+        _fail(str(exc))
+    _say(result.sentence)
+    _print_plans(result)
+    s = result.summary
+    _say(f"{result.evaluations} of {s['plans_in_space']} plans simulated, {result.replications} "
+         f"replications (a full grid with the same confidence: {result.grid_replications}) "
+         f"in {result.elapsed_s:.1f} s.")
+    out.print(f"results: {result.folder}", highlight=False, soft_wrap=True)
+    if result.recommended is None:
+        raise typer.Exit(code=1)
+
+
+def _print_plans(result, most: int = 8) -> None:
+    """The plans that met every target, best first, in 80 columns: levels, then each target and the objective."""
+    from iopsim.outputs.plan_report import table_rows, target_text
+
+    s = result.summary
+    header, rows = table_rows(s, result.plans)
+    shown = [r for r in rows if r["status"] == "meets every target"][:most]
+    if not shown:
+        return
+    kpis = list(dict.fromkeys([c["kpi"] for c in s["constraints"]] + [s["objective"]["kpi"]]))
+    heads = [f"target {i + 1}" for i in range(len(s["constraints"]))]
+    if len(kpis) > len(heads):
+        heads.append("objective")
+    legend = [f"target {i + 1}: {target_text(c)}" for i, c in enumerate(s["constraints"])]
+    legend.append(f"objective: {'lowest' if s['objective']['goal'] == 'min' else 'highest'} "
+                  f"{header[1 + len(s['decisions']) + len(s['constraints'])].lower() if len(kpis) > len(s['constraints']) else ''}".rstrip())
+    labels = s.get("labels", {})
+    title = "Plans that meet every target" + (f" (best {most})" if len(shown) == most else "")
+    table = _table(title)
+    table.add_column("plan", justify="right", no_wrap=True)
+    table.add_column("levels", justify="left", no_wrap=True)
+    for h in heads:
+        table.add_column(h, justify="right", no_wrap=True)
+    for r in shown:
+        table.add_row(f"{r['plan']}{' *' if r['recommended'] else ''}", " / ".join(map(str, r["levels"])),
+                      *(c["mean"] for c in r["cells"]))
+    out.print(table)
+    for line in ["levels: " + " / ".join(labels.get(n, n) for n in s["decisions"]) + " (* recommended)", *legend]:
+        _say(line, rest="  ")
+
+
 def _print_sensitivity(df) -> None:
     from iopsim.analysis.kpis import kpi_label
     from iopsim.outputs.answer import SHORT_LABELS, decap, factor_label, people_label

@@ -11,18 +11,18 @@ resolved scenarios.  Figures a ``--no-report`` run skipped are drawn first.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from iopsim.analysis.kpis import STAGE_LABELS, kpi_label
 from iopsim.analysis.verdict import judge, verdict
 from iopsim.errors import IopsimError
 from iopsim.files import atomic_write_text, read_manifest
+from iopsim.outputs.html import embedded_png, environment
+from iopsim.outputs.plan_report import write_plan_report
 from iopsim.outputs.answer import (
     Facts,
     calibration_rows,
@@ -79,12 +79,6 @@ STAGE_ROWS = (
     ("share_extended", "Share of stays extended"),
     ("completed", "Completed stays"), ("dropped_out", "Dropped out"), ("reneged", "Left the waitlist"),
 )
-
-
-def _img(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -165,13 +159,13 @@ def _scenario_block(folder: Path, name: str, warnings: list[str]) -> dict:
         ],
         "first_year": _first_year(first_year),
         "figures": {
-            "waitlist": _img(figs / "waitlist.png"),
-            "census": _img(figs / "census.png"),
-            "funnel": _img(figs / "funnel.png"),
-            "cost": _img(figs / "cost_breakdown.png"),
-            "group_census": _img(figs / "group_census.png"),
-            "calendar": _img(figs / "session_calendar.png"),
-            "utilisation": _img(figs / "staff_utilisation.png"),
+            "waitlist": embedded_png(figs / "waitlist.png"),
+            "census": embedded_png(figs / "census.png"),
+            "funnel": embedded_png(figs / "funnel.png"),
+            "cost": embedded_png(figs / "cost_breakdown.png"),
+            "group_census": embedded_png(figs / "group_census.png"),
+            "calendar": embedded_png(figs / "session_calendar.png"),
+            "utilisation": embedded_png(figs / "staff_utilisation.png"),
         },
         "horizon": scenario.get("horizon_days"),
         "window": facts.horizon - facts.warmup,
@@ -209,10 +203,6 @@ def _run_length(man: dict) -> str:
     return f"{horizon} days"
 
 
-def _environment() -> Environment:
-    return Environment(loader=PackageLoader("iopsim.outputs", "templates"), autoescape=select_autoescape(default=True))
-
-
 def write_report(folder: Path) -> Path:
     """Render ``report.html`` in a finished (or staging) run, comparison or sweep folder."""
     folder = Path(folder)
@@ -220,8 +210,10 @@ def write_report(folder: Path) -> Path:
     kind = man.get("kind", "run")
     if kind == "sweep":
         return write_sweep_report(folder, man)
+    if kind == "plan":
+        return write_plan_report(folder, man)
     if kind not in ("run", "compare"):
-        raise IopsimError(f"{folder}: a {kind} folder has no report; reports are for run, compare and sweep folders")
+        raise IopsimError(f"{folder}: a {kind} folder has no report; reports are for run, compare, sweep and plan folders")
     warnings = man.get("warnings") or ([] if kind == "run" else {})
     if kind == "compare":
         names = man["scenarios"]
@@ -267,13 +259,13 @@ def write_report(folder: Path) -> Path:
         "verdict": verdict_text,
         "currencies": sorted({b["currency"] for b in blocks}),
         "selection": selection,
-        "forest": _img(figs / "forest.png"),
-        "waitlist_overlay": _img(figs / "waitlist_overlay.png"),
-        "census_overlay": _img(figs / "census_overlay.png"),
+        "forest": embedded_png(figs / "forest.png"),
+        "waitlist_overlay": embedded_png(figs / "waitlist_overlay.png"),
+        "census_overlay": embedded_png(figs / "census_overlay.png"),
         "references": man.get("references", {}),
         "versions": man.get("versions", {}),
     }
-    html = _environment().get_template("report.html.j2").render(**ctx)
+    html = environment().get_template("report.html.j2").render(**ctx)
     out = folder / "report.html"
     atomic_write_text(out, html)
     return out
@@ -338,10 +330,10 @@ def write_sweep_report(folder: Path, man: dict | None = None) -> Path:
         sens_header = []
     figures = []
     for k in kpis:
-        img = _img(folder / "figures" / f"{k}.png")
+        img = embedded_png(folder / "figures" / f"{k}.png")
         if img:
             figures.append({"caption": people_label(kpi_label(k)[0]), "src": img})
-        s_img = _img(folder / "figures" / f"sensitivity_{k}.png")
+        s_img = embedded_png(folder / "figures" / f"sensitivity_{k}.png")
         if s_img:
             figures.append({"caption": f"What drives {people_label(kpi_label(k)[0]).lower()}", "src": s_img})
     failures = json.loads((folder / "failures.json").read_text()) if (folder / "failures.json").exists() else []
@@ -362,7 +354,7 @@ def write_sweep_report(folder: Path, man: dict | None = None) -> Path:
         "versions": man.get("versions", {}),
         "currency": currency,
     }
-    html = _environment().get_template("sweep.html.j2").render(**ctx)
+    html = environment().get_template("sweep.html.j2").render(**ctx)
     out = folder / "report.html"
     atomic_write_text(out, html)
     return out
