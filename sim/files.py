@@ -99,6 +99,20 @@ def check_out_dir(final: Path) -> None:
             break
 
 
+def claim_results_folder(folder: Path, kind: str, digest: str, what: str) -> None:
+    """Refuse a results folder that holds anything but earlier results of the same ``what`` (same hash).
+
+    Sweeps and plans resume into their folder, so a folder of another file's
+    results, or of anything else, must never be mixed into or written over.
+    """
+    folder = Path(folder)
+    if (folder / "manifest.json").exists():
+        if read_manifest(folder, kind).get(f"{kind}_hash") != digest:
+            raise IopsimError(f"{folder}: holds results of a different {what} (or base scenario); use another --out")
+    elif folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise IopsimError(f"{folder}: output folder exists and is not a {kind} of this file; choose another --out")
+
+
 class RunFolder:
     """Write files into a staging folder; ``commit()`` moves it to ``final``.
 

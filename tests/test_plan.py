@@ -326,3 +326,23 @@ def test_recommended_plan_is_feasible_at_the_stated_confidence(tmp_path):
         if res.recommended is not None and mean_wait(res.recommended["levels"]["places"], lam, 1.0) > target:
             wrong += 1
     assert wrong <= 1, f"{wrong} of 20 recommendations were truly infeasible"
+
+
+def test_large_spaces_are_searched_with_optuna_reproducibly(tmp_path):
+    """120 plans, searched with 16 TPE trials: a feasible plan by theory, and the same answer from the same seed."""
+    lam, c_star = 2.4, 4
+    target = target_between(lambda c: mean_wait(c, lam, 1.0), c_star)
+    base = mmc_base(tmp_path, lam, 1.0, horizon=600, warmup=50)
+    plan = capacity_plan(tmp_path, base, 1, 12, {"kpi": "iop_admitted_wait_mean_days", "max": target},
+                         search={"method": "auto", "grid_max": 50, "trials": 16})
+    doc = yaml.safe_load(plan.read_text())
+    doc["decisions"]["spare"] = {"range": [0, 9], "set": {"stages.iop.cost_per_patient_day": {"times": 1.0, "integer": False}}}
+    plan.write_text(yaml.safe_dump(doc))
+    a = iopsim.plan(plan, tmp_path / "a")
+    b = iopsim.plan(plan, tmp_path / "b")
+    assert a.summary["method"] == "optuna" and a.summary["plans_in_space"] == 120
+    assert a.summary["plans_considered"] <= 16
+    assert a.recommended is not None, a.sentence
+    places = a.recommended["levels"]["places"]
+    assert mean_wait(places, lam, 1.0) <= target, f"{places} places do not meet the target in theory"
+    assert a.plans.equals(b.plans) and a.recommended["levels"] == b.recommended["levels"], "same seed, other answer"

@@ -52,7 +52,7 @@ from iopsim.errors import IopsimError, ScenarioError
 from iopsim.experiments.executor import Executor, Task, read_parts, write_part
 from iopsim.experiments.replications import kpi_names, unknown_kpi
 from iopsim.experiments.sweep import _exists
-from iopsim.files import atomic_write_text, manifest, read_manifest, safe_name
+from iopsim.files import atomic_write_text, claim_results_folder, manifest, safe_name
 from iopsim.schema.plan import PlanFile
 from iopsim.schema.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, set_path, validate_raw
 
@@ -233,6 +233,11 @@ class Planner:
         self.spent = 0
         self.simulated_now = 0
         self.stored = self._stored()
+        self.total = plan.space_size() if plan.search.method != "optuna" else plan.search.trials
+
+    def decided(self) -> int:
+        """Plans whose fate is known (feasible, infeasible, undecided, pruned)."""
+        return sum(1 for c in self.candidates.values() if c.status != "pending")
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -289,7 +294,7 @@ class Planner:
                 self.simulated_now += task.count
             done += 1
             if self.progress:
-                self.progress(done, len(tasks), phase)
+                self.progress(self.decided(), self.total, f"{phase}, {self.spent} replications")
 
         # stored parts may come in several pieces for one candidate: keep reading while they exist
         self.executor.map(tasks, handle)
@@ -318,13 +323,14 @@ class Planner:
         missed = [i for i, t in enumerate(c.targets) if t == "missed"]
         if missed:
             c.status = "infeasible"
-            c.reason = "misses " + "; ".join(self._target_text(self.plan.constraints[i]) for i in missed)
+            c.reason = "misses " + "; ".join(self._target_text(i) for i in missed)
         elif all(t in ("met", "implied") for t in c.targets):
             c.status = "feasible"
             c.reason = ""
 
-    def _target_text(self, con) -> str:
-        return f"{con.kpi} {con.sense} {con.threshold:g}"
+    def _target_text(self, i: int) -> str:
+        con = self.plan.constraints[i]
+        return f"target {i + 1} ({con.kpi} {con.sense} {con.threshold:g})"
 
     def evaluate(self, layer: list[Candidate], plans: int) -> None:
         """Sequential feasibility for a set of mutually incomparable plans."""
@@ -342,7 +348,7 @@ class Planner:
                     self.judge(c, plans)
         for c in layer:
             if c.status == "pending":
-                open_targets = [self._target_text(self.plan.constraints[i]) for i, t in enumerate(c.targets) if t == "open"]
+                open_targets = [self._target_text(i) for i, t in enumerate(c.targets) if t == "open"]
                 c.status = "undecided"
                 c.reason = (f"not decided in {c.n} replications: {'; '.join(open_targets)} "
                             "(raise replications.max, or give the target a tolerance)")
@@ -362,7 +368,7 @@ class Planner:
             for i, con in enumerate(cons):
                 if o.targets[i] == "missed" and con.is_monotone() and at_least(o.levels, c.levels, self.resource):
                     c.status = "ruled out"
-                    c.reason = f"plan {o.id} misses {self._target_text(con)} with at least as much of every lever"
+                    c.reason = f"plan {o.id} misses {self._target_text(i)} with at least as much of every lever"
                     return
         for i, con in enumerate(cons):
             if con.is_monotone() and any(o.targets[i] == "met" and at_least(c.levels, o.levels, self.resource)
@@ -390,10 +396,10 @@ class Planner:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         cons = self.plan.constraints
 
-        def constraints_of(trial) -> list[float]:
-            return trial.user_attrs["violations"]
-
-        sampler = optuna.samplers.TPESampler(seed=self.plan.seed, constraints_func=constraints_of, multivariate=True)
+        # Constraint values (<= 0: met) guide TPE towards feasible plans; Optuna 5 takes them on the trial.
+        on_trial = hasattr(optuna.trial.Trial, "set_constraint")
+        extra = {} if on_trial else {"constraints_func": lambda trial: trial.user_attrs["violations"]}
+        sampler = optuna.samplers.TPESampler(seed=self.plan.seed, multivariate=True, **extra)
         study = optuna.create_study(direction="minimize" if self.plan.objective.goal == "min" else "maximize",
                                     sampler=sampler)
         seen: list[Candidate] = []
@@ -413,7 +419,11 @@ class Planner:
                     continue
                 obj = float(np.nanmean(c.array(self.plan.objective.kpi))) if c.n else math.nan
                 viol = [violation(float(np.nanmean(c.array(con.kpi))), con.sense, con.threshold) for con in cons]
-                t.set_user_attr("violations", viol)
+                if on_trial:
+                    for i, v in enumerate(viol):
+                        t.set_constraint(f"target {i + 1}", v)
+                else:
+                    t.set_user_attr("violations", viol)
                 study.tell(t, obj if math.isfinite(obj) else None,
                            state=optuna.trial.TrialState.COMPLETE if math.isfinite(obj) else optuna.trial.TrialState.FAIL)
                 if c not in seen:
@@ -497,20 +507,18 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
     if method == "auto":
         method = "grid" if plan.space_size() <= plan.search.grid_max else "optuna"
     planner = Planner(plan, full, str(plan_path), folder, executor, progress)
+    planner.total = plan.space_size() if method == "grid" else plan.search.trials
     grid = [planner.candidate(tuple(lv)) for lv in itertools.product(*planner.levels)] if method == "grid" else None
     if grid is not None:
         for c in grid:  # every plan validated before anything runs
             c.scenario = plan_scenario(plan, full, c.levels, str(plan_path))
     mpath = folder / "manifest.json"
-    if mpath.exists():
-        old = read_manifest(folder, "plan")
-        if old.get("plan_hash") != digest:
-            raise IopsimError(f"{folder} holds results of a different plan file (or base scenario); "
-                              "use another --out folder or delete it")
+    claim_results_folder(folder, "plan", digest, "plan file")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(mpath, json.dumps(manifest(
         kind="plan", plan_file=str(plan_path), base=str(base_path), plan_hash=digest, seed=plan.seed,
         confidence=plan.confidence, method=method, jobs=executor.jobs, scheduler=executor.scheduler,
+        references=full.get("references", {}),
     ), indent=2, default=str) + "\n")
     planner.stored = planner._stored()
     t0 = time.perf_counter()
@@ -533,7 +541,7 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
         write_recommended(folder, plan, full, written, base_path, best.levels, plan_path, digest)
     evaluations = sum(1 for c in planner.candidates.values() if c.simulated)
     summary = {
-        "recommended": rec, "closest": near, "binding": binding, "method": method,
+        "name": name, "recommended": rec, "closest": near, "binding": binding, "method": method,
         "plans_in_space": plan.space_size(), "plans_considered": plans_tested, "evaluations": evaluations,
         "replications": int(sum(c.n for c in planner.candidates.values())),
         "grid_replications": grid_reps, "simulated_now": planner.simulated_now, "selection": selection,
@@ -541,6 +549,8 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
         "constraints": [c.model_dump() for c in plan.constraints], "decisions": list(plan.decisions),
         "labels": {n: plan.label(n) for n in plan.decisions}, "elapsed_s": elapsed,
         "currency": str((full.get("costs") or {}).get("currency") or "USD"),
+        "statuses": {str(k): int(v) for k, v in table["status"].value_counts().items()},
+        "max_replications": plan.replications.max,
     }
     atomic_write_text(folder / "plans.csv", table.to_csv(index=False))
     atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, default=_json) + "\n")

@@ -31,7 +31,7 @@ from iopsim.schema.base import FrozenModel
 from iopsim.schema.limits import limit, over
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.analysis.sensitivity import morris_effects, sobol_indices
-from iopsim.files import atomic_write_text, manifest, read_manifest, safe_name
+from iopsim.files import atomic_write_text, claim_results_folder, manifest, read_manifest, safe_name
 from iopsim.experiments.executor import Executor, Task, write_part
 from iopsim.experiments.replications import kpi_names, unknown_kpi
 from iopsim.schema.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, set_path, validate_raw
@@ -268,12 +268,7 @@ def _execute(sweep_path, out_dir, jobs, scheduler, progress, executor: Executor)
     points = design_points(sweep)
     scenarios = [point_scenario(base_raw, p, str(sweep_path)) for p in points]  # all validated before any run
     mpath = folder / "manifest.json"
-    if mpath.exists():
-        old = read_manifest(folder, "sweep")
-        if old.get("sweep_hash") != digest:
-            raise IopsimError(f"{folder}: holds results of a different sweep (or base scenario); use another --out")
-    elif folder.exists() and any(folder.iterdir()):
-        raise IopsimError(f"{folder}: output folder exists and is not a sweep of this file; choose another --out")
+    claim_results_folder(folder, "sweep", digest, "sweep")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(mpath, json.dumps(manifest(
         kind="sweep", sweep=name, sweep_file=str(sweep_path), sweep_hash=digest, seed=sweep.seed,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +56,17 @@ def _estimate(est: dict, kpi: str, currency: str) -> str:
     e = est.get(kpi) or {}
     label, unit = kpi_label(kpi)
     m, lo, hi = clip_ci(e.get("mean", math.nan), e.get("low", math.nan), e.get("high", math.nan), unit)
-    ci = span(lo, hi, unit, currency, style=short)
-    return f"{decap(people_label(label))} {short(m, unit, currency)}" + (f" ({ci})" if ci else "")
+    style = fmt if unit == "days" and abs(m) < 1 else short  # 0.04 days, not 0.0 days
+    ci = span(lo, hi, unit, currency, style=style)
+    return f"{decap(people_label(label))} {style(m, unit, currency)}" + (f" ({ci})" if ci else "")
 
 
 def target_text(con: dict) -> str:
     label, unit = kpi_label(con["kpi"])
     word = "at least" if con.get("min") is not None else "at most"
     value = con["min"] if con.get("min") is not None else con["max"]
-    return f"{decap(people_label(label))} {word} {short(value, unit)}"
+    style = fmt if unit == "days" and abs(value) < 1 else short
+    return f"{decap(people_label(label))} {word} {style(value, unit)}"
 
 
 def recommendation_sentence(summary: dict) -> str:
@@ -75,13 +78,14 @@ def recommendation_sentence(summary: dict) -> str:
     if rec is not None:
         parts = [_estimate(rec["estimates"], k, currency) for k in kpis]
         text = f"Recommended: {_levels_text(summary, rec['levels'])}; " + "; ".join(parts)
-        text += f"; {conf} confident that every target is met."
+        tolerant = any(c.get("tolerance") for c in summary["constraints"])
+        text += f"; {conf} confident that every target is met" + (" within its tolerance." if tolerant else ".")
         sel = summary.get("selection") or {}
         if sel.get("capped") and len(sel.get("survivors", [])) > 1:
             text += (f" {len(sel['survivors']) - 1} other feasible plan{'s are' if len(sel['survivors']) > 2 else ' is'}"
                      f" as good on {decap(people_label(kpi_label(summary['objective']['kpi'])[0]))} within the noise of"
                      f" {sel['required']} replications.")
-        return text
+        return text + _undecided(summary)
     near = summary.get("closest")
     b = summary.get("binding")
     binding = summary["constraints"][b] if b is not None else None
@@ -90,7 +94,15 @@ def recommendation_sentence(summary: dict) -> str:
     what = f"the target that binds is {target_text(binding)}" if binding else "no plan meets every target"
     parts = [_estimate(near["estimates"], k, currency) for k in kpis]
     return (f"No plan in the ranges meets every target at {conf} confidence: {what}. The closest plan, "
-            f"{_levels_text(summary, near['levels'])}, reaches " + "; ".join(parts) + ".")
+            f"{_levels_text(summary, near['levels'])}, reaches " + "; ".join(parts) + "." + _undecided(summary))
+
+
+def _undecided(summary: dict) -> str:
+    n = (summary.get("statuses") or {}).get("undecided", 0)
+    if not n:
+        return ""
+    return (f" {n} plan{'s' if n > 1 else ''} could not be decided in {summary.get('max_replications')} replications"
+            " (see the table): raise replications.max, or give the targets a (wider) tolerance.")
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, x_goal: str, y_goal: str) -> list[int]:
@@ -123,6 +135,14 @@ def plan_figure(folder: Path) -> Path | None:
     (xl, xu), (yl, yu) = kpi_label(okpi), kpi_label(ykpi)
     fig, ax = plt.subplots(figsize=(8.4, 5.2))
     x, y = sims[okpi].to_numpy(float), sims[ykpi].to_numpy(float)
+    # A plan far on the wrong side of an upper limit (an unstable queue's wait) would squash the
+    # rest: the axis stops at three times the target, and such plans sit on its edge as triangles.
+    cap = math.inf
+    if ygoal == "min" and con["kpi"] == ykpi and con.get("max", 0) > 0 and np.nanmin(y) <= con["max"]:
+        ok = y[(sims["status"] == "feasible").to_numpy()]
+        cap = max(3 * con["max"], 1.3 * float(ok.max()) if ok.size else 0.0)
+    over_cap = y > cap
+    y = np.minimum(y, cap)
     front = pareto_front(x, y, ogoal, ygoal)
     if len(front) > 1:
         ax.plot(x[front], y[front], color=GREY, lw=1.2, ls="--", zorder=1, label="best trade-offs (Pareto front)")
@@ -133,10 +153,15 @@ def plan_figure(folder: Path) -> Path | None:
         m = (sims["status"] == status).to_numpy()
         if not m.any():
             continue
+        m = m & ~over_cap
         xe = np.abs(np.vstack([x[m] - sims.loc[m, f"{okpi}:ci_low"], sims.loc[m, f"{okpi}:ci_high"] - x[m]]))
         ye = np.abs(np.vstack([y[m] - sims.loc[m, f"{ykpi}:ci_low"], sims.loc[m, f"{ykpi}:ci_high"] - y[m]]))
         ax.errorbar(x[m], y[m], xerr=np.nan_to_num(xe), yerr=np.nan_to_num(ye), fmt="o", ms=5, color=st["color"],
                     ecolor=st["color"], elinewidth=0.7, alpha=0.85, label=st["label"], zorder=2)
+    if over_cap.any():
+        ax.plot(x[over_cap], y[over_cap], marker="^", ms=9, color=BAD, ls="none", zorder=3,
+                label=f"off the chart (above {short(cap, yu, currency)})")
+        ax.set_ylim(top=cap * 1.05)
     rec = summary.get("recommended")
     if rec is not None:
         r = sims[sims["plan_id"] == rec["id"]]
@@ -150,11 +175,11 @@ def plan_figure(folder: Path) -> Path | None:
                     color=BAD, fontsize=9)
     unit_axis(ax, xu, currency, "x")
     unit_axis(ax, yu, currency, "y")
-    ax.set_xlabel(people_label(xl))
-    ax.set_ylabel(people_label(yl))
+    ax.set_xlabel(people_label(xl) + (f" ({xu})" if xu not in ("currency", "fraction", "") else ""))
+    ax.set_ylabel(people_label(yl) + (f" ({yu})" if yu not in ("currency", "fraction", "") else ""))
     n_not = int((table["replications"] == 0).sum())
     more = f"; {n_not} more not simulated (pruned)" if n_not else ""
-    ax.set_title(f"{len(sims)} plans simulated{more}; bars: {100 * summary['confidence']:.0f} % CIs",
+    ax.set_title(f"{len(sims)} plan{'s' if len(sims) != 1 else ''} simulated{more}; bars: {100 * summary['confidence']:.0f} % CIs",
                  fontsize=10, loc="left")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8.5, loc="best", frameon=False)
@@ -169,6 +194,7 @@ def table_rows(summary: dict, table: pd.DataFrame) -> tuple[list[str], list[dict
     kpis = list(dict.fromkeys([c["kpi"] for c in summary["constraints"]] + [summary["objective"]["kpi"]]))
     header = ["Plan", *(capital(labels.get(n, n)) for n in summary["decisions"]),
               *(people_label(kpi_label(k)[0]) for k in kpis), "Status", "Replications"]
+    s_cons = summary["constraints"]
     rec = (summary.get("recommended") or {}).get("id")
     order = sorted(range(len(table)), key=lambda i: (table["plan_id"].iloc[i] != rec, table["replications"].iloc[i] == 0,
                                                       table["plan_id"].iloc[i]))
@@ -184,6 +210,8 @@ def table_rows(summary: dict, table: pd.DataFrame) -> tuple[list[str], list[dict
             else:
                 cells.append({"mean": "–", "ci": ""})
         reason = r["reason"] if isinstance(r["reason"], str) else ""
+        reason = re.sub(r"target (\d+) \([^)]*\)",
+                        lambda mt: f"target {mt.group(1)} ({target_text(s_cons[int(mt.group(1)) - 1])})", reason)
         rows.append({"plan": int(r["plan_id"]), "recommended": int(r["plan_id"]) == rec,
                      "levels": [int(r[f"decision:{n}"]) for n in summary["decisions"]], "cells": cells,
                      "status": STATUS_WORDS.get(r["status"], r["status"]), "reason": reason,
@@ -201,7 +229,7 @@ def write_plan_report(folder: Path, man: dict | None = None) -> Path:
         plan_figure(folder)
     header, rows = table_rows(summary, table)
     ctx = {
-        "name": Path(man.get("plan_file", folder.name)).stem,
+        "name": summary.get("name") or Path(man.get("plan_file", folder.name)).stem,
         "sentence": recommendation_sentence(summary),
         "summary": summary,
         "targets": [target_text(c) for c in summary["constraints"]],
