@@ -174,16 +174,19 @@ def test_one_sided_bounds_and_verdicts():
     x = np.array([1.0, 2.0, 3.0, 4.0])
     b = one_sided(x, 0.05)
     assert b.low < 2.5 < b.high and b.mean == 2.5
-    assert verdict(b, "<=", 10.0, 0.0, 0.05, 0.05, x) == "met"
-    assert verdict(b, "<=", 0.5, 0.0, 0.05, 0.05, x) == "missed"
-    assert verdict(b, "<=", 3.0, 0.0, 0.05, 0.05, x) == "open"
-    assert verdict(b, "<=", 3.0, 2.0, 0.05, 0.05, x) == "met", "a tolerance accepts a plan shown within it"
-    assert verdict(b, ">=", 0.5, 0.0, 0.05, 0.05, x) == "met"
+    assert verdict(x, "<=", 10.0, 0.0, 0.05, 0.05) == "met"
+    assert verdict(x, "<=", 0.5, 0.0, 0.05, 0.05) == "missed"
+    assert verdict(x, "<=", 3.0, 0.0, 0.05, 0.05) == "open"
+    assert verdict(x, "<=", 3.0, 2.0, 0.05, 0.05) == "met", "a tolerance accepts a plan shown within it"
+    assert verdict(x, ">=", 0.5, 0.0, 0.05, 0.05) == "met"
+    assert verdict(x, ">=", 2.5, 0.0, 1e-4, 0.05) == "open", "a stricter level needs more evidence to pass"
+    assert verdict(np.array([1.0, np.nan, np.nan]), "<=", 5.0, 0.0, 0.05, 0.05) == "missed", "mostly undefined"
 
 
 def test_dominance_and_screening():
     assert at_least((2, 3), (1, 3), (True, True)) and not at_least((2, 2), (1, 3), (True, True))
-    assert not at_least((2, 3), (1, 3), (True, False)) or (2, 3)[1] == (1, 3)[1]
+    assert at_least((2, 3), (1, 3), (True, False)), "a non-resource lever must be equal, and it is"
+    assert not at_least((2, 4), (1, 3), (True, False)), "a non-resource lever that differs makes plans incomparable"
     rng = np.random.default_rng(1)
     common = rng.normal(0, 5, 30)  # shared noise: CRN
     vals = {0: 100 + common, 1: 101 + common + rng.normal(0, 0.1, 30), 2: 130 + common}

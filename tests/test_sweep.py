@@ -540,6 +540,22 @@ def test_dask_cluster_gives_identical_results_to_local_processes(tmp_path, dask_
     assert len(pd.read_csv(tmp_path / "dask" / "points.csv")) == n_points, "points.csv should have one row per point"
 
 
+def test_a_plan_on_the_dask_cluster_matches_local_processes(tmp_path, dask_cluster):
+    """The planner runs on the same executor: the same plans, statuses and estimates either way."""
+    from test_plan import capacity_plan, mean_wait, mmc_base, target_between
+
+    base = mmc_base(tmp_path, 2.4, 1.0, horizon=500, warmup=50)
+    target = target_between(lambda c: mean_wait(c, 2.4, 1.0), 4)
+    plan = capacity_plan(tmp_path, base, 2, 6, {"kpi": "iop_admitted_wait_mean_days", "max": target})
+    r_dask = invoke("plan", plan, "--scheduler", dask_cluster["address"], "--out", tmp_path / "dask")
+    assert r_dask.exit_code == 0, f"Dask plan failed: {r_dask.stdout + r_dask.stderr}; {_tail(dask_cluster['worker_log'])}"
+    r_local = invoke("plan", plan, "--jobs", "2", "--out", tmp_path / "local")
+    assert r_local.exit_code == 0, r_local.stdout + r_local.stderr
+    dask_csv = (tmp_path / "dask" / "plans.csv").read_text(encoding="utf-8")
+    assert dask_csv == (tmp_path / "local" / "plans.csv").read_text(encoding="utf-8"), "plans.csv differs (Dask vs local)"
+    assert (tmp_path / "dask" / "recommended.yaml").is_file()
+
+
 # --------------------------------------------------------------------------- kill and resume
 
 

@@ -60,8 +60,8 @@ def one_sided(values: np.ndarray, alpha: float) -> Bound:
     return Bound(m, m - half, m + half, n)
 
 
-def verdict(b: Bound, sense: str, threshold: float, tolerance: float, alpha_pass: float, alpha_fail: float,
-            values: np.ndarray) -> str:
+def verdict(values: np.ndarray, sense: str, threshold: float, tolerance: float, alpha_pass: float,
+            alpha_fail: float) -> str:
     """``"met"``, ``"missed"`` or ``"open"`` for one target, from one plan's replications.
 
     ``values`` are tested twice: "met" at ``alpha_pass`` (the guarantee), "missed" at

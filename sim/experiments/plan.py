@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from iopsim.analysis.planning import at_least, looks, one_sided, replications_to_select, screen, verdict, violation
+from iopsim.analysis.planning import at_least, looks, replications_to_select, screen, verdict, violation
 from iopsim.analysis.stats import mean_ci
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.experiments.executor import Executor, Task, read_parts, write_part
@@ -270,7 +270,8 @@ class Planner:
             if c.n >= n:
                 continue
             key = self._key(c.id, c.n)
-            if key in self.stored:
+            if key in self.stored:  # replayed: it counts against the budget as when it ran
+                self.spent += len(self.stored[key])
                 self._absorb(c, self.stored[key])
                 continue
             if c.scenario is None:
@@ -318,8 +319,7 @@ class Planner:
         for i, con in enumerate(self.plan.constraints):
             if c.targets[i] in ("met", "implied"):
                 continue
-            c.targets[i] = verdict(one_sided(c.array(con.kpi), a_pass), con.sense, con.threshold, con.tolerance,
-                                   a_pass, a_fail, c.array(con.kpi))
+            c.targets[i] = verdict(c.array(con.kpi), con.sense, con.threshold, con.tolerance, a_pass, a_fail)
         missed = [i for i, t in enumerate(c.targets) if t == "missed"]
         if missed:
             c.status = "infeasible"
@@ -371,7 +371,7 @@ class Planner:
                     c.reason = f"plan {o.id} misses {self._target_text(i)} with at least as much of every lever"
                     return
         for i, con in enumerate(cons):
-            if con.is_monotone() and any(o.targets[i] == "met" and at_least(c.levels, o.levels, self.resource)
+            if con.is_monotone() and any(o.targets[i] in ("met", "implied") and at_least(c.levels, o.levels, self.resource)
                                          for o in decided):
                 c.targets[i] = "implied"
 
