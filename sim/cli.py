@@ -581,6 +581,8 @@ def plan(
 
 def _print_plans(result, most: int = 8) -> None:
     """The plans that met every target, best first, in 80 columns: levels, then each target and the objective."""
+    from iopsim.analysis.kpis import kpi_label
+    from iopsim.outputs.answer import decap, people_label
     from iopsim.outputs.plan_report import table_rows, target_text
 
     s = result.summary
@@ -594,7 +596,7 @@ def _print_plans(result, most: int = 8) -> None:
         heads.append("objective")
     legend = [f"target {i + 1}: {target_text(c)}" for i, c in enumerate(s["constraints"])]
     legend.append(f"objective: {'lowest' if s['objective']['goal'] == 'min' else 'highest'} "
-                  f"{header[1 + len(s['decisions']) + len(s['constraints'])].lower() if len(kpis) > len(s['constraints']) else ''}".rstrip())
+                  + decap(people_label(kpi_label(s["objective"]["kpi"])[0])))
     labels = s.get("labels", {})
     title = "Plans that meet every target" + (f" (best {most})" if len(shown) == most else "")
     table = _table(title)

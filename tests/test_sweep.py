@@ -542,7 +542,7 @@ def test_dask_cluster_gives_identical_results_to_local_processes(tmp_path, dask_
 
 def test_a_plan_on_the_dask_cluster_matches_local_processes(tmp_path, dask_cluster):
     """The planner runs on the same executor: the same plans, statuses and estimates either way."""
-    from test_plan import capacity_plan, mean_wait, mmc_base, target_between
+    from test_planner import capacity_plan, mean_wait, mmc_base, target_between
 
     base = mmc_base(tmp_path, 2.4, 1.0, horizon=500, warmup=50)
     target = target_between(lambda c: mean_wait(c, 2.4, 1.0), 4)

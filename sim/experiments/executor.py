@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,7 +32,7 @@ from typing import Callable
 import pandas as pd
 
 from iopsim.errors import IopsimError
-from iopsim.experiments.replications import _watch_parent, run_replication, worker_context
+from iopsim.experiments.replications import Runner, run_replication
 from iopsim.schema.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def check_scheduler(address: str) -> None:
         raise IopsimError(f"--scheduler {address!r}: expected an address like tcp://127.0.0.1:8786")
 
 
-class Executor:
+class Executor(Runner):
     """Runs :class:`Task` batches serially, on ``jobs`` local processes, or on a Dask scheduler.
 
     Use as a context manager.  With ``jobs > 1`` the pool starts at once, so
@@ -91,25 +91,17 @@ class Executor:
     def __init__(self, jobs: int = 1, scheduler: str | None = None):
         if scheduler is not None:
             check_scheduler(scheduler)
-        self.jobs = max(1, int(jobs))
+        super().__init__(jobs)
         self.scheduler = scheduler
-        self._pool: ProcessPoolExecutor | None = None
         self._client = None
         if scheduler is None and self.jobs > 1:
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context(),
-                                             initializer=_watch_parent)
-            self._pool.submit(int)
+            self.pool().submit(int)
 
     def __enter__(self) -> "Executor":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        super().close()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -124,7 +116,7 @@ class Executor:
             for t in tasks:
                 handle(t, run_task(t.scenario, t.seed, t.first, t.count, t.tags))
         else:
-            futures = {self._pool.submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags): t for t in tasks}
+            futures = {self.pool().submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags): t for t in tasks}
             for fut in as_completed(futures):
                 handle(futures[fut], fut.result())
 

@@ -44,7 +44,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from iopsim.analysis.planning import at_least, looks, replications_to_select, screen, verdict, violation
 from iopsim.analysis.stats import mean_ci
@@ -54,7 +53,7 @@ from iopsim.experiments.replications import kpi_names, unknown_kpi
 from iopsim.experiments.sweep import _exists
 from iopsim.files import atomic_write_text, claim_results_folder, manifest, safe_name
 from iopsim.schema.plan import PlanFile
-from iopsim.schema.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, set_path, validate_raw
+from iopsim.schema.scenario import Scenario, read_with_base, resolve_raw, set_path, validate_raw
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +110,7 @@ class PlanResult:
 def load_plan(path: Path) -> tuple[PlanFile, dict, dict, Path, str]:
     """Validate a plan file and its base; returns (plan, base with defaults, base as written, base path, hash)."""
     path = Path(path)
-    raw = read_yaml(path)
-    try:
-        plan = PlanFile.model_validate(raw)
-    except ValidationError as exc:
-        fld, msg = _format_validation_error(exc, raw)
-        raise ScenarioError(str(path), fld or None, msg) from None
-    base_path = path.parent / plan.base
-    if not base_path.exists():
-        raise ScenarioError(str(path), "base", f"file not found: {base_path}")
-    if not base_path.is_file():
-        raise ScenarioError(str(path), "base", f"not a regular file (a directory, device or pipe): {base_path}")
+    plan, raw, base_path = read_with_base(path, PlanFile)
     written = resolve_raw(base_path)
     for p, v in plan.set.items():
         set_path(written, p.split("."), v, f"{path}: set")

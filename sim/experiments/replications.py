@@ -177,6 +177,13 @@ class Runner:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
+    def pool(self) -> ProcessPoolExecutor:
+        """The worker pool, started on first use (see :func:`worker_context` for how workers start)."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context(),
+                                             initializer=_watch_parent)
+        return self._pool
+
     def run(self, tasks: list[tuple[Scenario, int, int]], progress: Callable[[int], None] | None = None):
         results: list[ReplicationResult | None] = [None] * len(tasks)
         if self.jobs <= 1 or len(tasks) <= 1:
@@ -185,10 +192,7 @@ class Runner:
                 if progress:
                     progress(1)
             return results
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context(),
-                                             initializer=_watch_parent)
-        futures = {self._pool.submit(_worker, item): i for i, item in enumerate(tasks)}
+        futures = {self.pool().submit(_worker, item): i for i, item in enumerate(tasks)}
         for fut in as_completed(futures):
             results[futures[fut]] = fut.result()
             if progress:

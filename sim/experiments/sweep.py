@@ -34,7 +34,7 @@ from iopsim.analysis.sensitivity import morris_effects, sobol_indices
 from iopsim.files import atomic_write_text, claim_results_folder, manifest, read_manifest, safe_name
 from iopsim.experiments.executor import Executor, Task, write_part
 from iopsim.experiments.replications import kpi_names, unknown_kpi
-from iopsim.schema.scenario import Scenario, _format_validation_error, read_yaml, resolve_raw, set_path, validate_raw
+from iopsim.schema.scenario import Scenario, read_with_base, resolve_raw, set_path, validate_raw
 from iopsim.analysis.stats import mean_ci
 
 log = logging.getLogger(__name__)
@@ -133,17 +133,7 @@ class SweepFile(FrozenModel):
 def load_sweep(path: Path) -> tuple[SweepFile, dict, Scenario, str]:
     """Validate a sweep file and its base scenario; returns (sweep, base raw, base scenario, hash)."""
     path = Path(path)
-    raw = read_yaml(path)
-    try:
-        sweep = SweepFile.model_validate(raw)
-    except ValidationError as exc:
-        field, msg = _format_validation_error(exc, raw)
-        raise ScenarioError(str(path), field or None, msg) from None
-    base_path = path.parent / sweep.base
-    if not base_path.exists():
-        raise ScenarioError(str(path), "base", f"file not found: {base_path}")
-    if not base_path.is_file():
-        raise ScenarioError(str(path), "base", f"not a regular file (a directory, device or pipe): {base_path}")
+    sweep, raw, base_path = read_with_base(path, SweepFile)
     base = validate_raw(resolve_raw(base_path), str(base_path))
     # Points are built on the validated base with every default written out, so a
     # factor may address a field (or list element) the base file leaves at its default.

@@ -881,6 +881,27 @@ def validate_raw(raw: dict[str, Any], source: str) -> Scenario:
         raise ScenarioError(source, field or None, msg) from None
 
 
+def read_with_base(path: str | Path, model) -> tuple[Any, dict[str, Any], Path]:
+    """Validate a file that names a ``base`` scenario (a sweep or plan file) with ``model``, and find the base.
+
+    Returns (the validated file, its raw mapping, the base's path); every problem
+    is one :class:`ScenarioError` naming the file and the field.
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        spec = model.model_validate(raw)
+    except ValidationError as exc:
+        field, msg = _format_validation_error(exc, raw)
+        raise ScenarioError(str(path), field or None, msg) from None
+    base_path = path.parent / spec.base
+    if not base_path.exists():
+        raise ScenarioError(str(path), "base", f"file not found: {base_path}")
+    if not base_path.is_file():
+        raise ScenarioError(str(path), "base", f"not a regular file (a directory, device or pipe): {base_path}")
+    return spec, raw, base_path
+
+
 def load_scenario(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> Scenario:
     """Load, merge (``extends``), override (``--set``) and validate a scenario file."""
     path = Path(path)

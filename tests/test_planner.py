@@ -8,7 +8,6 @@ far enough from both that the sequential test decides within its budget.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
