@@ -257,6 +257,12 @@ class Comparison:
         return self._cmp.selection
 
     @property
+    def robustness(self) -> pd.DataFrame | None:
+        """With ``robust=True``: per compared scenario and declared assumption, the difference in ``kpi``
+        at both ends of the assumption's range, whether its sign changes, and the threshold where it does."""
+        return self._cmp.robustness
+
+    @property
     def replications(self) -> int:
         return len(next(iter(self._cmp.runs.values())).replications)
 
@@ -354,6 +360,7 @@ def compare(
     kpi: str = "cost_per_completed_program",
     max_replications: int = 200,
     threshold: float = 10.0,
+    robust: bool = False,
     progress: Progress | None = None,
 ) -> Comparison:
     """Compare two or more scenarios under common random numbers; the first is the baseline.
@@ -389,6 +396,13 @@ def compare(
     plan = _plan(first, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold, sel)
     counter = _Counter(progress)
     result = compare_scenarios(loaded, plan, counter.advance, counter.grow)
+    if robust:
+        from iopsim.experiments.robust import robustness
+
+        base_values = {n: r.per_replication.sort_values("replication")[kpi].to_numpy(dtype=float)
+                       for n, r in result.runs.items()}
+        result.robustness = robustness({n: r.scenario for n, r in result.runs.items()}, base_values, kpi,
+                                       plan.seed, jobs, progress=counter.advance, total=counter.grow)
     runs = {n: Results(r, scenario_path=paths.get(n)) for n, r in result.runs.items()}
     return Comparison(result, runs, scenario_paths=paths)
 

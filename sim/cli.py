@@ -252,7 +252,9 @@ def _warn_all(items, strict: bool, after_run: bool = False) -> None:
 @app.command()
 def validate(scenario: Path = typer.Argument(..., help="Scenario YAML file."),
              set_: list[str] = typer.Option([], "--set", help="Override a field: dotted.path=value (repeatable)."),
-             strict: bool = STRICT) -> None:
+             strict: bool = STRICT,
+             assumptions: bool = typer.Option(False, "--assumptions",
+                                              help="List the declared assumptions (uncertain:) with their ranges.")) -> None:
     """Check a scenario file (and its extends chain); print a verdict and any warnings about the plan."""
     from iopsim import api
 
@@ -266,6 +268,25 @@ def validate(scenario: Path = typer.Argument(..., help="Scenario YAML file."),
     more = f"; {len(findings)} warning{'s' if len(findings) != 1 else ''}" if findings else ""
     out.print(Text(f"{scenario}: valid scenario {sc.name!r} (stages: {stages}; horizon {sc.horizon_days} days{more})"),
               highlight=False, soft_wrap=True)
+    if assumptions:
+        _print_assumptions(sc)
+
+
+def _print_assumptions(sc) -> None:
+    """The scenario's declared assumptions: value, range, note and source."""
+    from iopsim.experiments.robust import current_value
+    from iopsim.outputs.answer import factor_label
+
+    if not sc.uncertain:
+        _say("No assumptions declared (uncertain:).")
+        return
+    _say(f"Assumptions ({len(sc.uncertain)} declared under uncertain:)", style="bold")
+    for path, a in sc.uncertain.items():
+        v = current_value(sc, path)
+        now = f"{v:g}" if v is not None else "–"
+        src = f"; {a.source}" if a.source else ""
+        _say(f"- {a.note or factor_label(path)}: {now}, range {a.range[0]:g} to {a.range[1]:g}{src}", rest="  ")
+        out.print(Text(f"  {path}", style="dim"), highlight=False, soft_wrap=True)
 
 
 def _warmup_option(value: Optional[str]) -> int | str | None:
@@ -414,6 +435,8 @@ def compare(
     goal: str = typer.Option("min", "--goal", help="For --select: 'min' or 'max' of --kpi is best."),
     indifference: Optional[float] = typer.Option(None, "--indifference", min=0,
                                                  help="For --select: smallest difference in --kpi worth detecting."),
+    robust: bool = typer.Option(False, "--robust", help="Move every declared assumption (uncertain:) across its "
+                                "range; say which ones the verdict on --kpi rests on, and where it flips."),
     no_report: bool = NO_REPORT,
     strict: bool = STRICT,
 ) -> None:
@@ -436,7 +459,7 @@ def compare(
             task = progress.add_task("compare: replications", total=0)
             result = api.compare(loaded, replications, seed, jobs, _warmup_option(warmup),
                                  select=goal if select else None, indifference=indifference, precision=precision,
-                                 kpi=kpi, max_replications=max_replications, threshold=threshold,
+                                 kpi=kpi, max_replications=max_replications, threshold=threshold, robust=robust,
                                  progress=lambda done, total: progress.update(task, completed=done, total=total))
         result.scenario_paths = {n: str(p) for n, p in zip(result.names, scenarios)}
         result.overrides = list(set_)
@@ -507,11 +530,34 @@ def print_comparison(result, names: list[str], kpi: str, folder: Path | None = N
         for line in (v["same"], v["summary"]):
             if line:
                 _say(line)
+    if result.robustness is not None:
+        _print_robustness(result.robustness, currency)
     sel = result.selection
     if sel:
         out.print(f"Best on {sel['kpi']} ({sel['goal']}): {sel['best']} — Nelson-Matejcik, P(correct) >= "
                   f"{1 - sel['alpha']:.0%} if the best leads by >= {sel['indifference']} "
                   f"({sel['required']} replications)", highlight=False)
+
+
+def _print_robustness(table, currency: str) -> None:
+    """What the verdict rests on: one line per declared assumption, then the verdict about them in words."""
+    from iopsim.outputs.robustness import robustness_rows, robustness_sentences
+
+    if not len(table):
+        _say("No assumptions declared (uncertain:), so there is nothing to vary: the comparison's robustness is unknown.")
+        return
+    for name, g in table.groupby("scenario", sort=False):
+        t = _table(f"{name} − {g['baseline'].iloc[0]}: the difference at the ends of each assumption's range")
+        t.add_column("assumption", overflow="fold", ratio=3)
+        t.add_column("range", justify="right", no_wrap=True)
+        t.add_column("at low", justify="right", no_wrap=True)
+        t.add_column("at high", justify="right", no_wrap=True)
+        t.add_column("flips at", justify="right", no_wrap=True)
+        for r in robustness_rows(g, currency):
+            t.add_row(r["assumption"], r["range"], r["at_low"], r["at_high"], r["threshold"] or ("–" if not r["flips"] else "?"))
+        out.print(t)
+    for s in robustness_sentences(table, currency):
+        _say(s, style="bold")
 
 
 @app.command()

@@ -47,12 +47,16 @@ def _flatten(d, prefix="") -> dict[str, object]:
 
 
 def differing_parameters(resolved: dict[str, dict]) -> pd.DataFrame:
-    """The resolved scenario values that differ between scenarios (one row per path)."""
+    """The resolved scenario values that differ between scenarios (one row per path).
+
+    Names, descriptions and the declared ranges of assumptions (``uncertain``)
+    are left out: they describe the scenarios, they do not change a run.
+    """
     flat = {name: _flatten(raw) for name, raw in resolved.items()}
     paths = sorted(set().union(*[set(f) for f in flat.values()]))
     rows = []
     for path in paths:
-        if path in ("name", "description"):
+        if path in ("name", "description") or path.startswith("uncertain."):
             continue
         values = [flat[n].get(path, "(absent)") for n in resolved]
         if any(v != values[0] for v in values[1:]):

@@ -102,6 +102,8 @@ class ComparisonResult:
     differences: pd.DataFrame
     parameters: pd.DataFrame
     selection: dict | None = None
+    robustness: pd.DataFrame | None = None
+    """With ``compare --robust``: one row per compared scenario and declared assumption."""
 
     @property
     def names(self) -> list[str]:

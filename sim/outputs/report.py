@@ -23,6 +23,7 @@ from iopsim.errors import IopsimError
 from iopsim.files import atomic_write_text, read_manifest
 from iopsim.outputs.html import embedded_png, environment
 from iopsim.outputs.plan_report import write_plan_report
+from iopsim.outputs.robustness import robustness_rows, robustness_sentences
 from iopsim.outputs.answer import (
     Facts,
     calibration_rows,
@@ -244,7 +245,12 @@ def write_report(folder: Path) -> Path:
             first = next((c for c in cells if c), None)
             if first:
                 side.append({"label": first["label"], "cells": [c or {"mean": "–", "ci": ""} for c in cells]})
+    robust = _read_csv(folder / "robustness.csv") if kind == "compare" else pd.DataFrame()
     ctx = {
+        "robust_rows": robustness_rows(robust, currency) if len(robust) else [],
+        "robust_sentences": robustness_sentences(robust, currency) if len(robust) else [],
+        "robust_kpi": people_label(kpi_label(robust["kpi"].iloc[0])[0]).lower() if len(robust) else "",
+        "tornado": embedded_png(figs / "tornado.png"),
         "side_by_side": side,
         "run_length": _run_length(man),
         "selection_label": selection_label,

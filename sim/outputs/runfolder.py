@@ -16,6 +16,7 @@ from pathlib import Path
 
 from iopsim.experiments.run import ComparisonResult, Plan, RunResult
 from iopsim.files import RunFolder, manifest
+from iopsim.outputs.robustness import tornado_figure
 from iopsim.outputs.drawing import Drawer
 from iopsim.schema.scenario import scenario_to_yaml
 
@@ -113,6 +114,11 @@ def save_comparison(cmp: ComparisonResult, dest: Path, *, scenario_paths: dict[s
         if cmp.selection is not None:
             folder.write_json("selection.json", cmp.selection)
         scenarios = {n: r.scenario for n, r in cmp.runs.items()}
+        if cmp.robustness is not None and len(cmp.robustness):
+            folder.write_table("robustness", cmp.robustness)
+            if report:
+                currency = next(iter(scenarios.values())).costs.currency
+                tornado_figure(cmp.robustness, folder.file("figures/tornado.png"), currency)
         return _finish(folder, cmp.plan, cmp.warmup, len(next(iter(cmp.runs.values())).replications), report, drawer,
                        kind="compare", scenarios=cmp.names, scenario_files=scenario_paths or {},
                        overrides=overrides or [], horizon_days={n: s.horizon_days for n, s in scenarios.items()},

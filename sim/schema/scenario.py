@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from iopsim.schema.assumptions import AssumptionEntry, set_assumption
 from iopsim.schema.base import FieldError as _FieldError
 from iopsim.schema.base import FrozenModel, NotBool
 from iopsim.schema.distributions import Distribution
@@ -578,6 +579,9 @@ class Scenario(FrozenModel):
     """Patients already present on day 0; the default is a new site that opens empty."""
     references: dict[str, str] = Field(default_factory=dict)
     """Source notes, short name -> citation; copied into the run folder, ignored by the model."""
+    uncertain: dict[str, AssumptionEntry] = Field(default_factory=dict)
+    """Assumptions as data: dotted path -> plausible range ``[low, high]`` (or ``{range, note, source}``)
+    of a value no publication fixes; ignored by the model, moved across its range by ``compare --robust``."""
 
     @model_validator(mode="after")
     def _within_limits(self):
@@ -906,7 +910,43 @@ def load_scenario(path: str | Path, overrides: list[str] | dict[str, Any] | None
     """Load, merge (``extends``), override (``--set``) and validate a scenario file."""
     path = Path(path)
     raw = apply_overrides(resolve_raw(path), overrides or [], str(path))
-    return validate_raw(raw, str(path))
+    scenario = validate_raw(raw, str(path))
+    check_assumptions(scenario, str(path))
+    return scenario
+
+
+def with_assumption(scenario: Scenario, path: str, value: float, source: str) -> Scenario:
+    """``scenario`` with the assumption at ``path`` set to ``value`` (shares that sum to 1 rescaled)."""
+    raw = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    set_assumption(raw, path.split("."), value, lambda tree, parts, v: set_path(tree, parts, v, source))
+    return validate_raw(raw, source)
+
+
+def check_assumptions(scenario: Scenario, source: str) -> None:
+    """Each ``uncertain:`` path names a number of the scenario, and both ends of its range are valid values."""
+    if not scenario.uncertain:
+        return
+    dumped = scenario.model_dump(mode="json", by_alias=True)
+    for path, a in scenario.uncertain.items():
+        where = f"uncertain.{path}"
+        node: Any = dumped
+        for part in path.split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                raise ScenarioError(source, where, "no such field in the scenario")
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            raise ScenarioError(source, where, f"not a number in the scenario (it is {reprlib.repr(node)}); "
+                                "only numeric values can have a range")
+        bare = scenario.model_copy(update={"uncertain": {}})
+        for end, value in zip(("low", "high"), a.range):
+            try:
+                with_assumption(bare, path, value, source)
+            except ScenarioError as exc:
+                raise ScenarioError(source, f"{where}.range", f"the {end} end {value:g} is not an allowed value "
+                                    f"of {path}: {exc.message}") from None
 
 
 def scenario_to_yaml(scenario: Scenario) -> str:
