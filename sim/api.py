@@ -485,6 +485,7 @@ def plan(
     jobs: int = 1,
     scheduler: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    robust: bool = False,
 ) -> PlanResults:
     """Find the best plan of levers that meets every target of a plan file, with its confidence.
 
@@ -494,13 +495,15 @@ def plan(
     (default ``outputs/plan-<name>``): ``plans.csv``, ``recommended.yaml``,
     ``figures/pareto.png`` and ``report.html``.  Calling again with the same
     folder reuses every stored evaluation.  ``progress(done, total, phase)``
-    is called as evaluations finish.
+    is called as evaluations finish.  With ``robust=True`` the recommended plan
+    is also simulated at both ends of every assumption the base declares
+    (``uncertain:``), and the answer says whether it still meets every target.
     """
     from iopsim.experiments.plan import execute_plan
     from iopsim.outputs.plan_report import write_plan_outputs
 
     res = execute_plan(Path(plan_file), Path(out) if out is not None else None, jobs=jobs, scheduler=scheduler,
-                       progress=progress)
+                       progress=progress, robust=robust)
     sentence = write_plan_outputs(res.folder)
     return PlanResults(res.folder, sentence, res.table, res.recommended, res.closest, res.evaluations,
                        res.replications, res.grid_replications, res.elapsed_s, res.summary)

@@ -599,6 +599,8 @@ def plan(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster: tcp://HOST:PORT."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: outputs/plan-<name>); "
                                            "re-running with the same folder resumes."),
+    robust: bool = typer.Option(False, "--robust", help="Also check the recommended plan at both ends of every "
+                                "declared assumption (uncertain:) of the base."),
 ) -> None:
     """Find the cheapest (or best) plan of staff, groups and places that meets every service target."""
     from iopsim import api
@@ -608,7 +610,7 @@ def plan(
                       TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
             task = progress.add_task("plan", total=None)
             result = api.plan(
-                plan_file, out_dir, jobs=jobs, scheduler=scheduler,
+                plan_file, out_dir, jobs=jobs, scheduler=scheduler, robust=robust,
                 progress=lambda done, total, phase: progress.update(task, completed=done, total=total,
                                                                     description=f"plan: {phase}"),
             )

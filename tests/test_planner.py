@@ -348,3 +348,22 @@ def test_large_spaces_are_searched_with_optuna_reproducibly(tmp_path):
     places = a.recommended["levels"]["places"]
     assert mean_wait(places, lam, 1.0) <= target, f"{places} places do not meet the target in theory"
     assert a.plans.equals(b.plans) and a.recommended["levels"] == b.recommended["levels"], "same seed, other answer"
+
+
+def test_robust_plan_says_where_the_recommendation_would_miss_a_target(tmp_path):
+    """Arrivals are an assumption: at the high end of their range the recommended 4 places are too few."""
+    lam, c_star = 2.4, 4
+    target = target_between(lambda c: mean_wait(c, lam, 1.0), c_star)
+    base = mmc_base(tmp_path, lam, 1.0, horizon=1500, warmup=100)
+    doc = yaml.safe_load(base.read_text())
+    doc["uncertain"] = {"referrals.referrals_per_week": {"range": [lam * 7 * 0.9, lam * 7 * 1.4], "note": "Number of referrals a week"},
+                        "stages.iop.cost_per_patient_day": [0, 50]}
+    base.write_text(yaml.safe_dump(doc))
+    plan = capacity_plan(tmp_path, base, 2, 6, {"kpi": "iop_admitted_wait_mean_days", "max": target})
+    res = iopsim.plan(plan, tmp_path / "out", robust=True)
+    assert res.recommended["levels"] == {"places": c_star}
+    rob = pd.read_csv(tmp_path / "out" / "robustness.csv").set_index(["assumption", "end"])
+    assert rob.loc[("referrals.referrals_per_week", "high"), "target_1:verdict"] == "missed"
+    assert rob.loc[("stages.iop.cost_per_patient_day", "low"), "target_1:verdict"] == "met", "a cost cannot move a wait"
+    assert "It misses the target" in res.sentence and "the number of referrals a week is 23.52 (the high end" in res.sentence, res.sentence
+    assert "It misses the target" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")

@@ -53,7 +53,7 @@ from iopsim.experiments.replications import kpi_names, unknown_kpi
 from iopsim.experiments.sweep import _exists
 from iopsim.files import atomic_write_text, claim_results_folder, manifest, safe_name
 from iopsim.schema.plan import PlanFile
-from iopsim.schema.scenario import Scenario, read_with_base, resolve_raw, set_path, validate_raw
+from iopsim.schema.scenario import Scenario, read_with_base, resolve_raw, set_path, validate_raw, with_assumption
 
 log = logging.getLogger(__name__)
 
@@ -481,14 +481,71 @@ class Planner:
 # --------------------------------------------------------------------------- running a plan file
 
 
+def recommendation_robustness(planner: Planner, best: Candidate) -> pd.DataFrame:
+    """The recommended plan at both ends of each assumption the base declares (``uncertain:``).
+
+    Each end is simulated on replications 0..n-1 with the plan's seed (the
+    same patients as the search), n being the screening replications doubled;
+    each target is then judged at the plan's confidence, for this one plan.
+    The runs are stored in ``evaluations/`` like the search's, so a re-run
+    reads them back.
+    """
+    plan = planner.plan
+    sc = best.scenario or plan_scenario(plan, planner.full, best.levels, planner.source)
+    if not sc.uncertain:
+        return pd.DataFrame()
+    n = min(plan.replications.max, 2 * plan.replications.first)
+    alpha = 1.0 - plan.confidence
+    tasks, got = [], {}
+    for i, (path, a) in enumerate(sc.uncertain.items()):
+        for end, value in zip(("low", "high"), a.range):
+            key = f"robust-{i:03d}-{end}"
+            part = planner.folder / "evaluations" / f"{key}.parquet"
+            if part.exists():
+                got[(path, end)] = pd.read_parquet(part)
+                continue
+            moved = with_assumption(sc, path, value, f"{planner.source}: uncertain.{path}")
+            tasks.append(Task(key, moved, plan.seed, 0, n, {"path": path, "end": end}))
+
+    def handle(task: Task, res: dict) -> None:
+        if res["error"] is not None:
+            raise IopsimError(f"robustness of the recommended plan: {task.tags['path']} at its {task.tags['end']} "
+                              f"end: {res['error']}")
+        df = pd.DataFrame(res["rows"])[["replication", *planner.kpis]]
+        write_part(planner.folder / "evaluations" / f"{task.key}.parquet", df)
+        got[(task.tags["path"], task.tags["end"])] = df
+
+    planner.executor.map(tasks, handle)
+    rows = []
+    for path, a in sc.uncertain.items():
+        for end, value in zip(("low", "high"), a.range):
+            df = got[(path, end)]
+            row = {"assumption": path, "note": a.note or "", "source": a.source or "", "end": end, "value": value,
+                   "replications": len(df)}
+            for i, con in enumerate(plan.constraints):
+                x = df[con.kpi].to_numpy(dtype=float)
+                m, _sd, lo, hi, _n = mean_ci(x, plan.confidence)
+                row.update({f"target_{i + 1}": m, f"target_{i + 1}:ci_low": lo, f"target_{i + 1}:ci_high": hi,
+                            f"target_{i + 1}:verdict": verdict(x, con.sense, con.threshold, con.tolerance, alpha, alpha)})
+            m, _sd, lo, hi, _n = mean_ci(df[plan.objective.kpi].to_numpy(dtype=float), plan.confidence)
+            row.update({"objective": m, "objective:ci_low": lo, "objective:ci_high": hi})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def execute_plan(plan_path: Path, out_dir: Path | None = None, jobs: int = 1, scheduler: str | None = None,
-                 progress: Progress | None = None) -> PlanResult:
-    """Run (or resume) a plan file; writes the plan folder and returns what it found."""
+                 progress: Progress | None = None, robust: bool = False) -> PlanResult:
+    """Run (or resume) a plan file; writes the plan folder and returns what it found.
+
+    With ``robust``, the recommended plan is also simulated at both ends of
+    every assumption the base declares (see :func:`recommendation_robustness`).
+    """
     with Executor(jobs, scheduler) as executor:
-        return _execute(Path(plan_path), out_dir, executor, progress)
+        return _execute(Path(plan_path), out_dir, executor, progress, robust)
 
 
-def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress: Progress | None) -> PlanResult:
+def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress: Progress | None,
+             robust: bool = False) -> PlanResult:
     plan, full, written, base_path, digest = load_plan(plan_path)
     name = plan.name or plan_path.stem
     folder = Path(out_dir) if out_dir is not None else Path("outputs") / f"plan-{safe_name(name, 'plan')}"
@@ -528,6 +585,11 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
     near = _describe(planner, closest) if closest is not None else None
     if rec is not None:
         write_recommended(folder, plan, full, written, base_path, best.levels, plan_path, digest)
+    robustness = recommendation_robustness(planner, best) if robust and best is not None else pd.DataFrame()
+    if len(robustness):
+        atomic_write_text(folder / "robustness.csv", robustness.to_csv(index=False))
+    elif (folder / "robustness.csv").exists():
+        (folder / "robustness.csv").unlink()
     evaluations = sum(1 for c in planner.candidates.values() if c.simulated)
     summary = {
         "name": name, "recommended": rec, "closest": near, "binding": binding, "method": method,

@@ -219,6 +219,37 @@ def table_rows(summary: dict, table: pd.DataFrame) -> tuple[list[str], list[dict
     return header, rows
 
 
+def robustness_sentences(summary: dict, table: pd.DataFrame) -> list[str]:
+    """Does the recommended plan still meet every target at both ends of each declared assumption's range?"""
+    from iopsim.outputs.robustness import _the, _value
+
+    if table is None or not len(table):
+        return []
+    cons = summary["constraints"]
+    n_assumptions = table["assumption"].nunique()
+    reps = int(table["replications"].min())
+    out, unsure = [], []
+    for _, r in table.iterrows():
+        what = _the(r["note"] if isinstance(r["note"], str) and r["note"] else r["assumption"])
+        at = f"{what} is {_value(r['assumption'], r['value'])} (the {r['end']} end of its range)"
+        missed = [target_text(cons[i]) for i in range(len(cons)) if r[f"target_{i + 1}:verdict"] == "missed"]
+        if missed:
+            out.append(f"It misses the target {' and '.join(missed)} if {at}.")
+        elif any(r[f"target_{i + 1}:verdict"] == "open" for i in range(len(cons))):
+            unsure.append(at)
+    if not out and not unsure:
+        return [f"It still meets every target at both ends of the ranges of all {n_assumptions} declared "
+                f"assumptions ({reps} replications at each end)."]
+    if unsure:
+        out.append(f"{reps} replications cannot tell whether it meets every target if " + "; or if ".join(unsure) + ".")
+    return out
+
+
+def read_plan_robustness(folder: Path) -> pd.DataFrame:
+    path = Path(folder) / "robustness.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+
 def write_plan_report(folder: Path, man: dict | None = None) -> Path:
     """``report.html`` of a plan folder: the recommendation, the figure, every plan, the method."""
     folder = Path(folder)
@@ -228,7 +259,9 @@ def write_plan_report(folder: Path, man: dict | None = None) -> Path:
     if not (folder / "figures" / "pareto.png").exists():
         plan_figure(folder)
     header, rows = table_rows(summary, table)
+    robust = read_plan_robustness(folder)
     ctx = {
+        "robust": robustness_sentences(summary, robust),
         "name": summary.get("name") or Path(man.get("plan_file", folder.name)).stem,
         "sentence": recommendation_sentence(summary),
         "summary": summary,
@@ -250,7 +283,8 @@ def write_plan_report(folder: Path, man: dict | None = None) -> Path:
 
 
 def write_plan_outputs(folder: Path) -> str:
-    """Figure and report of a finished plan folder; returns the recommendation sentence."""
+    """Figure and report of a finished plan folder; returns the recommendation in words."""
     plan_figure(folder)
     write_plan_report(folder)
-    return recommendation_sentence(read_summary(folder))
+    summary = read_summary(folder)
+    return " ".join([recommendation_sentence(summary), *robustness_sentences(summary, read_plan_robustness(folder))])
