@@ -50,10 +50,9 @@ from iopsim.analysis.stats import mean_ci
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.experiments.executor import Executor, Task, read_parts, write_part
 from iopsim.experiments.replications import kpi_names, unknown_kpi
-from iopsim.experiments.sweep import _exists
 from iopsim.files import atomic_write_text, claim_results_folder, manifest, safe_name
 from iopsim.schema.plan import PlanFile
-from iopsim.schema.scenario import Scenario, read_with_base, resolve_raw, set_path, validate_raw, with_assumption
+from iopsim.schema.scenario import Scenario, has_path, read_with_base, resolve_raw, set_path, validate_raw, with_assumption
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ def load_plan(path: Path) -> tuple[PlanFile, dict, dict, Path, str]:
     dumped = base.model_dump(mode="json", by_alias=True)
     for name, d in plan.decisions.items():
         for p in d.set:
-            if not _exists(dumped, p):
+            if not has_path(dumped, p):
                 raise ScenarioError(str(path), f"decisions.{name}.set.{p}", f"no such field in the base scenario {plan.base}")
     known = kpi_names(base)
     for i, c in enumerate(plan.constraints):
@@ -163,7 +162,7 @@ def override_document(written: dict, full: dict, fields: dict[str, object]) -> d
     doc: dict = {}
     for p, value in fields.items():
         parts = p.split(".")
-        source = written if _exists(written, p) else full
+        source = written if has_path(written, p) else full
         node = source
         prefix: list[str] = []
         for part in parts:

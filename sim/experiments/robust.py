@@ -28,7 +28,7 @@ from iopsim.analysis.robustness import Point, flips, paired, sign, threshold
 from iopsim.errors import ScenarioError
 from iopsim.experiments.executor import Executor, Task
 from iopsim.schema.assumptions import Assumption
-from iopsim.schema.scenario import Scenario, with_assumption
+from iopsim.schema.scenario import Scenario, get_path, with_assumption
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,8 @@ def declared(scenarios: dict[str, Scenario]) -> dict[str, Assumption]:
 
 
 def current_value(scenario: Scenario, path: str) -> float | None:
-    node = scenario.model_dump(mode="json", by_alias=True)
-    for part in path.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
+    """The number at ``path`` in ``scenario``, or None if it has no such number."""
+    node = get_path(scenario.model_dump(mode="json", by_alias=True), path, None)
     return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
 
 

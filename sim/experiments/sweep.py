@@ -34,7 +34,7 @@ from iopsim.analysis.sensitivity import morris_effects, sobol_indices
 from iopsim.files import atomic_write_text, claim_results_folder, manifest, read_manifest, safe_name
 from iopsim.experiments.executor import Executor, Task, write_part
 from iopsim.experiments.replications import kpi_names, unknown_kpi
-from iopsim.schema.scenario import Scenario, read_with_base, resolve_raw, set_path, validate_raw
+from iopsim.schema.scenario import Scenario, has_path, read_with_base, resolve_raw, set_path, validate_raw
 from iopsim.analysis.stats import mean_ci
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def load_sweep(path: Path) -> tuple[SweepFile, dict, Scenario, str]:
     base_raw = base.model_dump(mode="json", by_alias=True, exclude_none=True)
     dumped = base.model_dump(mode="json", by_alias=True)
     for fpath in sweep.factors:
-        if not _exists(dumped, fpath):
+        if not has_path(dumped, fpath):
             raise ScenarioError(str(path), f"factors.{fpath}", f"no such field in the base scenario {sweep.base}")
     known = kpi_names(base)
     for i, kpi in enumerate(sweep.kpis):
@@ -148,18 +148,6 @@ def load_sweep(path: Path) -> tuple[SweepFile, dict, Scenario, str]:
             raise ScenarioError(str(path), f"kpis.{i}", unknown_kpi(kpi, known))
     digest = hashlib.sha256(json.dumps({"sweep": raw, "base": base_raw}, sort_keys=True, default=str).encode()).hexdigest()
     return sweep, base_raw, base, digest[:16]
-
-
-def _exists(tree, dotted: str) -> bool:
-    node = tree
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
-    return True
 
 
 def design_points(sweep: SweepFile) -> list[dict[str, object]]:

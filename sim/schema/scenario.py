@@ -922,6 +922,35 @@ def with_assumption(scenario: Scenario, path: str, value: float, source: str) ->
     return validate_raw(raw, source)
 
 
+_MISSING = object()
+
+
+def get_path(tree: Any, dotted: str, default: Any = _MISSING) -> Any:
+    """``tree``'s value at a dotted path (a whole-number part indexes a list); ``default`` if it has none.
+
+    Without a ``default``, a missing path raises ``KeyError``.
+    """
+    node = tree
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif default is _MISSING:
+            raise KeyError(dotted)
+        else:
+            return default
+    return node
+
+
+def has_path(tree: Any, dotted: str) -> bool:
+    """Whether ``tree`` has a value at the dotted path."""
+    return get_path(tree, dotted, _ABSENT) is not _ABSENT
+
+
+_ABSENT = object()
+
+
 def check_assumptions(scenario: Scenario, source: str) -> None:
     """Each ``uncertain:`` path names a number of the scenario, and both ends of its range are valid values."""
     if not scenario.uncertain:
@@ -929,14 +958,9 @@ def check_assumptions(scenario: Scenario, source: str) -> None:
     dumped = scenario.model_dump(mode="json", by_alias=True)
     for path, a in scenario.uncertain.items():
         where = f"uncertain.{path}"
-        node: Any = dumped
-        for part in path.split("."):
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                raise ScenarioError(source, where, "no such field in the scenario")
+        node = get_path(dumped, path, _ABSENT)
+        if node is _ABSENT:
+            raise ScenarioError(source, where, "no such field in the scenario")
         if isinstance(node, bool) or not isinstance(node, (int, float)):
             raise ScenarioError(source, where, f"not a number in the scenario (it is {reprlib.repr(node)}); "
                                 "only numeric values can have a range")
