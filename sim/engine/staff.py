@@ -15,6 +15,7 @@ the shift differentials.
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_right
 
@@ -52,9 +53,14 @@ class Booking:
 
 
 class StaffMember:
-    """One person: a weekly calendar and a sorted list of non-overlapping bookings."""
+    """One person: a weekly calendar and a sorted list of non-overlapping bookings.
 
-    __slots__ = ("id", "role", "calendar", "_starts", "_bookings")
+    ``version`` counts changes to the bookings; a pool's slot index uses it to
+    tell a member's cached free slot from a stale one.  ``changes``, when set
+    by the pool, is the role's log of changed members (their ``pos`` in the role).
+    """
+
+    __slots__ = ("id", "role", "calendar", "_starts", "_bookings", "version", "pos", "changes")
 
     def __init__(self, member_id: int, role: str, shifts: list[Shift]):
         self.id = member_id
@@ -62,6 +68,14 @@ class StaffMember:
         self.calendar = WeeklyCalendar(Roster(shifts=shifts))
         self._starts: list[float] = []
         self._bookings: list[Booking] = []
+        self.version = 0
+        self.pos = 0
+        self.changes: list[int] | None = None
+
+    def _changed(self) -> None:
+        self.version += 1
+        if self.changes is not None:
+            self.changes.append(self.pos)
 
     def on_shift(self, start: float, end: float) -> bool:
         a, b = self.calendar.current_or_next(start)
@@ -132,11 +146,13 @@ class StaffMember:
         i = bisect_right(self._starts, booking.start)
         self._starts.insert(i, booking.start)
         self._bookings.insert(i, booking)
+        self._changed()
 
     def remove(self, booking: Booking) -> None:
         i = self._bookings.index(booking)
         del self._starts[i]
         del self._bookings[i]
+        self._changed()
 
     def forget_before(self, t: float) -> None:
         """Drop bookings that ended before ``t`` (they stay in the log)."""
@@ -146,22 +162,45 @@ class StaffMember:
         if k:
             del self._starts[:k]
             del self._bookings[:k]
+            self._changed()
+
+
+#: Slot indexes kept at most (one per role and window asked for); more clears them all.
+_MAX_SLOT_INDEXES = 64
 
 
 class StaffPool:
-    """All staff of a replication, by role, writing bookings and unmet demand to the recorder."""
+    """All staff of a replication, by role, writing bookings and unmet demand to the recorder.
+
+    **Slot index.**  :meth:`fit` books the earliest free slot of any member of
+    a role in a window.  Scanning every member for every booking made the cost
+    of a booking grow with the roster (quadratic in the size of the site).
+    Instead, for each (role, window, duration) asked for, the pool keeps a heap
+    of (earliest slot, member position, member version): built once with one
+    scan of the role, then updated only for the members whose bookings changed
+    since (the role's change log).  An entry whose version is not the member's
+    current one is stale and dropped when it reaches the top.  The top entry is
+    therefore the minimum over the members of their current earliest slot, ties
+    going to the member listed first -- exactly the booking a full scan makes.
+    """
 
     def __init__(self, scenario: Scenario, recorder):
         self.rec = recorder
         self.by_role: dict[str, list[StaffMember]] = {}
         self.members: list[StaffMember] = []
+        self._changes: dict[str, list[int]] = {}
+        self._slots: dict[tuple, list] = {}
         for role, shift_lists in roles_of(scenario).items():
             people = []
+            changes: list[int] = []
             for shifts in shift_lists:
                 m = StaffMember(len(self.members), role, shifts)
+                m.pos = len(people)
+                m.changes = changes
                 self.members.append(m)
                 people.append(m)
             self.by_role[role] = people
+            self._changes[role] = changes
 
     def book(self, member: StaffMember, activity: str, start: float, end: float, ref=None) -> Booking:
         b = Booking(member, activity, start, end, ref)
@@ -191,19 +230,49 @@ class StaffPool:
     def fit(self, role: str, activity: str, earliest: float, latest: float, hours: float, ref=None) -> Booking | None:
         """Book the earliest free ``hours`` of any member of ``role`` in [earliest, latest]."""
         duration = hours / 24.0
-        best: tuple[float, StaffMember] | None = None
-        for m in self.by_role.get(role, ()):
-            s = m.find_slot(earliest, latest, duration)
-            if s is not None and (best is None or s < best[0]):
-                best = (s, m)
-        if best is None:
+        people = self.by_role.get(role)
+        if not people:
             self.unmet(role, activity, earliest, hours)
             return None
-        return self.book(best[1], activity, best[0], best[0] + duration, ref)
+        changes = self._changes[role]
+        key = (role, earliest, latest, duration)
+        index = self._slots.get(key)
+        if index is None:
+            if len(self._slots) >= _MAX_SLOT_INDEXES:
+                self._reset_slots()
+            heap = []
+            for i, m in enumerate(people):
+                s = m.find_slot(earliest, latest, duration)
+                if s is not None:
+                    heap.append((s, i, m.version))
+            heapq.heapify(heap)
+            index = self._slots[key] = [heap, len(changes)]
+        else:
+            heap, seen = index
+            if seen < len(changes):
+                for i in set(changes[seen:]):
+                    m = people[i]
+                    s = m.find_slot(earliest, latest, duration)
+                    if s is not None:
+                        heapq.heappush(heap, (s, i, m.version))
+                index[1] = len(changes)
+        while heap and heap[0][2] != people[heap[0][1]].version:
+            heapq.heappop(heap)
+        if not heap:
+            self.unmet(role, activity, earliest, hours)
+            return None
+        s, i, _ = heap[0]
+        return self.book(people[i], activity, s, s + duration, ref)
+
+    def _reset_slots(self) -> None:
+        self._slots.clear()
+        for changes in self._changes.values():
+            changes.clear()
 
     def forget_before(self, t: float) -> None:
         for m in self.members:
             m.forget_before(t)
+        self._reset_slots()
 
 
 # --------------------------------------------------------------------------- pay
