@@ -49,8 +49,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 
-from iopsim.engine.stages import ADMITTED, Patient, Stage, _categorical, _cumulative, visit_namespace
+from iopsim.engine.stages import ADMITTED, INF, Patient, Stage, _categorical, _cumulative, visit_namespace
 from iopsim.schema.scenario import WEEKDAYS
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,8 @@ class TrackedIOP(Stage):
     def __init__(self, model, name: str, cfg):
         super().__init__(model, name, cfg)
         self.tracks = {n: Track(self, n, t) for n, t in cfg.tracks.items()}
+        self._waiting: dict[str, deque] = {}  # availability class -> (number, waiter), see _enqueue
+        self._joined = 0
         self.capacity = sum(t.groups * t.max_group_size for t in cfg.tracks.values())
         prog = cfg.program
         self.phase_ends = []
@@ -179,15 +182,21 @@ class TrackedIOP(Stage):
         return [t for t in self.tracks.values() if a in t.accepts]
 
     def _seat_for(self, p: Patient) -> Group | None:
+        """The group a newcomer joins: of the feasible tracks, the one meeting next; within
+        it the fullest group with a free seat (the first such on a tie)."""
         now = self.env.now
         best, key = None, None
         for t in self.feasible(p):
-            nxt = t.next_session(now)
-            for g in t.groups:
-                if g.has_seat():
-                    k = (nxt, -len(g.members), t.name, g.index)
-                    if key is None or k < key:
-                        best, key = g, k
+            cap = t.cfg.max_group_size
+            tg, most = None, -1
+            for g in t.groups:  # every group of a track meets at the same time
+                n = len(g.members)
+                if n > most and n < cap and g.state != "running":
+                    tg, most = g, n
+            if tg is not None:
+                k = (t.next_session(now), -most, t.name, tg.index)
+                if key is None or k < key:
+                    best, key = tg, k
         return best
 
     def has_room(self, p: Patient) -> bool:
@@ -354,16 +363,35 @@ class TrackedIOP(Stage):
         self._fill(g)
         m.done.succeed(outcome)
 
+    def _enqueue(self, w, deadline: float) -> None:
+        """Waiters are kept in one FIFO per availability class, numbered in order of joining,
+        so that filling a seat looks only at the classes its track accepts."""
+        self._joined += 1
+        q = self._waiting.get(w.patient.availability)
+        if q is None:
+            q = self._waiting[w.patient.availability] = deque()
+        q.append((self._joined, w))
+        self.n_waiting += 1
+        self.waitlist.add(self.env.now, 1)
+        if deadline < INF:
+            self.env.timeout(deadline).callbacks.append(w)
+
     def _fill(self, g: Group) -> None:
-        """Give free seats of ``g`` to waiting patients who can attend its track (FIFO)."""
-        if not g.has_seat() or not self.n_waiting:
+        """Give free seats of ``g`` to waiting patients who can attend its track, first come
+        first served: the earliest-joined head of the accepted classes' queues each time."""
+        if not self.n_waiting or not g.has_seat():
             return
-        for w in list(self.queue):
-            if not g.has_seat():
-                break
-            if w.done or self.availability(w.patient) not in g.track.accepts:
-                continue
-            self.queue.remove(w)
+        queues = [q for c, q in self._waiting.items() if c in g.track.accepts]
+        while g.has_seat():
+            head, first = None, None
+            for q in queues:
+                while q and q[0][1].done:  # reneged: dropped lazily
+                    q.popleft()
+                if q and (first is None or q[0][0] < first):
+                    head, first = q, q[0][0]
+            if head is None:
+                return
+            w = head.popleft()[1]
             self._leave_waitlist(w)
             w.member = self._join(g, w.patient, w.record)
             w.event.succeed(ADMITTED)
