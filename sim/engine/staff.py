@@ -60,7 +60,8 @@ class StaffMember:
     by the pool, is the role's log of changed members (their ``pos`` in the role).
     """
 
-    __slots__ = ("id", "role", "calendar", "_starts", "_bookings", "version", "pos", "changes")
+    __slots__ = ("id", "role", "calendar", "_starts", "_bookings", "version", "pos", "changes", "_window",
+                 "_window_spans")
 
     def __init__(self, member_id: int, role: str, shifts: list[Shift]):
         self.id = member_id
@@ -71,6 +72,8 @@ class StaffMember:
         self.version = 0
         self.pos = 0
         self.changes: list[int] | None = None
+        self._window: tuple[float, float] | None = None
+        self._window_spans: list[tuple[float, float]] = []
 
     def _changed(self) -> None:
         self.version += 1
@@ -109,19 +112,31 @@ class StaffMember:
         cal = self.calendar
         if cal.always:
             return self._first_gap(earliest, latest, duration)
+        if self._window != (earliest, latest):
+            self._window = (earliest, latest)
+            self._window_spans = self._spans_in(earliest, latest)
+        for lo, hi in self._window_spans:
+            if lo + duration > hi + _EPS:
+                continue
+            t = self._first_gap(lo, hi, duration)
+            if t is not None:
+                return t
+        return None
+
+    def _spans_in(self, earliest: float, latest: float) -> list[tuple[float, float]]:
+        """The spans of work meeting [earliest, latest], clipped to it, in time order.
+
+        Kept for the last window asked for: a week's services are all fitted
+        into the same window, so the week's spans are worked out once.
+        """
+        out = []
         w = math.floor(earliest / 7.0) - 1  # a span that began last week may still run
         while w * 7.0 < latest:
             base = w * 7.0
-            for a, b in cal.spans:
-                lo = max(base + a, earliest)
-                hi = min(base + b, latest)
-                if lo + duration > hi + _EPS:
-                    continue
-                t = self._first_gap(lo, hi, duration)
-                if t is not None:
-                    return t
+            for a, b in self.calendar.spans:
+                out.append((max(base + a, earliest), min(base + b, latest)))
             w += 1
-        return None
+        return out
 
     def _first_gap(self, lo: float, hi: float, duration: float) -> float | None:
         """Earliest start in [lo, hi - duration] that overlaps no booking."""
