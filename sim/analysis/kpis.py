@@ -37,7 +37,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from iopsim.analysis.access import access_kpis, cumulative_incidence
+from iopsim.analysis.access import _keys, access_kpis, cumulative_incidence
 from iopsim.analysis.cost import cost_kpis
 from iopsim.schema.scenario import EXITS, TREATMENT_STAGES, Scenario
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, idle_hours, roles_of, shift_hours
@@ -218,6 +218,9 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
     extensions = visits["extensions"].to_numpy()
     lv_stage = levels["stage"].to_numpy(dtype=object) if len(levels) else np.array([], dtype=object)
     lv_day = levels["day"].to_numpy() if len(levels) else np.array([])
+    lv_wait_mean, lv_wait_max, lv_census_mean, lv_census_max = (
+        levels[c].to_numpy(dtype=float) if len(levels) else np.array([])
+        for c in ("waitlist_mean", "waitlist_max", "census_mean", "census_max"))
 
     patient_days: dict[str, float] = {}
     for stage in stages:
@@ -242,23 +245,24 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
             k.update(_plan_kpis(stage, ended, t_admit, t_leave, planned, outcome_col, extensions))
         k[f"{stage}_share_lost_waiting"] = _share_lost_waiting(m & (t_join >= w0), t_join, t_admit, t_leave,
                                                                outcome_col, horizon)
-        sel = (lv_stage == stage) & (lv_day >= w0)
-        lv = levels.loc[sel]
-        k[f"{stage}_waitlist_mean"] = float(lv["waitlist_mean"].sum() / window)
-        k[f"{stage}_waitlist_max"] = float(lv["waitlist_max"].max()) if len(lv) else 0.0
-        first_year = levels.loc[(lv_stage == stage) & (lv_day < 365), "waitlist_max"]
+        at_stage = lv_stage == stage
+        sel = at_stage & (lv_day >= w0)
+        k[f"{stage}_waitlist_mean"] = float(lv_wait_mean[sel].sum() / window)
+        k[f"{stage}_waitlist_max"] = float(lv_wait_max[sel].max()) if sel.any() else 0.0
+        first_year = lv_wait_max[at_stage & (lv_day < 365)]
         k[f"{stage}_waitlist_max_first_year"] = float(first_year.max()) if len(first_year) else 0.0
-        census_area = float(lv["census_mean"].sum())
+        census_area = float(lv_census_mean[sel].sum())
         patient_days[stage] = census_area
         k[f"{stage}_census_mean"] = census_area / window
-        k[f"{stage}_census_max"] = float(lv["census_max"].max()) if len(lv) else 0.0
+        k[f"{stage}_census_max"] = float(lv_census_max[sel].max()) if sel.any() else 0.0
         cap = _capacity(scenario, stage)
         k[f"{stage}_occupancy"] = k[f"{stage}_census_mean"] / cap if cap else math.nan
 
     # Episodes referred in the window (not those already in care on day 0) admitted to treatment.
-    treated = visits.loc[np.isin(stage_col, TREATMENT_STAGES) & (t_admit >= w0), ["patient_id", "episode"]]
-    referred = episodes.loc[in_window, ["patient_id", "episode"]]
-    k["admitted_to_treatment"] = float(len(treated.drop_duplicates().merge(referred, on=["patient_id", "episode"])))
+    treated = np.isin(stage_col, TREATMENT_STAGES) & (t_admit >= w0)
+    treated_keys = np.unique(_keys(visits["patient_id"].to_numpy()[treated], visits["episode"].to_numpy()[treated]))
+    referred_keys = _keys(episodes["patient_id"].to_numpy()[in_window], episodes["episode"].to_numpy()[in_window])
+    k["admitted_to_treatment"] = float(np.count_nonzero(np.isin(referred_keys, treated_keys)))
 
     k.update(access_kpis(records, scenario, w0))
     k.update(track_kpis(records, scenario, w0))
@@ -291,26 +295,48 @@ def _share_lost_waiting(m, t_join, t_admit, t_leave, outcome, horizon: float) ->
     return cumulative_incidence(end - t_join[m], kinds, 2, math.inf)
 
 
+def _strings(col: pd.Series) -> np.ndarray:
+    """A string column as an object array, missing values as "" (never equal to a name)."""
+    return col.to_numpy(dtype=object, na_value="")
+
+
 def track_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> dict[str, float]:
-    """Per IOP track: sessions by status, group census, waits to start, outcomes."""
+    """Per IOP track: sessions by status, group census, waits to start, outcomes.
+
+    Computed on the columns as numpy arrays (boolean masks, no DataFrame
+    filtering): the same numbers, a fraction of the time.
+    """
     iop = scenario.stages.iop
     if iop is None or iop.tracks is None:
         return {}
     k: dict[str, float] = {}
     sessions = records["sessions"]
-    sessions = sessions[sessions["t_start"] >= w0]
+    s_in = sessions["t_start"].to_numpy(dtype=float) >= w0
+    s_track = _strings(sessions["track"])
+    s_status = _strings(sessions["status"])
+    s_att = sessions["attendees"].to_numpy()
+    s_exp = sessions["expected"].to_numpy()
     visits = records["visits"]
-    iv = visits[(visits["stage"] == "iop") & (visits["t_join"] >= w0)]
-    ended = visits[(visits["stage"] == "iop") & (visits["t_leave"] >= w0) & visits["t_admit"].notna()]
-    reneged = visits[(visits["stage"] == "iop") & (visits["outcome"] == "reneged") & (visits["t_leave"] >= w0)]
-    k["iop_reneged_no_feasible_track"] = float((reneged["track"].fillna("") == "").sum())
+    v_iop = _strings(visits["stage"]) == "iop"
+    v_track = _strings(visits["track"])
+    v_outcome = _strings(visits["outcome"])
+    t_join = visits["t_join"].to_numpy(dtype=float)
+    t_admit = visits["t_admit"].to_numpy(dtype=float)
+    t_leave = visits["t_leave"].to_numpy(dtype=float)
+    t_first = visits["t_first_session"].to_numpy(dtype=float)
+    iv = v_iop & (t_join >= w0)
+    ended = v_iop & (t_leave >= w0) & ~np.isnan(t_admit)
+    reneged = v_iop & (v_outcome == "reneged") & (t_leave >= w0)
+    waited_for = [x.split("|") for x in v_track[reneged]]  # the tracks each reneged patient waited for
+    k["iop_reneged_no_feasible_track"] = float(np.count_nonzero(v_track[reneged] == ""))
     for name, t in iop.tracks.items():
         p = f"iop_track_{name}_"
-        ts = sessions[sessions["track"] == name]
-        status = ts["status"]
+        ts = s_in & (s_track == name)
+        status = s_status[ts]
         for st in ("held", "cancelled", "merged", "no_clients"):
-            k[p + f"sessions_{st}"] = float((status == st).sum())
-        att = ts.loc[status == "held", "attendees"].to_numpy(dtype=float)
+            k[p + f"sessions_{st}"] = float(np.count_nonzero(status == st))
+        held = status == "held"
+        att = s_att[ts][held].astype(float)
         if att.size:
             k[p + "group_census_mean"] = float(att.mean())
             k[p + "group_census_p10"] = float(np.quantile(att, 0.1))
@@ -318,20 +344,21 @@ def track_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) 
             k[p + "group_census_max"] = float(att.max())
             k[p + "share_sessions_at_cap"] = float((att >= t.max_group_size).mean())
             k[p + "share_sessions_below_min"] = float((att < t.min_group_size).mean())
-            k[p + "attendance_rate"] = float(att.sum() / max(ts.loc[status == "held", "expected"].sum(), 1))
+            k[p + "attendance_rate"] = float(att.sum() / max(s_exp[ts][held].sum(), 1))
         else:
             for q in ("group_census_mean", "group_census_p10", "group_census_p90", "group_census_max",
                       "share_sessions_at_cap", "share_sessions_below_min", "attendance_rate"):
                 k[p + q] = math.nan
-        started = iv[(iv["track"] == name) & iv["t_first_session"].notna()]
-        waits = (started["t_first_session"] - started["t_join"]).to_numpy(dtype=float)
+        in_track = v_track == name
+        started = iv & in_track & ~np.isnan(t_first)
+        waits = t_first[started] - t_join[started]
         k[p + "wait_to_start_mean_days"] = float(waits.mean()) if waits.size else math.nan
-        te = ended[ended["track"] == name]
-        n = len(te)
-        k[p + "admissions"] = float(((visits["stage"] == "iop") & (visits["track"] == name) & (visits["t_admit"] >= w0)).sum())
-        k[p + "completion_rate"] = float((te["outcome"] == "completed").sum() / n) if n else math.nan
-        k[p + "dropout_rate"] = float((te["outcome"] == "dropped_out").sum() / n) if n else math.nan
-        k[p + "reneged_waiting"] = float(reneged["track"].fillna("").str.split("|").apply(lambda xs: name in xs).sum())
+        te = ended & in_track
+        n = int(np.count_nonzero(te))
+        k[p + "admissions"] = float(np.count_nonzero(v_iop & in_track & (t_admit >= w0)))
+        k[p + "completion_rate"] = float(np.count_nonzero(v_outcome[te] == "completed") / n) if n else math.nan
+        k[p + "dropout_rate"] = float(np.count_nonzero(v_outcome[te] == "dropped_out") / n) if n else math.nan
+        k[p + "reneged_waiting"] = float(sum(name in xs for xs in waited_for))
     return k
 
 
@@ -358,6 +385,9 @@ def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) 
     by_member = np.argsort(member_col, kind="stable")
     bounds = np.searchsorted(member_col[by_member], np.arange(sum(len(p) for p in roles.values()) + 1))
     pay_of: dict[tuple, dict[str, float]] = {}  # members of a team share their shifts: pay them once
+    u_role = _strings(unmet["role"])
+    u_in = unmet["t"].to_numpy(dtype=float) >= w0
+    u_hours = unmet["hours"].to_numpy(dtype=float)
     for role, people in roles.items():
         p = f"staff_{role}_"
         paid = {"day": 0.0, "evening": 0.0, "weekend": 0.0}
@@ -383,8 +413,7 @@ def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) 
             out[p + f"busy_hours_{act}"] = float(b_hours[in_role & (act_col == act)].sum())
         out[p + "idle_hours"] = idle
         out[p + "utilisation"] = busy / paid_total if paid_total else math.nan
-        u = unmet[(unmet["role"] == role) & (unmet["t"] >= w0)]
-        out[p + "unmet_hours"] = float(u["hours"].sum())
+        out[p + "unmet_hours"] = float(u_hours[(u_role == role) & u_in].sum())
         demand = busy + out[p + "unmet_hours"]
         out[p + "required_fte"] = demand / (fte_week * weeks) if weeks > 0 else math.nan
         out[p + "paid_fte"] = paid_total / (fte_week * weeks) if weeks > 0 else math.nan
