@@ -32,10 +32,19 @@ def _draw(task: tuple) -> str | None:
     return str(path) if path is not None else None
 
 
+def _ready() -> None:
+    """Worker initializer: import the figure code (and matplotlib) as soon as the worker starts."""
+    from iopsim.outputs import figures  # noqa: F401
+
+
+def _nothing() -> None:
+    return None
+
+
 class Drawer:
     """Draws figures of run and comparison folders, in ``jobs`` worker processes (or here, with one job).
 
-    The pool starts with the first figure.  Use as a context manager; `wait()`
+    With more than one job the pool starts on entering the context.  Use as a context manager; `wait()`
     returns the figures drawn and raises the first error of any of them.
     """
 
@@ -46,11 +55,17 @@ class Drawer:
         self._done: list[Path] = []
 
     def _start(self) -> None:
+        """Start the workers at once: each imports matplotlib while this process writes the
+        tables the figures are drawn from, instead of after the first figure is asked for."""
         from iopsim.experiments.replications import worker_context
 
-        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context())
+        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context(), initializer=_ready)
+        for _ in range(self.jobs):  # the pool starts a process per submission, up to max_workers
+            self._pool.submit(_nothing)
 
     def __enter__(self) -> "Drawer":
+        if self.jobs > 1:
+            self._start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
