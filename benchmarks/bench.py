@@ -60,6 +60,8 @@ GOAL_WALL_S = 60.0
 GOAL_IMPORT_S = 0.7
 GOAL_JOBS_RATIO = 1.7
 GOAL_VOLUME_RATIO = 1.2
+GOAL_MMC_FRESH_RATIO = 1.0  # at least 0.8
+GOAL_MMC_RSS_RATIO = 2.0
 
 # Sizes: (full, quick).
 SIZES = {
@@ -80,6 +82,8 @@ SIZES = {
     "volume_rounds": (3, 1),
     "volume_horizon": (365, 90),
     "volume_factors": ((1, 4, 16), (1, 4)),
+    "mmc_fresh_patients": (200_000, 5_000),
+    "mmc_fresh_rounds": (3, 1),
 }
 
 
@@ -285,6 +289,115 @@ def mmc_section(args, sizes) -> dict:
         "mean_wait_erlang_c": erlang_c_wait(c, lam, mu),
         "goal": GOAL_MMC_RATIO,
         "repeats": rows,
+    }
+
+
+# --------------------------------------------------------------------------- 1b. M/M/c, fresh processes
+
+#: The M/M/c case of the issue's table: c = 10, rho = 0.8, 200 000 patients.
+MMC_FRESH_C, MMC_FRESH_RHO = 10, 0.8
+
+
+def mmc_child_main(tool: str, c: int, rho: float, patients: int, n: int) -> dict:
+    """Runs in a fresh interpreter: one iopsim M/M/c run, timed: ``Model(sc, 0).run()``
+    (construction, simulation and the record DataFrames).  The hand-written model
+    runs in its own interpreter (:func:`_handwritten_child`) for iopsim's patient count."""
+    sc, _ = mmc_scenario(c, rho, 1.0, patients)
+    gc.collect()
+    with Clock() as clk:
+        records = Model(sc, 0).run()
+    n = len(records["episodes"])
+    return {"tool": tool, "n": n, "wall_s": clk.wall, "cpu_s": clk.cpu, "maxrss_mb": peak_rss_mb()}
+
+
+def _handwritten_child(c: int, rho: float, n: int) -> list[str]:
+    """A fresh interpreter running only the hand-written model (simpy and numpy, not this file's imports)."""
+    import inspect
+
+    lam = rho * c / 1.0
+    code = "\n".join([
+        "import gc, json, pathlib, resource, time", "import numpy as np", "import simpy",
+        inspect.getsource(handwritten_mmc), inspect.getsource(peak_rss_mb).replace("Path(", "pathlib.Path("),
+        "gc.collect()", "w, u = time.perf_counter(), time.process_time()",
+        f"handwritten_mmc({c}, {lam!r}, 1.0, {n})",
+        "w, u = time.perf_counter() - w, time.process_time() - u",
+        f"print(json.dumps({{'tool': 'simpy', 'n': {n}, 'wall_s': w, 'cpu_s': u, 'maxrss_mb': peak_rss_mb()}}))",
+    ])
+    return [sys.executable, "-c", code]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` of /proc/self/status on Linux.
+
+    ``ru_maxrss`` (from ``getrusage`` or ``os.wait4``) is no use for a child
+    started by a big parent: Linux folds the parent's memory, shared with the
+    child between fork and exec, into the child's maximum.  ``VmHWM`` belongs
+    to the address space the child has after exec.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _child_out(cmd: list[str]) -> str:
+    """Run ``cmd`` in a fresh interpreter; its stdout (stderr to a file, so a chatty child cannot block)."""
+    with tempfile.TemporaryFile() as errf:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, cwd=str(ROOT))
+        if p.returncode != 0:
+            errf.seek(0)
+            raise SystemExit(f"benchmark child failed: {errf.read().decode(errors='replace')[-2000:]}")
+    return p.stdout.decode()
+
+
+def _peak_of(code: str) -> float:
+    """Peak RSS (MB) of a fresh interpreter that runs ``code`` and nothing else."""
+    snippet = f"{code}\nimport resource, pathlib\n" + (
+        "hw=[l for l in pathlib.Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM:')]\n"
+        "print(int(hw[0].split()[1]) / 1024.0 if hw else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)")
+    return float(_child_out([sys.executable, "-c", snippet]).strip().splitlines()[-1])
+
+
+def mmc_fresh_section(args, sizes) -> dict:
+    """The issue's M/M/c row: each tool in a fresh interpreter per round, order alternating.
+
+    Throughput ratio (iopsim patients/s over hand-written SimPy customers/s) per
+    round, wall and CPU; peak RSS of each child (``VmHWM``, see :func:`peak_rss_mb`),
+    and of children that only import (``import iopsim.engine.model`` /
+    ``import simpy, numpy``) and of a bare interpreter (the floor).
+    """
+    c, rho, patients = MMC_FRESH_C, MMC_FRESH_RHO, sizes["mmc_fresh_patients"]
+    me = [sys.executable, str(Path(__file__).resolve())]
+    floor = _peak_of("pass")
+    imports = {"iopsim": _peak_of("import iopsim.engine.model"), "simpy": _peak_of("import simpy, numpy")}
+    n = 0
+    rounds = []
+    for r in range(sizes["mmc_fresh_rounds"]):
+        row = {}
+        for tool in (("iopsim", "simpy") if r % 2 == 0 or not n else ("simpy", "iopsim")):
+            cmd = me + ["--_mmc_child", f"{tool}:{c}:{rho}:{patients}:{n}"] if tool == "iopsim" else _handwritten_child(c, rho, n)
+            res = json.loads(_child_out(cmd).strip().splitlines()[-1])
+            n = res["n"] if tool == "iopsim" else n
+            row[tool] = res
+        row["ratio"] = (row["iopsim"]["n"] / row["iopsim"]["wall_s"]) / (row["simpy"]["n"] / row["simpy"]["wall_s"])
+        row["ratio_cpu"] = (row["iopsim"]["n"] / row["iopsim"]["cpu_s"]) / (row["simpy"]["n"] / row["simpy"]["cpu_s"])
+        rounds.append(row)
+        _progress(f"  mmc fresh round {r + 1}: ratio {row['ratio']:.3f} (cpu {row['ratio_cpu']:.3f}), RSS "
+                  f"{row['iopsim']['maxrss_mb']:.0f} / {row['simpy']['maxrss_mb']:.0f} MB")
+    ratios = [x["ratio"] for x in rounds]
+    rss_i = _median([x["iopsim"]["maxrss_mb"] for x in rounds])
+    rss_s = _median([x["simpy"]["maxrss_mb"] for x in rounds])
+    return {
+        "c": c, "rho": rho, "patients": rounds[0]["iopsim"]["n"], "rounds": rounds,
+        "ratio_median": _median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "ratio_cpu_median": _median([x["ratio_cpu"] for x in rounds]),
+        "maxrss_mb": {"iopsim": rss_i, "simpy": rss_s, "interpreter": floor},
+        "imports_only_maxrss_mb": imports,
+        "rss_over_floor_ratio": (rss_i - floor) / max(rss_s - floor, 1e-9),
+        "goal_ratio": GOAL_MMC_FRESH_RATIO, "goal_rss_ratio": GOAL_MMC_RSS_RATIO,
     }
 
 
@@ -839,8 +952,23 @@ def report(res: dict) -> str:
 
 
 def report_more(res: dict) -> str:
-    """Tables of sections 5-7 (start-up, --jobs ratio, volume scan)."""
+    """Tables of sections 1b and 5-7 (M/M/c in fresh processes, start-up, --jobs ratio, volume scan)."""
     parts = []
+    f = res.get("mmc_fresh")
+    if f:
+        rss = f["maxrss_mb"]
+        imp = f["imports_only_maxrss_mb"]
+        parts.append(_table(f"1b. One-stage M/M/c (c={f['c']}, rho={f['rho']}, {f['patients']:,} patients), "
+                            f"each tool in a fresh process ({len(f['rounds'])} interleaved rounds)", ["figure", "value"], [
+            [f"throughput ratio iopsim / hand-written SimPy, median (goal >= {f['goal_ratio']}, at least 0.8)",
+             f"{f['ratio_median']:.3f}  [{_ok(f['ratio_median'] >= f['goal_ratio'])}]"],
+            ["  range", f"{f['ratio_min']:.3f} .. {f['ratio_max']:.3f}"],
+            ["  ratio of CPU times", f"{f['ratio_cpu_median']:.3f}"],
+            ["peak RSS iopsim / hand-written / bare interpreter",
+             f"{rss['iopsim']:.0f} / {rss['simpy']:.0f} / {rss['interpreter']:.0f} MB"],
+            ["  imports only: iopsim.engine.model / simpy+numpy", f"{imp['iopsim']:.0f} / {imp['simpy']:.0f} MB"],
+            [f"RSS above the interpreter, iopsim / SimPy (goal <= {f['goal_rss_ratio']})",
+             f"{f['rss_over_floor_ratio']:.2f}  [{_ok(f['rss_over_floor_ratio'] <= f['goal_rss_ratio'])}]"]]))
     s = res.get("startup")
     if s:
         parts.append(_table(f"5. Start-up: `python -c \"{s['code']}\"` minus a bare interpreter "
@@ -885,14 +1013,19 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write all figures and raw repeats to FILE")
     ap.add_argument("--c", type=int, default=3, help="M/M/c servers (default 3)")
     ap.add_argument("--rho", type=float, default=0.8, help="M/M/c utilisation (default 0.8)")
-    ap.add_argument("--only", default="mmc,events,horizons,goal,sweep,startup,jobs,volume",
-                    help="comma-separated sections (mmc,events,horizons,goal,sweep,startup,jobs,volume)")
+    ap.add_argument("--only", default="mmc,mmc_fresh,events,horizons,goal,sweep,startup,jobs,volume",
+                    help="comma-separated sections (mmc,mmc_fresh,events,horizons,goal,sweep,startup,jobs,volume)")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_mmc_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args._child is not None:
         h, k = (int(x) for x in args._child.split(":"))
         print(json.dumps(child_main(h, k)))
+        return 0
+    if args._mmc_child is not None:
+        tool, c, rho, patients, n = args._mmc_child.split(":")
+        print(json.dumps(mmc_child_main(tool, int(c), float(rho), int(patients), int(n))))
         return 0
 
     idx = 1 if args.quick else 0
@@ -902,7 +1035,7 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = sections - {"mmc", "events", "horizons", "goal", "sweep", "startup", "jobs", "volume"}
+    unknown = sections - {"mmc", "mmc_fresh", "events", "horizons", "goal", "sweep", "startup", "jobs", "volume"}
     if unknown:
         ap.error(f"unknown section(s) for --only: {', '.join(sorted(unknown))}")
 
@@ -930,6 +1063,8 @@ def main(argv=None) -> int:
 
     if "mmc" in sections:
         section("mmc", "1. M/M/c ...", lambda: mmc_section(args, sizes))
+    if "mmc_fresh" in sections:
+        section("mmc_fresh", "1b. M/M/c, fresh processes ...", lambda: mmc_fresh_section(args, sizes))
     if "events" in sections:
         section("events", "2. events ...", lambda: events_section(args, sizes))
     if "horizons" in sections:
