@@ -8,6 +8,7 @@
 * ``shift_hours`` against a hand computation (weekday day / evening split at
   ``evening_start_hour`` / weekend, over a window starting and ending mid-week).
 * The ratio-rule KPI.
+* ``StaffPool.fit``'s slot index books what a scan of every member would.
 
 Helpers live in this file on purpose (no dependency on conftest.py).
 """
@@ -366,3 +367,58 @@ def test_booking_checker_detects_overlaps_and_off_roster_work():
     problems = booking_problems(records, sc)
     assert any("double-booked" in p for p in problems), problems[:3]
     assert any("outside the roster" in p for p in problems), problems[:3]
+
+
+# --------------------------------------------------------------------------- the slot index of StaffPool.fit
+
+
+class _Rec:
+    def __init__(self):
+        self.bookings, self.unmet = [], []
+
+
+def test_fit_books_what_a_scan_of_every_member_would():
+    """``StaffPool.fit`` keeps a heap of each member's earliest free slot per window and
+    updates only members whose bookings changed.  Against a brute-force scan of the
+    whole role (the earliest slot of any member, ties to the member listed first), over
+    a random mix of fits in several windows and durations, other bookings and cancellations."""
+    from iopsim.engine.staff import StaffPool
+
+    raw = stressed_groups_raw()
+    role = raw["staff"]["roles"]["counselor"]
+    role["teams"] = [{"headcount": 3, "shifts": [{"days": WEEKDAYS5, "start_hour": 8, "end_hour": 16}]},
+                     {"headcount": 2, "shifts": [{"days": ["mon", "wed", "sat"], "start_hour": 12, "end_hour": 22}]},
+                     {"headcount": 2, "shifts": [{"days": ["tue", "fri"], "start_hour": 22, "end_hour": 6}]}]
+    sc = validate_raw(raw, "slots")
+    rng = np.random.default_rng(7)
+    pool = StaffPool(sc, _Rec())
+    people = pool.by_role["counselor"]
+    live = []
+    for step in range(3000):
+        week = 7.0 * (step // 600)
+        if step % 600 == 0:  # a new week: older bookings are forgotten (and never cancelled)
+            pool.forget_before(week - 7.0)
+            live = []
+        kind = rng.random()
+        if kind < 0.6:
+            earliest = week + (0.0 if rng.random() < 0.7 else float(rng.integers(0, 6)))
+            latest = earliest + (7.0 if rng.random() < 0.7 else 2.0)
+            hours = float(rng.choice([0.25, 1.0, 1.5, 3.0]))
+            scan = None
+            for m in people:
+                s = m.find_slot(earliest, latest, hours / 24.0)
+                if s is not None and (scan is None or s < scan[0]):
+                    scan = (s, m)
+            b = pool.fit("counselor", "svc", earliest, latest, hours)
+            if scan is None:
+                assert b is None
+            else:
+                assert b is not None and (b.start, b.member) == scan
+                live.append(b)
+        elif kind < 0.8:  # a group session booked directly, as the weekly plan does
+            m = people[int(rng.integers(len(people)))]
+            start = week + float(rng.integers(0, 7)) + float(rng.choice([9, 13, 18])) / 24.0
+            if m.available(start, start + 3 / 24.0):
+                live.append(pool.book(m, "group", start, start + 3 / 24.0))
+        elif live:  # a cancellation (an unstaffed cohort session) can make an earlier slot free
+            pool.cancel(live.pop(int(rng.integers(len(live)))))
