@@ -67,11 +67,14 @@ def transient_table(levels: pd.DataFrame, threshold: float) -> pd.DataFrame:
         return pd.DataFrame(rows)
     for stage, df in levels.groupby("stage", observed=True, sort=False):
         mean = df.groupby("day")["waitlist_mean"].mean().to_numpy()
-        firsts = []
         reps = df["replication"].unique()
-        for _rep, r in df.groupby("replication"):
-            over = r.loc[r["waitlist_max"] >= threshold, "day"]
-            firsts.append(float(over.min()) if len(over) else math.nan)
+        rep_col = df["replication"].to_numpy()
+        over = df["waitlist_max"].to_numpy() >= threshold
+        day, rep_over = df["day"].to_numpy()[over], rep_col[over]
+        firsts = []
+        for rep in np.unique(rep_col):  # in replication order, as a groupby would
+            days = day[rep_over == rep]
+            firsts.append(float(days.min()) if len(days) else math.nan)
         m, _sd, lo, hi, n = mean_ci(firsts)
         rows.append(
             {

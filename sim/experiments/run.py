@@ -111,11 +111,19 @@ class ComparisonResult:
 
 
 def stack_records(results: list[ReplicationResult], table: str) -> pd.DataFrame:
-    frames = []
-    for r in results:
-        df = r.records[table]
-        frames.append(df.assign(replication=r.replication)[["replication", *df.columns]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    """One record table of every replication, stacked, with a leading ``replication`` column.
+
+    The tables are concatenated first and the column inserted once (a column
+    added to every replication's table before concatenating cost seconds for 30
+    replications).
+    """
+    if not results:
+        return pd.DataFrame()
+    frames = [r.records[table] for r in results]
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(0, "replication", np.repeat(np.array([r.replication for r in results], dtype=np.int64),
+                                           [len(df) for df in frames]))
+    return out
 
 
 # --------------------------------------------------------------------------- simulate
