@@ -214,7 +214,8 @@ class Facts:
         folder = Path(folder)
         summary = pd.read_csv(folder / "summary.csv")
         per_rep = pd.read_csv(folder / "replications.csv") if (folder / "replications.csv").exists() else pd.DataFrame()
-        scenario = yaml.safe_load((folder / "scenario.yaml").read_text(encoding="utf-8")) or {}
+        scenario = yaml.load((folder / "scenario.yaml").read_text(encoding="utf-8"),
+                             Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         sessions = pd.read_parquet(folder / "sessions.parquet") if (folder / "sessions.parquet").exists() else None
         levels = pd.read_parquet(folder / "levels.parquet") if (folder / "levels.parquet").exists() else None
         return cls(name or scenario.get("name", folder.name), summary, per_rep, scenario, list(warnings or []),

@@ -97,9 +97,14 @@ def unit_words(unit: str) -> str:
 # --------------------------------------------------------------------------- what the figures read
 
 
+#: yaml.safe_load's loader with libyaml's parser when PyYAML has it: the same data, parsed
+#: about twenty times faster (each figure reads the scenario file).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _scenario(folder: Path) -> dict:
     p = Path(folder) / "scenario.yaml"
-    return (yaml.safe_load(p.read_text(encoding="utf-8")) or {}) if p.exists() else {}
+    return (yaml.load(p.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}) if p.exists() else {}
 
 
 def currency_of(folder: Path) -> str:
@@ -138,7 +143,8 @@ def _band(levels: pd.DataFrame, column: str) -> pd.DataFrame:
 
 def _active(levels: pd.DataFrame, column: str) -> tuple[list[str], list[str]]:
     """Stages in order, split into those where something happened and those where nothing did."""
-    stages = list(dict.fromkeys(levels["stage"]))
+    stages = list(dict.fromkeys(levels["stage"].unique()))  # in order of appearance; unique() first: a string
+    # column iterated in Python costs a tenth of a second per 100 000 rows
     peak_col = column.replace("_mean", "_max") if column.replace("_mean", "_max") in levels.columns else column
     peak = levels.groupby("stage", observed=True)[peak_col].max()
     active = [s for s in stages if float(peak.get(s, 0.0)) > 0]
@@ -203,7 +209,7 @@ def _level_figure(levels: pd.DataFrame, column: str, title: str, ylabel: str, pa
 def overlay_figure(levels_by_scenario: dict[str, pd.DataFrame], column: str, title: str, ylabel: str, path: Path,
                    nothing: str = "no one waited") -> Path:
     """One panel per stage, one line (weekly mean, 95 % CI band) per scenario; idle stages in one line of text."""
-    stages = list(dict.fromkeys(s for lv in levels_by_scenario.values() for s in lv["stage"]))
+    stages = list(dict.fromkeys(s for lv in levels_by_scenario.values() for s in lv["stage"].unique()))
     act = set()
     for lv in levels_by_scenario.values():
         act |= set(_active(lv, column)[0])
@@ -261,7 +267,7 @@ def funnel_figure(per_replication: pd.DataFrame, stages: list[str], path: Path, 
 def group_census_figure(sessions: pd.DataFrame, path: Path, sizes: dict[str, tuple[int, int]] | None = None) -> Path:
     """Share of held sessions by the number attending, per track, with each track's minimum and maximum group size."""
     held = sessions[sessions["status"] == "held"]
-    tracks = list(dict.fromkeys(held["track"]))
+    tracks = list(dict.fromkeys(held["track"].unique()))
     sizes = sizes or {}
     fig, ax = plt.subplots(figsize=(8.5, 4.4))
     data = [held.loc[held["track"] == t, "attendees"].to_numpy() for t in tracks]

@@ -179,7 +179,7 @@ def _first_year(df: pd.DataFrame) -> dict:
     if not len(df):
         return {"stages": [], "rows": []}
     order = list(STAGE_LABELS)
-    stages = sorted(dict.fromkeys(df["stage"]), key=lambda x: order.index(x) if x in order else len(order))
+    stages = sorted(dict.fromkeys(df["stage"].unique()), key=lambda x: order.index(x) if x in order else len(order))
     rows = []
     for month, g in df.groupby("month"):
         g = g.set_index("stage")
