@@ -349,6 +349,7 @@ def run(
     """Simulate a scenario, print KPIs with 95 % confidence intervals, write a run folder and report."""
     from iopsim import api
 
+    _start_workers(jobs)
     try:
         if targets is not None:
             from iopsim.analysis.calibration import load_targets
@@ -389,6 +390,14 @@ def run(
                   f"({Path(folder) / 'calibration.csv'})", highlight=False, soft_wrap=True)
     out.print(f"run folder: {folder}", highlight=False, soft_wrap=True)
     _warn(scenario, [f for f in result.warnings if f not in before], strict, after_run=True)
+
+
+def _start_workers(jobs: int) -> None:
+    """With more than one job, start the worker processes' fork server while the scenario is read and checked."""
+    if jobs > 1:
+        from iopsim.experiments.replications import start_worker_server
+
+        start_worker_server()
 
 
 def _calibrate(api, folder: Path, targets: Path, report: bool):
@@ -443,6 +452,7 @@ def compare(
     """Compare scenarios with common random numbers: paired differences with CIs, and a report."""
     from iopsim import api
 
+    _start_workers(jobs)
     try:
         if len(scenarios) < 2:
             raise IopsimError("compare: give at least two scenario files (the first is the baseline)")

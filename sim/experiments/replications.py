@@ -103,6 +103,20 @@ def worker_context():
     return ctx
 
 
+def start_worker_server() -> None:
+    """Start the fork server now, if worker processes will come from one.
+
+    The server imports the simulator (pandas, scipy, pydantic: most of a second)
+    before it can fork the first worker.  Started early, those imports run while
+    this process goes on loading and checking the scenario, instead of after.
+    """
+    ctx = worker_context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def _needs_fork() -> bool:
     """True if a fork server's workers could not start cleanly from here (see :func:`worker_context`)."""
     return not _workers_import_this_package() or _called_from_unguarded_main()
