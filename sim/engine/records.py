@@ -175,24 +175,24 @@ class Recorder:
                         strings=("stage", "intended_stage", "outcome", "next", "track"))
         episodes = _frame(self.episodes, EPISODE_COLUMNS, ints=("patient_id", "episode"),
                           strings=("source", "placement", "exit_stage", "exit_outcome"), bools=("readmitted",))
-        series = []
-        for stage in self.waitlist:
-            w, c = self.waitlist[stage], self.census[stage]
-            series.append(
-                pd.DataFrame(
-                    {
-                        "stage": stage,
-                        "day": np.arange(self.horizon, dtype=np.int32),
-                        "waitlist_mean": np.asarray(w.area),
-                        "waitlist_max": np.asarray(w.peak),
-                        "census_mean": np.asarray(c.area),
-                        "census_max": np.asarray(c.peak),
-                    }
-                )
+        stages = list(self.waitlist)
+        if not stages or not self.horizon:
+            empty = np.zeros(0)  # no days: the per-stage frames of old, for the same (empty) table
+            levels = pd.concat([pd.DataFrame({"stage": s, "day": np.arange(0, dtype=np.int32), "waitlist_mean": empty,
+                                              "waitlist_max": empty, "census_mean": empty, "census_max": empty})
+                                for s in stages], ignore_index=True) if stages else pd.DataFrame()
+        else:
+            # One frame for all stages, stage after stage, each with one row per day.
+            levels = pd.DataFrame(
+                {
+                    "stage": pd.array(np.repeat(np.array(stages, dtype=object), self.horizon), dtype="string"),
+                    "day": np.tile(np.arange(self.horizon, dtype=np.int32), len(stages)),
+                    "waitlist_mean": np.concatenate([np.asarray(self.waitlist[s].area, dtype=float) for s in stages]),
+                    "waitlist_max": np.concatenate([np.asarray(self.waitlist[s].peak, dtype=float) for s in stages]),
+                    "census_mean": np.concatenate([np.asarray(self.census[s].area, dtype=float) for s in stages]),
+                    "census_max": np.concatenate([np.asarray(self.census[s].peak, dtype=float) for s in stages]),
+                }
             )
-        levels = pd.concat(series, ignore_index=True) if series else pd.DataFrame()
-        if len(levels):
-            levels["stage"] = levels["stage"].astype("string")
         sessions = pd.DataFrame(self.sessions, columns=list(SESSION_COLUMNS))
         sessions = sessions.sort_values(["t_start", "track", "group"], kind="stable", ignore_index=True)
         for c in ("track", "status"):
