@@ -679,7 +679,7 @@ def jobs_section(args, sizes) -> dict:
         for r in range(sizes["jobs_rounds"]):
             order = (1, 2) if r % 2 == 0 else (2, 1)
             # CPU the rest of the machine used meanwhile: with other work running, the
-            # scheduler (autogroups per session) gives --jobs 2 no more CPU than --jobs 1.
+            # scheduler (autogroups) gives --jobs 2 no more CPU than --jobs 1.
             busy0, own0, t0 = _machine_busy_s(), _own_cpu_s(), time.perf_counter()
             wall = {j: _cli_run(j, n, Path(tmp) / f"r{r}-j{j}") for j in order}
             others = (_machine_busy_s() - busy0) - (_own_cpu_s() - own0)
