@@ -480,31 +480,45 @@ class Planner:
 # --------------------------------------------------------------------------- running a plan file
 
 
-def recommendation_robustness(planner: Planner, best: Candidate) -> pd.DataFrame:
-    """The recommended plan at both ends of each assumption the base declares (``uncertain:``).
+#: The feasible plans, best first, that the robustness check re-runs beside the recommended one.
+ROBUST_RIVALS = 4
 
-    Each end is simulated on replications 0..n-1 with the plan's seed (the
-    same patients as the search), n being the screening replications doubled;
-    each target is then judged at the plan's confidence, for this one plan.
-    The runs are stored in ``evaluations/`` like the search's, so a re-run
-    reads them back.
+
+def recommendation_robustness(planner: Planner, best: Candidate) -> pd.DataFrame:
+    """The recommended plan, and its closest feasible rivals, at both ends of each declared assumption.
+
+    For each assumption the base declares (``uncertain:``) and each end of its
+    range, the recommended plan and up to ``ROBUST_RIVALS`` other feasible
+    plans (the best on the objective first) are simulated on replications
+    0..n-1 with the plan's seed -- the same patients as the search -- n being
+    the screening replications doubled.  Each plan's targets are judged at the
+    plan's confidence, and ``best_here`` marks the plan that meets every target
+    with the best objective at that end.  The runs are stored in
+    ``evaluations/``, so a re-run reads them back.  One row per (assumption,
+    end, plan).
     """
     plan = planner.plan
     sc = best.scenario or plan_scenario(plan, planner.full, best.levels, planner.source)
     if not sc.uncertain:
         return pd.DataFrame()
+    sign = 1.0 if plan.objective.goal == "min" else -1.0
+    feasible = [c for c in planner.candidates.values() if c.status == "feasible" and c is not best]
+    feasible.sort(key=lambda c: sign * float(np.mean(c.array(plan.objective.kpi))))
+    plans = [best, *feasible[:ROBUST_RIVALS]]
     n = min(plan.replications.max, 2 * plan.replications.first)
     alpha = 1.0 - plan.confidence
     tasks, got = [], {}
     for i, (path, a) in enumerate(sc.uncertain.items()):
         for end, value in zip(("low", "high"), a.range):
-            key = f"robust-{i:03d}-{end}"
-            part = planner.folder / "evaluations" / f"{key}.parquet"
-            if part.exists():
-                got[(path, end)] = pd.read_parquet(part)
-                continue
-            moved = with_assumption(sc, path, value, f"{planner.source}: uncertain.{path}")
-            tasks.append(Task(key, moved, plan.seed, 0, n, {"path": path, "end": end}))
+            for c in plans:
+                key = f"robust-{i:03d}-{end}-plan-{c.id:06d}"
+                part = planner.folder / "evaluations" / f"{key}.parquet"
+                if part.exists():
+                    got[(path, end, c.id)] = pd.read_parquet(part)
+                    continue
+                base_sc = c.scenario or plan_scenario(plan, planner.full, c.levels, planner.source)
+                moved = with_assumption(base_sc, path, value, f"{planner.source}: uncertain.{path}")
+                tasks.append(Task(key, moved, plan.seed, 0, n, {"path": path, "end": end, "plan_id": c.id}))
 
     def handle(task: Task, res: dict) -> None:
         if res["error"] is not None:
@@ -512,23 +526,34 @@ def recommendation_robustness(planner: Planner, best: Candidate) -> pd.DataFrame
                               f"end: {res['error']}")
         df = pd.DataFrame(res["rows"])[["replication", *planner.kpis]]
         write_part(planner.folder / "evaluations" / f"{task.key}.parquet", df)
-        got[(task.tags["path"], task.tags["end"])] = df
+        got[(task.tags["path"], task.tags["end"], task.tags["plan_id"])] = df
 
     planner.executor.map(tasks, handle)
     rows = []
     for path, a in sc.uncertain.items():
         for end, value in zip(("low", "high"), a.range):
-            df = got[(path, end)]
-            row = {"assumption": path, "note": a.note or "", "source": a.source or "", "end": end, "value": value,
-                   "replications": len(df)}
-            for i, con in enumerate(plan.constraints):
-                x = df[con.kpi].to_numpy(dtype=float)
-                m, _sd, lo, hi, _n = mean_ci(x, plan.confidence)
-                row.update({f"target_{i + 1}": m, f"target_{i + 1}:ci_low": lo, f"target_{i + 1}:ci_high": hi,
-                            f"target_{i + 1}:verdict": verdict(x, con.sense, con.threshold, con.tolerance, alpha, alpha)})
-            m, _sd, lo, hi, _n = mean_ci(df[plan.objective.kpi].to_numpy(dtype=float), plan.confidence)
-            row.update({"objective": m, "objective:ci_low": lo, "objective:ci_high": hi})
-            rows.append(row)
+            here = []
+            for c in plans:
+                df = got[(path, end, c.id)]
+                row = {"assumption": path, "note": a.note or "", "source": a.source or "", "end": end, "value": value,
+                       "plan_id": c.id, "recommended": c is best, "levels": json.dumps(dict(zip(planner.names, c.levels))),
+                       "replications": len(df)}
+                ok = True
+                for i, con in enumerate(plan.constraints):
+                    x = df[con.kpi].to_numpy(dtype=float)
+                    m, _sd, lo, hi, _n = mean_ci(x, plan.confidence)
+                    v = verdict(x, con.sense, con.threshold, con.tolerance, alpha, alpha)
+                    ok = ok and v == "met"
+                    row.update({f"target_{i + 1}": m, f"target_{i + 1}:ci_low": lo, f"target_{i + 1}:ci_high": hi,
+                                f"target_{i + 1}:verdict": v})
+                m, _sd, lo, hi, _n = mean_ci(df[plan.objective.kpi].to_numpy(dtype=float), plan.confidence)
+                row.update({"objective": m, "objective:ci_low": lo, "objective:ci_high": hi, "meets_every_target": ok})
+                here.append(row)
+            winners = [r for r in here if r["meets_every_target"]]
+            top = min(winners, key=lambda r: sign * r["objective"])["plan_id"] if winners else None
+            for r in here:
+                r["best_here"] = r["plan_id"] == top
+            rows.extend(here)
     return pd.DataFrame(rows)
 
 

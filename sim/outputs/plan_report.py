@@ -220,28 +220,39 @@ def table_rows(summary: dict, table: pd.DataFrame) -> tuple[list[str], list[dict
 
 
 def robustness_sentences(summary: dict, table: pd.DataFrame) -> list[str]:
-    """Does the recommended plan still meet every target at both ends of each declared assumption's range?"""
+    """Does the recommended plan still meet every target, and stay the best of the feasible plans it was
+    checked against, at both ends of each declared assumption's range?"""
     from iopsim.outputs.robustness import _the, _value
 
     if table is None or not len(table):
         return []
     cons = summary["constraints"]
+    labels = summary.get("labels", {})
     n_assumptions = table["assumption"].nunique()
     reps = int(table["replications"].min())
-    out, unsure = [], []
-    for _, r in table.iterrows():
-        what = _the(r["note"] if isinstance(r["note"], str) and r["note"] else r["assumption"])
-        at = f"{what} is {_value(r['assumption'], r['value'])} (the {r['end']} end of its range)"
-        missed = [target_text(cons[i]) for i in range(len(cons)) if r[f"target_{i + 1}:verdict"] == "missed"]
+    rivals = table["plan_id"].nunique() - 1
+    out, unsure, beaten = [], [], []
+    for (path, end), g in table.groupby(["assumption", "end"], sort=False):
+        rec = g[g["recommended"].astype(bool)].iloc[0]
+        note = rec["note"] if isinstance(rec["note"], str) and rec["note"] else path
+        at = f"{_the(note)} is {_value(path, rec['value'])} (the {end} end of its range)"
+        missed = [target_text(cons[i]) for i in range(len(cons)) if rec[f"target_{i + 1}:verdict"] == "missed"]
         if missed:
             out.append(f"It misses the target {' and '.join(missed)} if {at}.")
-        elif any(r[f"target_{i + 1}:verdict"] == "open" for i in range(len(cons))):
+        elif any(rec[f"target_{i + 1}:verdict"] == "open" for i in range(len(cons))):
             unsure.append(at)
-    if not out and not unsure:
-        return [f"It still meets every target at both ends of the ranges of all {n_assumptions} declared "
-                f"assumptions ({reps} replications at each end)."]
+        winner = g[g["best_here"].astype(bool)]
+        if len(winner) and not bool(winner["recommended"].iloc[0]):
+            lv = json.loads(winner["levels"].iloc[0])
+            beaten.append(f"{_levels_text({'labels': labels}, lv)} if {at}")
     if unsure:
         out.append(f"{reps} replications cannot tell whether it meets every target if " + "; or if ".join(unsure) + ".")
+    if beaten:
+        out.append("Another plan would then be the better choice: " + "; ".join(beaten) + ".")
+    if not out:
+        vs = f" and stays the best of the {rivals + 1} best feasible plans" if rivals else ""
+        return [f"It still meets every target{vs} at both ends of the ranges of all {n_assumptions} declared "
+                f"assumptions ({reps} replications at each end)."]
     return out
 
 
