@@ -367,3 +367,26 @@ def test_robust_plan_says_where_the_recommendation_would_miss_a_target(tmp_path)
     assert rob.loc[("stages.iop.cost_per_patient_day", "low"), "target_1:verdict"] == "met", "a cost cannot move a wait"
     assert "It misses the target" in res.sentence and "the number of referrals a week is 23.52 (the high end" in res.sentence, res.sentence
     assert "It misses the target" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def test_robust_plan_names_the_plan_that_would_be_better_at_an_end(tmp_path):
+    """Overhead falls with places but client-days cost: at a high enough cost per client-day, fewer places win."""
+    lam, c_star = 2.4, 4
+    target = target_between(lambda c: mean_wait(c, lam, 1.0), c_star)
+    base = mmc_base(tmp_path, lam, 1.0, horizon=1500, warmup=100)
+    doc = yaml.safe_load(base.read_text())
+    doc["stages"]["iop"]["patience_days"] = {"dist": "exponential", "mean": 0.5}
+    doc["uncertain"] = {"stages.iop.cost_per_patient_day": {"range": [0, 20000], "note": "IOP cost per client-day"}}
+    base.write_text(yaml.safe_dump(doc))
+    plan = capacity_plan(tmp_path, base, 4, 6, {"kpi": "iop_admitted_wait_mean_days", "max": 10 * target},
+                         objective={"minimize": "total_cost", "monotone": False})
+    doc = yaml.safe_load(plan.read_text())
+    doc["decisions"]["places"]["set"]["costs.fixed_overhead_per_day"] = {"times": -100, "plus": 1000}
+    plan.write_text(yaml.safe_dump(doc))
+    res = iopsim.plan(plan, tmp_path / "out", robust=True)
+    assert res.recommended["levels"] == {"places": 6}, res.sentence
+    rob = pd.read_csv(tmp_path / "out" / "robustness.csv")
+    high = rob[rob["end"] == "high"].set_index("plan_id")
+    assert high["best_here"].sum() == 1 and not high.loc[high["recommended"], "best_here"].any(), high
+    assert "Another plan would then be the better choice: 4 places if the IOP cost per client-day is 20000" in res.sentence, \
+        res.sentence
