@@ -281,6 +281,14 @@ BAD = {
     "no objective kpi": ({"objective": {"minimize": "money"}}, ["plan.yaml", "objective.minimize", "unknown KPI"]),
     "first > max": ({"replications": {"first": 10, "max": 5}}, ["plan.yaml", "replications.max", "at least first"]),
     "unknown key": ({"budget": 3}, ["plan.yaml", "budget"]),
+    "a billion levels": ({"decisions": {"x": {"range": [0, 10**9], "set": {"stages.iop.capacity": "value"}}}},
+                         ["plan.yaml", "decisions.x.range", "IOPSIM_LIMIT_PLANS"]),
+    "a grid too large": ({"search": {"method": "grid"}, "decisions": {
+        "x": {"range": [1, 200], "set": {"stages.iop.capacity": "value"}},
+        "y": {"range": [1, 200], "set": {"costs.fixed_overhead_per_day": "value"}}}},
+        ["plan.yaml", "decisions", "40,000 plans", "IOPSIM_LIMIT_PLANS"]),
+    "base is a folder": ({"base": "."}, ["plan.yaml", "base", "not a regular file"]),
+    "bad fixed set": ({"set": {"referrals.nope": 3}}, ["plan.yaml", "unknown field 'nope'"]),
     "per-level count": ({"decisions": {"x": {"range": [1, 2], "set": {"stages.iop.capacity": {"values": [1]}}}}},
                         ["plan.yaml", "decisions.x.set.stages.iop.capacity.values", "one value per level"]),
 }

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "referrals_per_week": (100_000, "referrals_per_week"),
     "count": (1_000_000, "a count of people, places or groups (headcount, capacity, waitlists)"),
     "design_points": (1_000_000, "points of a sweep design"),
+    "plans": (10_000, "plans a planner simulates (a grid, a search's trials, a lever's levels)"),
     "distribution_value": (1e9, "the size of a distribution parameter (days, hours, or a spread)"),
 }
 

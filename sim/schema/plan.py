@@ -60,6 +60,9 @@ class Decision(FrozenModel):
             raise ValueError("give either range: [low, high] or values: [...]")
         if self.range is not None and self.range[0] > self.range[1]:
             raise FieldError("range", f"low must not exceed high (got {self.range[0]} > {self.range[1]})")
+        count = self.range[1] - self.range[0] + 1 if self.range is not None else len(self.values)
+        if count > limit("plans"):  # checked before the levels are listed
+            raise FieldError("range" if self.range is not None else "values", "levels: " + over("plans", count))
         if self.values is not None and list(self.values) != sorted(set(self.values)):
             raise FieldError("values", "levels must be distinct and ascending")
         n = len(self.levels())
@@ -219,8 +222,11 @@ class PlanFile(FrozenModel):
         size = 1
         for d in self.decisions.values():
             size *= len(d.levels())
-        if self.search.method == "grid" and size > limit("design_points"):
-            raise FieldError("decisions", f"the grid has {size:,} plans: " + over("design_points", size))
+        grid = self.search.method == "grid" or (self.search.method == "auto" and size <= self.search.grid_max)
+        if grid and size > limit("plans"):
+            raise FieldError("decisions", f"the grid has {size:,} plans: " + over("plans", size))
+        if self.search.trials > limit("plans"):
+            raise FieldError("search.trials", over("plans", self.search.trials))
         paths: dict[str, str] = {p: "set" for p in self.set}
         for name, d in self.decisions.items():
             for p in d.set:
