@@ -158,3 +158,20 @@ def test_points_are_stored_with_the_row(robust_pair):
     cmp, _ = robust_pair
     pts = json.loads(cmp.robustness.iloc[0]["points"])
     assert all(len(p) == 5 and math.isfinite(p[0]) for p in pts)
+
+
+def test_a_whole_number_assumption_is_bisected_on_whole_numbers(tmp_path):
+    """Places are a count: bisection never asks for 3.5 places."""
+    a, b = pair(tmp_path)
+    doc = yaml.safe_load(a.read_text())
+    doc["uncertain"] = {"stages.iop.capacity": [1, 9]}
+    a.write_text(yaml.safe_dump(doc))
+    doc_b = yaml.safe_load(b.read_text())
+    doc_b["stages"]["iop"] = {"cost_per_patient_day": 30.0}  # B differs in its cost only
+    doc_b["stages"]["iop"]["capacity"] = 3
+    b.write_text(yaml.safe_dump(doc_b))
+    cmp = iopsim.compare([a, b], replications=4, kpi="cost_total", robust=True)
+    row = cmp.robustness.iloc[0]
+    assert row["flips"], "the case must flip, or nothing is bisected"
+    pts = json.loads(row["points"])
+    assert len(pts) > 3 and all(float(p[0]).is_integer() for p in pts), pts

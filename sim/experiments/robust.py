@@ -153,7 +153,8 @@ def robustness(
                 pts.sort(key=lambda q: q.value)
                 flipped = flips(pts, bp.mean) or (not shared and any(sign(q.mean) != sign(pts[0].mean) for q in pts))
                 if flipped:
-                    pts = _bisect(ev, path, pts, n, base, full, bisections)
+                    whole = _whole(scenarios, path)
+                    pts = _bisect(ev, path, pts, n, base, full, bisections, whole)
                 t, t_lo, t_hi = threshold(pts) if flipped else (None, None, None)
                 lo_pt = next(q for q in pts if q.value == a.range[0])
                 hi_pt = next(q for q in pts if q.value == a.range[1])
@@ -179,8 +180,15 @@ def _num(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
 
-def _bisect(ev: _Evaluator, path: str, pts: list[Point], name: str, base: str, n: int, steps: int) -> list[Point]:
-    """Narrow the first bracket where the mean difference changes sign, ``steps`` times."""
+def _whole(scenarios: dict[str, Scenario], path: str) -> bool:
+    """True if the assumption is a whole number (places, a count) in every scenario that has it."""
+    nodes = [get_path(sc.model_dump(mode="json", by_alias=True), path, None) for sc in scenarios.values()]
+    return all(isinstance(x, int) and not isinstance(x, bool) for x in nodes if x is not None)
+
+
+def _bisect(ev: _Evaluator, path: str, pts: list[Point], name: str, base: str, n: int, steps: int,
+            whole: bool = False) -> list[Point]:
+    """Narrow the first bracket where the mean difference changes sign, ``steps`` times (whole numbers stay whole)."""
     pts = list(pts)
     for _ in range(steps):
         pts.sort(key=lambda q: q.value)
@@ -188,6 +196,10 @@ def _bisect(ev: _Evaluator, path: str, pts: list[Point], name: str, base: str, n
         if pair is None:
             break
         mid = (pair[0].value + pair[1].value) / 2
+        if whole:
+            mid = float(math.floor(mid))
+            if mid <= pair[0].value:  # neighbours: nothing in between
+                break
         ev.run([(path, mid)], n)
         pts.append(ev.point(path, mid, name, base))
     return sorted(pts, key=lambda q: q.value)
