@@ -338,8 +338,7 @@ class Planner:
             if c.status == "pending":
                 open_targets = [self._target_text(i) for i, t in enumerate(c.targets) if t == "open"]
                 c.status = "undecided"
-                c.reason = (f"not decided in {c.n} replications: {'; '.join(open_targets)} "
-                            "(raise replications.max, or give the target a tolerance)")
+                c.reason = f"not decided in {c.n} replications: {'; '.join(open_targets)}"
 
     def prune(self, c: Candidate, upward: bool) -> None:
         """Decide a plan from the ones already decided, without simulating it, where monotonicity allows."""

@@ -192,9 +192,11 @@ def table_rows(summary: dict, table: pd.DataFrame) -> tuple[list[str], list[dict
     currency = summary.get("currency", "USD")
     labels = summary.get("labels", {})
     kpis = list(dict.fromkeys([c["kpi"] for c in summary["constraints"]] + [summary["objective"]["kpi"]]))
-    header = ["Plan", *(capital(labels.get(n, n)) for n in summary["decisions"]),
-              *(people_label(kpi_label(k)[0]) for k in kpis), "Status", "Replications"]
-    s_cons = summary["constraints"]
+    n_targets = len(summary["constraints"])
+    names = [f"Target {i + 1}" for i in range(n_targets)]
+    if len(kpis) > n_targets:
+        names.append(people_label(kpi_label(kpis[-1])[0]))
+    header = ["Plan", *(capital(labels.get(n, n)) for n in summary["decisions"]), *names, "Status", "Replications"]
     rec = (summary.get("recommended") or {}).get("id")
     order = sorted(range(len(table)), key=lambda i: (table["plan_id"].iloc[i] != rec, table["replications"].iloc[i] == 0,
                                                       table["plan_id"].iloc[i]))
@@ -210,8 +212,8 @@ def table_rows(summary: dict, table: pd.DataFrame) -> tuple[list[str], list[dict
             else:
                 cells.append({"mean": "–", "ci": ""})
         reason = r["reason"] if isinstance(r["reason"], str) else ""
-        reason = re.sub(r"target (\d+) \([^)]*\)",
-                        lambda mt: f"target {mt.group(1)} ({target_text(s_cons[int(mt.group(1)) - 1])})", reason)
+        # the targets are listed, numbered, above the table: a reason names them by number
+        reason = re.sub(r"target (\d+) \([^)]*\)", lambda mt: f"target {mt.group(1)}", reason)
         rows.append({"plan": int(r["plan_id"]), "recommended": int(r["plan_id"]) == rec,
                      "levels": [int(r[f"decision:{n}"]) for n in summary["decisions"]], "cells": cells,
                      "status": STATUS_WORDS.get(r["status"], r["status"]), "reason": reason,
@@ -271,16 +273,19 @@ def write_plan_report(folder: Path, man: dict | None = None) -> Path:
         plan_figure(folder)
     header, rows = table_rows(summary, table)
     robust = read_plan_robustness(folder)
+    unsimulated = [r for r in rows if r["replications"] == 0]
     ctx = {
         "robust": robustness_sentences(summary, robust),
+        "unsimulated": len(unsimulated),
+        "unsimulated_kinds": sorted({r["status"] for r in unsimulated}),
         "name": summary.get("name") or Path(man.get("plan_file", folder.name)).stem,
         "sentence": recommendation_sentence(summary),
         "summary": summary,
-        "targets": [target_text(c) for c in summary["constraints"]],
+        "targets": [f"target {i + 1}: {target_text(c)}" for i, c in enumerate(summary["constraints"])],
         "objective": ("lowest " if summary["objective"]["goal"] == "min" else "highest ")
         + decap(people_label(kpi_label(summary["objective"]["kpi"])[0])),
         "header": header,
-        "rows": rows,
+        "rows": [r for r in rows if r["replications"] > 0],
         "figure": embedded_png(folder / "figures" / "pareto.png"),
         "recommended_yaml": (folder / "recommended.yaml").exists(),
         "manifest": man,
