@@ -220,6 +220,9 @@ def test_plan_folder_holds_the_answer(small_plan):
     assert len(table) == 5 and set(table["status"]) <= {"feasible", "infeasible", "dominated", "ruled out", "undecided"}
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "Recommended: 4 places" in html and "data:image/png;base64," in html
+    (out / "report.html").unlink()
+    again = invoke("report", out)
+    assert again.exit_code == 0 and (out / "report.html").is_file(), again.stdout + again.stderr
 
 
 def test_recommended_scenario_is_the_plan(small_plan):
