@@ -34,6 +34,8 @@ _EXPORTS = {
     "sensitivity": "iopsim.api",
     "report": "iopsim.api",
     "calibrate": "iopsim.api",
+    "fit": "iopsim.api",
+    "CalibrationResults": "iopsim.api",
     "scenario_schema": "iopsim.api",
     "Results": "iopsim.api",
     "Comparison": "iopsim.api",
@@ -62,6 +64,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors
     from iopsim.analysis.checks import Finding
     from iopsim.api import (
+        CalibrationResults,
         Comparison,
         PlanResults,
         Results,
@@ -69,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors
         calibrate,
         check,
         compare,
+        fit,
         load_scenario,
         plan,
         report,

@@ -42,9 +42,11 @@ __all__ = [
     "PlanResults",
     "Results",
     "SweepResults",
+    "CalibrationResults",
     "calibrate",
     "check",
     "compare",
+    "fit",
     "load_scenario",
     "plan",
     "report",
@@ -295,6 +297,20 @@ def _report(result, folder) -> Path:
     return report(result.folder)
 
 
+def _posterior(plan: Plan, posterior: str | Path | None, scenarios) -> Plan:
+    """Attach a calibration's posterior to the plan (second-order Monte Carlo); check the first draw fits every scenario."""
+    if posterior is None:
+        return plan
+    from iopsim.experiments.calibrate import PosteriorDraws
+
+    draws = PosteriorDraws(posterior)
+    for sc in scenarios:
+        draws.scenario(sc, 0, plan.seed)  # a scenario without the posterior's fields fails here, before any run
+    plan.posterior = draws
+    plan.notes["posterior"] = draws.describe()
+    return plan
+
+
 def _plan(first: Scenario, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold,
           select=None) -> Plan:
     if replications is not None and (isinstance(replications, bool) or int(replications) < 1):
@@ -321,6 +337,7 @@ def run(
     max_replications: int = 200,
     threshold: float = 10.0,
     progress: Progress | None = None,
+    posterior: str | Path | None = None,
 ) -> Results:
     """Simulate a scenario and return its KPIs with 95 % confidence intervals.
 
@@ -338,9 +355,14 @@ def run(
         max_replications: upper bound for ``precision``.
         threshold: waitlist length whose first crossing the transient table reports.
         progress: ``progress(done, total)`` after every replication.
+        posterior: a calibration folder (from `fit()` or ``iopsim calibrate``): each replication
+            draws its free parameters from that calibration's posterior (second-order Monte
+            Carlo), so the confidence intervals include what the calibration targets leave
+            unknown. The same replication draws the same parameters on every run.
     """
     sc = _scenario(scenario)
     plan = _plan(sc, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold)
+    plan = _posterior(plan, posterior, [sc])
     counter = _Counter(progress)
     result = run_scenario(sc, plan, counter.advance, counter.grow)
     path = str(scenario) if not isinstance(scenario, Scenario) else None
@@ -362,6 +384,7 @@ def compare(
     threshold: float = 10.0,
     robust: bool = False,
     progress: Progress | None = None,
+    posterior: str | Path | None = None,
 ) -> Comparison:
     """Compare two or more scenarios under common random numbers; the first is the baseline.
 
@@ -370,7 +393,9 @@ def compare(
     independent runs).  With ``select="min"`` or ``"max"`` and an
     ``indifference`` (the smallest difference in ``kpi`` worth detecting), the
     Nelson-Matejcik procedure adds replications until it can name the best
-    scenario with 95 % confidence.  Other arguments are as in `run()`.
+    scenario with 95 % confidence.  With ``posterior`` (a calibration folder) each
+    replication draws its free parameters from the calibration's posterior, the same
+    draw in every scenario, so the pairing holds.  Other arguments are as in `run()`.
     """
     if isinstance(scenarios, Mapping):
         loaded = {str(n): _scenario(s) for n, s in scenarios.items()}
@@ -391,9 +416,13 @@ def compare(
         raise IopsimError(f"select: allowed values are min, max (got {select!r})")
     if select is not None and indifference is None:
         raise IopsimError("select needs indifference (the smallest difference in kpi worth detecting)")
+    if robust and posterior is not None:
+        raise IopsimError("--robust with --posterior: not supported yet (the assumption sweeps would run without the "
+                          "posterior's draws); use one of the two")
     first = next(iter(loaded.values()))
     sel = {"goal": select, "indifference": indifference, "alpha": 0.05} if select else None
     plan = _plan(first, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold, sel)
+    plan = _posterior(plan, posterior, list(loaded.values()))
     counter = _Counter(progress)
     result = compare_scenarios(loaded, plan, counter.advance, counter.grow)
     if robust:
@@ -532,6 +561,68 @@ def calibrate(run_dir: str | Path, targets: str | Path = "calibration/targets.ya
     from iopsim.analysis.calibration import calibrate as check
 
     return check(Path(run_dir), Path(targets))
+
+
+@dataclass
+class CalibrationResults:
+    """A finished (or resumed) calibration: its folder and tables.
+
+    Attributes:
+        folder: the calibration folder (``calibrated.yaml``, ``fit.csv``, ``report.html``, ...).
+        fit: one row per target: the posterior predictive median and 90 % interval, the point
+            estimate's mean and 95 % CI over fresh replications, ``met``.
+        posterior: the last population's parameter sets, one column per free parameter (its
+            dotted path), with ``weight``.
+        identifiability: one row per parameter: prior and posterior 90 % intervals, their
+            width ratio and a sentence saying whether the targets pin it down.
+        populations: one row per ABC-SMC population: threshold, evaluations, effective sample size.
+        summary: evaluations, wall time, effective sample size, point estimate, targets met.
+        scenario_file: the calibrated scenario (extends the base with the fitted values).
+    """
+
+    folder: Path
+    fit: pd.DataFrame
+    posterior: pd.DataFrame
+    identifiability: pd.DataFrame
+    populations: pd.DataFrame
+    summary: dict
+    scenario_file: Path
+
+
+def fit(
+    calibration_file: str | Path,
+    out: str | Path | None = None,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    report: bool = True,
+) -> CalibrationResults:
+    """Calibrate a scenario to targets (ABC-SMC with pyabc), or resume a calibration.
+
+    The calibration file names the base scenario, the free parameters (dotted
+    paths with bounds and priors), the targets and a budget (see the
+    calibration guide).  Results go to ``out`` (default
+    ``outputs/calibration-<name>``); calling again with the same folder resumes
+    from the last finished population.  ``jobs > 1`` evaluates parameter sets in
+    worker processes, ``scheduler="tcp://HOST:PORT"`` on a Dask cluster.
+    """
+    from iopsim.experiments.calibrate import run_calibration
+    from iopsim.files import atomic_write_text
+    from iopsim.outputs.calibration import calibrated_scenario_text, calibration_figures, write_calibration_report
+
+    if int(jobs) < 1:
+        raise IopsimError(f"jobs: must be 1 or more (got {jobs!r})")
+    res = run_calibration(calibration_file, out, jobs=int(jobs), scheduler=scheduler)
+    folder, spec = res["folder"], res["spec"]
+    command = f"iopsim calibrate {spec.path}"
+    text = calibrated_scenario_text(folder, spec.base_path, spec.base_raw, spec.base.name, spec.path,
+                                    res["summary"]["values"], res["identifiability"], [t.id for t in spec.targets],
+                                    command, {q: p for p, par in spec.file.parameters.items() for q in par.also})
+    atomic_write_text(folder / "calibrated.yaml", text)
+    if report:
+        calibration_figures(folder)
+        write_calibration_report(folder)
+    return CalibrationResults(folder, res["fit"], res["posterior"], res["identifiability"], res["populations"],
+                              res["summary"], folder / "calibrated.yaml")
 
 
 def scenario_schema() -> dict:

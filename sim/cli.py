@@ -326,6 +326,9 @@ KPI = typer.Option("cost_per_completed_program", "--kpi", help="KPI for --precis
 MAX_REPS = typer.Option(200, "--max-replications", min=2, help="Upper bound on replications for --precision/--select.")
 THRESHOLD = typer.Option(10.0, "--threshold", min=0, help="Waitlist length whose first crossing is reported.")
 NO_REPORT = typer.Option(False, "--no-report", help="Do not write report.html.")
+POSTERIOR = typer.Option(None, "--posterior", metavar="CALIBRATION_DIR",
+                         help="Draw each replication's free parameters from a calibration's posterior (second-order "
+                              "Monte Carlo): CIs then include what the calibration targets leave unknown.")
 
 
 @app.command()
@@ -345,6 +348,7 @@ def run(
     strict: bool = STRICT,
     targets: Optional[Path] = typer.Option(None, "--targets", help="Calibration targets file (e.g. calibration/targets.yaml): "
                                            "compare the run with them, write calibration.csv and show it in the report."),
+    posterior: Optional[Path] = POSTERIOR,
 ) -> None:
     """Simulate a scenario, print KPIs with 95 % confidence intervals, write a run folder and report."""
     from iopsim import api
@@ -364,7 +368,8 @@ def run(
             task = progress.add_task(f"{sc.name}: replications", total=0)
             result = api.run(sc, replications, seed, jobs, _warmup_option(warmup), precision=precision, kpi=kpi,
                              max_replications=max_replications, threshold=threshold,
-                             progress=lambda done, total: progress.update(task, completed=done, total=total))
+                             progress=lambda done, total: progress.update(task, completed=done, total=total),
+                             posterior=posterior)
         result.scenario_path, result.overrides = str(scenario), list(set_)
         folder = result.save(dest, report=not no_report)
         calibration = _calibrate(api, folder, targets, report=not no_report) if targets is not None else None
@@ -448,6 +453,7 @@ def compare(
                                 "range; say which ones the verdict on --kpi rests on, and where it flips."),
     no_report: bool = NO_REPORT,
     strict: bool = STRICT,
+    posterior: Optional[Path] = POSTERIOR,
 ) -> None:
     """Compare scenarios with common random numbers: paired differences with CIs, and a report."""
     from iopsim import api
@@ -470,7 +476,8 @@ def compare(
             result = api.compare(loaded, replications, seed, jobs, _warmup_option(warmup),
                                  select=goal if select else None, indifference=indifference, precision=precision,
                                  kpi=kpi, max_replications=max_replications, threshold=threshold, robust=robust,
-                                 progress=lambda done, total: progress.update(task, completed=done, total=total))
+                                 progress=lambda done, total: progress.update(task, completed=done, total=total),
+                                 posterior=posterior)
         result.scenario_paths = {n: str(p) for n, p in zip(result.names, scenarios)}
         result.overrides = list(set_)
         folder = result.save(dest, report=not no_report)
@@ -717,11 +724,65 @@ def report(run_dir: Path = typer.Argument(..., help="A finished run, comparison 
 
 @app.command()
 def calibrate(
-    run_dir: Path = typer.Argument(..., help="A finished run folder (from `iopsim run`)."),
-    targets: Path = typer.Option(Path("calibration/targets.yaml"), "--targets", help="Calibration targets file."),
+    calibration_file: Optional[Path] = typer.Argument(
+        None, help="Calibration file: base scenario, free parameters with priors, targets, budget."),
+    check: Optional[Path] = typer.Option(None, "--check", metavar="RUN_DIR",
+                                         help="Instead of fitting: compare a finished run folder with the targets."),
+    targets: Path = typer.Option(Path("calibration/targets.yaml"), "--targets", help="Targets file for --check."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes evaluating parameter sets."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Evaluate on a Dask cluster: tcp://HOST:PORT."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Calibration folder (default: outputs/calibration-<name>); "
+                                           "re-running with the same folder resumes."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not draw the figures or write report.html."),
 ) -> None:
-    """Compare a run with published calibration targets; writes calibration.csv into the run folder."""
+    """Fit a scenario to published targets (ABC-SMC), or with --check RUN_DIR compare a finished run with them."""
     from iopsim import api
+
+    if check is not None:
+        if calibration_file is not None:
+            _fail("calibrate: give a calibration file, or --check RUN_DIR, not both")
+        return _check_run(api, check, targets)
+    if calibration_file is None:
+        _fail("calibrate: give a calibration file (to fit), or --check RUN_DIR (to compare a finished run with targets)")
+    if calibration_file.is_dir():
+        _fail(f"{calibration_file}: a folder, not a calibration file; to compare a finished run with the targets "
+              f"use: iopsim calibrate --check {calibration_file}")
+    try:
+        result = api.fit(calibration_file, out_dir, jobs=jobs, scheduler=scheduler, report=not no_report)
+    except IopsimError as exc:
+        _fail(str(exc))
+    print_fit(result)
+
+
+#: Below this effective sample size the posterior's intervals are called rough.
+ESS_ROUGH = 20
+
+
+def print_fit(result) -> None:
+    """The fit table, what the targets pin down, and where the calibrated scenario is."""
+    s = result.summary
+    t = _table(f"Calibration {s['calibration']}: point estimate, {s['check_replications']} fresh replications")
+    for col, just in (("target", "left"), ("published", "right"), ("simulated (95 % CI)", "right"), ("met", "left")):
+        t.add_column(col, justify=just, no_wrap=True)
+    for _, r in result.fit.iterrows():
+        t.add_row(r["id"], r["target"], f"{_fmt(r['point_mean'])} ({_fmt(r['point_ci_low'])}–{_fmt(r['point_ci_high'])})",
+                  "yes" if r["met"] else Text("no", style="red"))
+    out.print(t)
+    for _, r in result.identifiability.iterrows():
+        _say(r["sentence"], "- ", "  ")
+    out.print(f"{s['targets_met']} of {s['targets']} targets met; {s['evaluations']} evaluations of "
+              f"{s['replications_per_evaluation']} replications in {s['populations']} populations "
+              f"({s['wall_seconds_this_command']:.0f} s), effective sample size {s['ess']:.1f}",
+              highlight=False, soft_wrap=True)
+    if s["ess"] < ESS_ROUGH:
+        _say(f"note: the last population's effective sample size is {s['ess']:.1f}: the intervals and verdicts "
+             "above are rough; raise budget.population_size (and run again with the same --out to continue).")
+    out.print(f"calibrated scenario: {result.scenario_file}", highlight=False, soft_wrap=True)
+    out.print(f"calibration folder: {result.folder}", highlight=False, soft_wrap=True)
+
+
+def _check_run(api, run_dir: Path, targets: Path) -> None:
+    """``calibrate --check RUN_DIR``: the run against the targets; writes calibration.csv into the run folder."""
     from iopsim.files import atomic_write_text
 
     try:

@@ -265,7 +265,7 @@ def test_damaged_manifest_is_one_line(small_run, tmp_path, damage):
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
     (run / "manifest.json").write_text(damage)
-    assert "manifest.json is damaged" in one_line_exit_2(invoke("calibrate", run))
+    assert "manifest.json is damaged" in one_line_exit_2(invoke("calibrate", "--check", run))
 
 
 def test_damaged_sweep_manifest_is_one_line(tmp_path):

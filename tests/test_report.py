@@ -262,7 +262,7 @@ def test_calibration_table_when_the_folder_has_calibration_csv(finished, tmp_pat
     assert "How close to published figures" not in headings(reports["run"], 2), "no calibration.csv, no table"
     dest = tmp_path / "cal"
     shutil.copytree(finished["run"], dest)
-    r = invoke("calibrate", dest, "--targets", REPO_ROOT / "calibration" / "targets.yaml")
+    r = invoke("calibrate", "--check", dest, "--targets", REPO_ROOT / "calibration" / "targets.yaml")
     assert r.exit_code == 0, r.output
     table = pd.read_csv(dest / "calibration.csv")
     html = write_report(dest).read_text(encoding="utf-8")

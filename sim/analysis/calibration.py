@@ -1,9 +1,12 @@
-"""Check a finished run against published calibration targets.
+"""Calibration targets, the metrics they name, and the distance a fit minimises.
 
 ``calibration/targets.yaml`` lists targets (a value with an absolute tolerance,
-or a range), each naming a *metric* computed here from a run folder's records.
-Metrics are computed per replication and summarised with a 95 % CI; a target
-is met when the mean lies within ``target +/- tolerance`` or inside ``range``.
+or a range), each naming a *metric* computed here from a replication's records.
+:func:`calibrate` checks a finished run folder: metrics are computed per
+replication and summarised with a 95 % CI; a target is met when the mean lies
+within ``target +/- tolerance`` or inside ``range``.
+:func:`replication_metrics` and :func:`distance` are what the fit of
+:mod:`iopsim.experiments.calibrate` evaluates, from records held in memory.
 """
 
 from __future__ import annotations
@@ -55,6 +58,23 @@ class Target(FrozenModel):
             return self.range[0] <= value <= self.range[1]
         return abs(value - self.target) <= self.tolerance
 
+    @property
+    def centre(self) -> float:
+        """The published value, or the middle of the range."""
+        return float(self.target) if self.range is None else (self.range[0] + self.range[1]) / 2.0
+
+    @property
+    def scale(self) -> float:
+        """The tolerance, or half the range: the distance from the centre at which the target stops being met."""
+        half = float(self.tolerance) if self.range is None else (self.range[1] - self.range[0]) / 2.0
+        return half if half > 0 else 1e-9
+
+    def z(self, value: float) -> float:
+        """Standardised deviation ``(value - centre) / scale``: met exactly when ``|z| <= 1``."""
+        if not math.isfinite(value):
+            return math.nan
+        return (value - self.centre) / self.scale
+
     def describe(self) -> str:
         if self.range is not None:
             return f"{self.range[0]:g} to {self.range[1]:g}"
@@ -63,6 +83,15 @@ class Target(FrozenModel):
 
 class Targets(FrozenModel):
     targets: list[Target] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self):
+        seen: set[str] = set()
+        for t in self.targets:
+            if t.id in seen:
+                raise ValueError(f"target id {t.id!r} appears twice; ids must be unique")
+            seen.add(t.id)
+        return self
 
 
 def load_targets(path: Path) -> Targets:
@@ -73,6 +102,24 @@ def load_targets(path: Path) -> Targets:
     except ValidationError as exc:
         field, msg = _format_validation_error(exc, raw)
         raise ScenarioError(str(path), field or None, msg) from None
+
+
+#: Standardised deviation given to a metric that cannot be computed (NaN) in the distance.
+MISSING_Z = 10.0
+
+
+def distance(values: dict[str, float], targets: list[Target]) -> float:
+    """Root mean square of the standardised deviations of ``values`` (by target id) from the targets.
+
+    Each deviation is ``(simulated - centre) / scale`` (:meth:`Target.z`): a
+    distance of 1 is as far off as the tolerances on average; a target that
+    cannot be computed counts as ``MISSING_Z`` tolerances away.
+    """
+    zs = []
+    for t in targets:
+        z = t.z(float(values.get(t.id, math.nan)))
+        zs.append(MISSING_Z if not math.isfinite(z) else min(abs(z), MISSING_Z))
+    return float(math.sqrt(sum(z * z for z in zs) / len(zs))) if zs else 0.0
 
 
 # --------------------------------------------------------------------------- metrics
@@ -206,6 +253,12 @@ METRICS: dict[str, Callable[[_Rep], float]] = {
     "readmission_within_90_days": _readmit_90,
     "relapse_within_365_days": _relapse_365,
 }
+
+
+def replication_metrics(records: dict[str, pd.DataFrame], sc: Scenario, metrics) -> dict[str, float]:
+    """The named metrics of one replication, from its record tables (``visits``, ``episodes``, ``levels``)."""
+    rep = _Rep(records["visits"], records["episodes"], records["levels"], sc)
+    return {m: float(METRICS[m](rep)) for m in metrics}
 
 
 def calibrate(run_dir: Path, targets_path: Path) -> pd.DataFrame:

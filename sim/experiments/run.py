@@ -50,6 +50,15 @@ class Plan:
     threshold: float = 10.0  # waitlist length whose first crossing is reported
     select: dict | None = None  # {"goal": "min"|"max", "indifference": d, "alpha": a}
     notes: dict = field(default_factory=dict)
+    #: Second-order Monte Carlo: each replication's free parameters drawn from a calibration's posterior
+    #: (an :class:`iopsim.experiments.calibrate.PosteriorDraws`); None runs every replication with the scenario's values.
+    posterior: object | None = None
+
+    def task(self, scenario: Scenario, replication: int) -> tuple[Scenario, int, int]:
+        """The (scenario, replication, seed) a worker runs: with a posterior, the replication's own draw."""
+        if self.posterior is not None:
+            scenario = self.posterior.scenario(scenario, replication, self.seed)
+        return scenario, replication, self.seed
 
 
 @dataclass
@@ -144,7 +153,7 @@ def simulate(
 
     def run_more(count: int) -> None:
         start = len(next(iter(results.values())))
-        tasks = [(sc, r, plan.seed) for sc in scenarios.values() for r in range(start, start + count)]
+        tasks = [plan.task(sc, r) for sc in scenarios.values() for r in range(start, start + count)]
         if total:
             total(len(tasks))
         out = runner.run(tasks, progress)

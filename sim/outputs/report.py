@@ -213,8 +213,12 @@ def write_report(folder: Path) -> Path:
         return write_sweep_report(folder, man)
     if kind == "plan":
         return write_plan_report(folder, man)
+    if kind == "calibration":
+        from iopsim.outputs.calibration import write_calibration_report
+
+        return write_calibration_report(folder, man)
     if kind not in ("run", "compare"):
-        raise IopsimError(f"{folder}: a {kind} folder has no report; reports are for run, compare, sweep and plan folders")
+        raise IopsimError(f"{folder}: a {kind} folder has no report; reports are for run, compare, sweep, plan and calibration folders")
     warnings = man.get("warnings") or ([] if kind == "run" else {})
     if kind == "compare":
         names = man["scenarios"]
