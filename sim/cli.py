@@ -269,6 +269,9 @@ def validate(scenario: Path = typer.Argument(..., help="Scenario YAML file."),
     out.print(Text(f"{scenario}: valid scenario {sc.name!r} (stages: {stages}; horizon {sc.horizon_days} days{more})"),
               highlight=False, soft_wrap=True)
     if assumptions:
+        from iopsim.analysis.checks import assumption_findings
+
+        _warn(scenario, assumption_findings(sc), strict)
         _print_assumptions(sc)
 
 

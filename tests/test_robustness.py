@@ -175,3 +175,23 @@ def test_a_whole_number_assumption_is_bisected_on_whole_numbers(tmp_path):
     assert row["flips"], "the case must flip, or nothing is bisected"
     pts = json.loads(row["points"])
     assert len(pts) > 3 and all(float(p[0]).is_integer() for p in pts), pts
+
+
+def test_a_value_outside_its_declared_range_is_a_warning():
+    r = invoke("validate", REPO_ROOT / "scenarios" / "baseline.yaml", "--set", "relapse.return_probability=0.9",
+               "--assumptions")
+    assert r.exit_code == 0
+    assert "uncertain.relapse.return_probability: the scenario's value 0.9 is outside the declared range 0.3 to 0.7" \
+        in " ".join(r.stderr.split()), r.stderr
+
+
+def test_the_established_site_moves_its_fitted_values_across_their_posterior_intervals():
+    sc = load_scenario(REPO_ROOT / "scenarios" / "established.yaml")
+    a = sc.uncertain["referrals.referrals_per_week"]
+    assert a.range == (6.49, 8.88) and "posterior 90 % interval" in a.source
+    assert sc.uncertain["stages.iop.availability.weekends_only"].range == (0.0, 0.2), "the rest are the baseline's"
+    from iopsim.analysis.checks import assumption_findings
+
+    assert assumption_findings(sc) == [], "every declared range holds the established site's value"
+    for name in ("baseline", "evening", "weekend"):
+        assert assumption_findings(load_scenario(REPO_ROOT / "scenarios" / f"{name}.yaml")) == [], name

@@ -21,7 +21,7 @@ import pandas as pd
 
 from iopsim.engine.calendar import WeeklyCalendar
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, roles_of
-from iopsim.schema.scenario import STAGE_ORDER, WEEKDAYS, Roster, Scenario
+from iopsim.schema.scenario import STAGE_ORDER, WEEKDAYS, Roster, Scenario, get_path
 
 #: Share of a track's sessions below the minimum group size above which a run is flagged.
 BELOW_MIN_SHARE = 0.25
@@ -61,6 +61,24 @@ def _clock(day: int, hour: float) -> str:
 def scenario_findings(scenario: Scenario) -> list[Finding]:
     """Everything that makes the scenario's plan unworkable, found without running it."""
     return [*_facilitator_findings(scenario), *_availability_findings(scenario), *_load_findings(scenario)]
+
+
+def assumption_findings(scenario: Scenario) -> list[Finding]:
+    """A declared range (``uncertain:``) that does not hold the value the scenario uses: one of the two is stale.
+
+    Not a warning about the plan (a what-if run with ``--set`` may well leave a
+    range on purpose); ``validate --assumptions`` reports it.
+    """
+    if not scenario.uncertain:
+        return []
+    dumped = scenario.model_dump(mode="json", by_alias=True)
+    out = []
+    for path, a in scenario.uncertain.items():
+        v = get_path(dumped, path, None)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not a.range[0] <= v <= a.range[1]:
+            out.append(Finding(f"uncertain.{path}", f"the scenario's value {v:g} is outside the declared range "
+                                                    f"{a.range[0]:g} to {a.range[1]:g}; update one or the other"))
+    return out
 
 
 def _facilitator_findings(scenario: Scenario) -> list[Finding]:

@@ -114,7 +114,28 @@ def calibrated_scenario_text(folder: Path, base_path: Path, base_raw: dict, base
         f"extends: {rel}",
         f"name: {base_name}-calibrated",
     ]
-    return "\n".join(head + _emit(_override_tree(base_raw, rounded), notes, command)) + "\n"
+    return "\n".join(head + _emit(_override_tree(base_raw, rounded), notes, command)
+                     + _posterior_ranges(ident, values, command)) + "\n"
+
+
+def _posterior_ranges(ident: pd.DataFrame, values: dict[str, float | int], command: str) -> list[str]:
+    """``uncertain:`` entries giving each fitted value its posterior 90 % interval, so that
+    ``compare --robust`` and ``plan --robust`` move a fitted value across what the data leave open."""
+    lines = []
+    for _, r in ident.iterrows():
+        lo, hi = float(r["posterior_p05"]), float(r["posterior_p95"])
+        if not (np.isfinite(lo) and np.isfinite(hi)) or r["parameter"] not in values:
+            continue
+        if isinstance(values[r["parameter"]], int):
+            lo, hi = float(np.floor(lo)), float(np.ceil(hi))
+        lines += [f"  {r['parameter']}:",
+                  f"    range: [{lo:.4g}, {hi:.4g}]",
+                  f"    note: {json.dumps(str(r['label']))}",
+                  f"    source: {json.dumps(f'posterior 90 % interval of `{command}`')}"]
+    if not lines:
+        return []
+    return ["", "# The fitted values' plausible ranges: their posterior 90 % intervals (see uncertain: in the docs).",
+            "uncertain:", *lines]
 
 
 # --------------------------------------------------------------------------- figures
