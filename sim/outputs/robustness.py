@@ -75,8 +75,10 @@ def robustness_sentences(table: pd.DataFrame, currency: str = "USD") -> list[str
             where = "at least" if side == verdict else "at most"
             if math.isfinite(t):
                 tv = _value(r["assumption"], t)
-                lo_hi = f" ({_value(r['assumption'], r['threshold_low'])}–{_value(r['assumption'], r['threshold_high'])})" \
-                    if rng else ""
+                a_txt, b_txt = _value(r["assumption"], r["threshold_low"]), _value(r["assumption"], r["threshold_high"])
+                if a_txt.endswith(" %") and b_txt.endswith(" %"):
+                    a_txt = a_txt[:-2]  # 0–0.9 %, not 0 %–0.9 %
+                lo_hi = f" ({a_txt}–{b_txt})" if rng else ""
                 parts.append(f"{_the(assumption_label(r))} is {where} {tv}{lo_hi}")
             else:
                 parts.append(f"{_the(assumption_label(r))} stays near its current value")
