@@ -27,6 +27,7 @@ import pandas as pd
 
 from iopsim.analysis.checks import Finding, scenario_findings
 from iopsim.errors import IopsimError
+from iopsim.experiments.plan import PlanResults
 from iopsim.experiments.run import ComparisonResult, Plan, RunResult, compare_scenarios, run_scenario
 from iopsim.files import check_out_dir, default_run_dir, read_manifest
 from iopsim.schema.limits import limit, over
@@ -479,35 +480,6 @@ def sweep(
                         res["elapsed_s"], indices)
 
 
-@dataclass
-class PlanResults:
-    """A finished (or resumed) plan search: the recommendation in words and every plan it decided.
-
-    ``plans`` has one row per plan: the decisions' levels, ``status``
-    (feasible, infeasible, undecided, dominated, ruled out), ``reason``, the
-    replications spent and each target's and the objective's mean with its CI.
-    ``recommended`` holds the best feasible plan's levels and estimates (or is
-    ``None``, and then ``closest`` is the plan nearest to meeting every target);
-    ``scenario_file`` is ``recommended.yaml``, a scenario that extends the base.
-    """
-
-    folder: Path
-    sentence: str
-    plans: pd.DataFrame
-    recommended: dict | None
-    closest: dict | None
-    evaluations: int
-    replications: int
-    grid_replications: int
-    elapsed_s: float
-    summary: dict = field(repr=False, default_factory=dict)
-
-    @property
-    def scenario_file(self) -> Path | None:
-        path = self.folder / "recommended.yaml"
-        return path if path.exists() else None
-
-
 def plan(
     plan_file: str | Path,
     out: str | Path | None = None,
@@ -533,9 +505,8 @@ def plan(
 
     res = execute_plan(Path(plan_file), Path(out) if out is not None else None, jobs=jobs, scheduler=scheduler,
                        progress=progress, robust=robust)
-    sentence = write_plan_outputs(res.folder)
-    return PlanResults(res.folder, sentence, res.table, res.recommended, res.closest, res.evaluations,
-                       res.replications, res.grid_replications, res.elapsed_s, res.summary)
+    res.sentence = write_plan_outputs(res.folder)
+    return res
 
 
 def sensitivity(sweep_dir: str | Path) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 import iopsim
 from iopsim import cli
+from test_hostile import one_line_exit_2  # noqa: F401 (the shared one-line error check)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,15 +50,6 @@ PRIORS = {"referrals.referrals_per_week": {"low": 3.0, "high": 12.0}, "stages.io
 
 def invoke(*args):
     return CliRunner().invoke(cli.app, [str(a) for a in args])
-
-
-def one_line_exit_2(result) -> str:
-    text = (result.stdout + (result.stderr or "")).strip()
-    assert result.exit_code == 2, f"exit {result.exit_code}: {text!r}"
-    assert "Traceback" not in text, text
-    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, f"expected one error line: {text!r}"
-    return errors[0]
 
 
 def write_spec(folder: Path, targets, populations: int = 4, size: int = 12, **extra) -> Path:

@@ -87,20 +87,33 @@ class Candidate:
 
 
 @dataclass
-class PlanResult:
-    """What ``execute_plan`` returns (and the files it wrote in ``folder``)."""
+class PlanResults:
+    """A finished (or resumed) plan search: the recommendation in words and every plan it decided.
+
+    ``plans`` has one row per plan: the decisions' levels, ``status``
+    (feasible, infeasible, undecided, dominated, ruled out), ``reason``, the
+    replications spent and each target's and the objective's mean with its CI.
+    ``recommended`` holds the best feasible plan's levels and estimates (or is
+    ``None``, and then ``closest`` is the plan nearest to meeting every target);
+    ``scenario_file`` is ``recommended.yaml``, a scenario that extends the base.
+    ``sentence`` is filled in once the outputs are written (see ``iopsim.plan``).
+    """
 
     folder: Path
-    plan: PlanFile
-    table: pd.DataFrame
+    plans: pd.DataFrame
     recommended: dict | None
     closest: dict | None
     evaluations: int
     replications: int
     grid_replications: int
     elapsed_s: float
-    selection: dict
-    summary: dict
+    summary: dict = field(repr=False, default_factory=dict)
+    sentence: str = ""
+
+    @property
+    def scenario_file(self) -> Path | None:
+        path = self.folder / "recommended.yaml"
+        return path if path.exists() else None
 
 
 # --------------------------------------------------------------------------- loading
@@ -557,7 +570,7 @@ def recommendation_robustness(planner: Planner, best: Candidate) -> pd.DataFrame
 
 
 def execute_plan(plan_path: Path, out_dir: Path | None = None, jobs: int = 1, scheduler: str | None = None,
-                 progress: Progress | None = None, robust: bool = False) -> PlanResult:
+                 progress: Progress | None = None, robust: bool = False) -> PlanResults:
     """Run (or resume) a plan file; writes the plan folder and returns what it found.
 
     With ``robust``, the recommended plan is also simulated at both ends of
@@ -568,7 +581,7 @@ def execute_plan(plan_path: Path, out_dir: Path | None = None, jobs: int = 1, sc
 
 
 def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress: Progress | None,
-             robust: bool = False) -> PlanResult:
+             robust: bool = False) -> PlanResults:
     plan, full, written, base_path, digest = load_plan(plan_path)
     name = plan.name or plan_path.stem
     folder = Path(out_dir) if out_dir is not None else Path("outputs") / f"plan-{safe_name(name, 'plan')}"
@@ -628,8 +641,7 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
     }
     atomic_write_text(folder / "plans.csv", table.to_csv(index=False))
     atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, default=_json) + "\n")
-    return PlanResult(folder, plan, table, rec, near, evaluations, summary["replications"], grid_reps,
-                      elapsed, selection, summary)
+    return PlanResults(folder, table, rec, near, evaluations, summary["replications"], grid_reps, elapsed, summary)
 
 
 def _json(x):
