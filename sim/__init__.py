@@ -40,7 +40,7 @@ _EXPORTS = {
     "Results": "iopsim.api",
     "Comparison": "iopsim.api",
     "SweepResults": "iopsim.api",
-    "PlanResults": "iopsim.api",
+    "PlanResults": "iopsim.experiments.plan",
     "Scenario": "iopsim.schema.scenario",
     "IopsimError": "iopsim.errors",
     "ScenarioError": "iopsim.errors",
@@ -66,7 +66,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors
     from iopsim.api import (
         CalibrationResults,
         Comparison,
-        PlanResults,
         Results,
         SweepResults,
         calibrate,
@@ -82,4 +81,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors
         sweep,
     )
     from iopsim.errors import IopsimError, ScenarioError
+    from iopsim.experiments.plan import PlanResults
     from iopsim.schema.scenario import Scenario

@@ -21,18 +21,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import pandas as pd
 
 from iopsim.analysis.checks import Finding, scenario_findings
 from iopsim.errors import IopsimError
-from iopsim.experiments.plan import PlanResults
 from iopsim.experiments.run import ComparisonResult, Plan, RunResult, compare_scenarios, run_scenario
 from iopsim.files import check_out_dir, default_run_dir, read_manifest
 from iopsim.schema.limits import limit, over
 from iopsim.schema.scenario import Scenario
 from iopsim.schema.scenario import load_scenario as _load
+
+if TYPE_CHECKING:  # pragma: no cover - the planner is imported when a plan runs
+    from iopsim.experiments.plan import PlanResults
 
 Overrides = Mapping[str, Any] | Sequence[str]
 #: ``progress(done, total)`` after every replication.
@@ -40,7 +42,6 @@ Progress = Callable[[int, int], None]
 
 __all__ = [
     "Comparison",
-    "PlanResults",
     "Results",
     "SweepResults",
     "CalibrationResults",
