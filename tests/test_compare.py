@@ -481,3 +481,26 @@ def test_cli_compare_with_a_single_file_is_one_error_line(tmp_scenario, tmp_path
     result = invoke("compare", tmp_scenario(), "--jobs", "1", "-n", "2", "--out", out)
     assert_one_error_line(result, "at least two")
     assert not out.exists(), "a refused compare created its output folder"
+
+
+def test_select_on_a_kpi_undefined_in_some_replications_is_one_line(tmp_path):
+    """Stays longer than the run: no program completes, so cost per completed program has nothing to divide by."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from iopsim import cli
+
+    raw = {"name": "long", "seed": 3, "horizon_days": 120,
+           "referrals": {"referrals_per_week": 3.5, "sources": {"all": {"share": 1.0, "placement": {"iop": 1.0}}}},
+           "stages": {"iop": {"capacity": 2, "los_days": {"dist": "exponential", "mean": 400.0}}}}
+    a = tmp_path / "a.yaml"
+    a.write_text(yaml.safe_dump(raw))
+    raw.update(name="long3")
+    raw["stages"]["iop"]["capacity"] = 3
+    b = tmp_path / "b.yaml"
+    b.write_text(yaml.safe_dump(raw))
+    r = CliRunner().invoke(cli.app, ["compare", str(a), str(b), "-n", "3", "--select", "--indifference", "10",
+                                     "--out", str(tmp_path / "out")])
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and "Traceback" not in r.output and len(errors) == 1, r.output
+    assert "cost_per_completed_program is undefined" in errors[0]

@@ -401,3 +401,14 @@ def test_robust_plan_names_the_plan_that_would_be_better_at_an_end(tmp_path):
     assert high["best_here"].sum() == 1 and not high.loc[high["recommended"], "best_here"].any(), high
     assert "Another plan would then be the better choice: 4 places if the IOP cost per client-day is 20000" in res.sentence, \
         res.sentence
+
+
+def test_an_objective_undefined_in_some_replications_does_not_break_the_selection(tmp_path):
+    """Stays far longer than the run: no program completes, so cost per completed program is undefined (NaN)."""
+    base = mmc_base(tmp_path, 0.5, 400.0, horizon=120, warmup=0)
+    plan = capacity_plan(tmp_path, base, 2, 4, {"kpi": "referral_admitted_within_30_days", "min": 0.0},
+                         objective={"minimize": "cost_per_completed_program"})
+    res = iopsim.plan(plan, tmp_path / "out")
+    assert res.recommended is not None, res.sentence
+    assert res.summary["selection"]["objective_undefined"] is True
+    assert res.recommended["levels"] == {"places": 2}, "with every objective undefined the first plan is kept"

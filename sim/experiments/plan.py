@@ -451,11 +451,20 @@ class Planner:
             if c.id not in keep:
                 c.reason = "feasible; beaten on the objective by another feasible plan"
         survivors = [c for c in feasible if c.id in keep]
-        best_mean = (min if goal == "min" else max)(float(np.mean(vals[c.id])) for c in survivors)
-        delta = self.plan.objective.indifference or max(abs(best_mean) * 0.01, 1e-9)
+
+        def score(c: Candidate, n: int) -> float:
+            """The objective's mean; undefined (no completed program to divide by, say) ranks last."""
+            m = float(np.nanmean(c.array(kpi, n))) if np.isfinite(c.array(kpi, n)).any() else math.nan
+            return m if math.isfinite(m) else (math.inf if goal == "min" else -math.inf)
+
+        best_mean = (min if goal == "min" else max)(score(c, n0) for c in survivors)
+        delta = self.plan.objective.indifference or (max(abs(best_mean) * 0.01, 1e-9) if math.isfinite(best_mean)
+                                                     else 1e-9)
         info["indifference"] = delta
         need = n0
-        if len(survivors) > 1:
+        undefined = any(not np.all(np.isfinite(vals[c.id])) for c in survivors)
+        info["objective_undefined"] = undefined  # then no replications are added: the procedure needs numbers
+        if len(survivors) > 1 and not undefined:
             need = replications_to_select({c.id: vals[c.id] for c in survivors}, delta, self.alpha / 2)
             cap = self.plan.replications.max
             if need > cap:
@@ -466,8 +475,8 @@ class Planner:
             need = min(c.n for c in survivors)
         info["required"] = need
         info["survivors"] = [c.id for c in survivors]
-        means = {c.id: float(np.mean(c.array(kpi, need))) for c in survivors}
-        best_id = (min if goal == "min" else max)(means, key=means.get)
+        means = {c.id: score(c, need) for c in survivors}
+        best_id = (min if goal == "min" else max)(means, key=lambda i: (means[i], -i) if goal == "max" else (means[i], i))
         best = next(c for c in survivors if c.id == best_id)
         for c in survivors:
             if c is not best:

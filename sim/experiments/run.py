@@ -174,7 +174,12 @@ def simulate(
             plan.notes["precision_reached"] = bool(replications_for_precision(values, plan.precision))
         if plan.select is not None and len(scenarios) > 1:
             n0 = len(results[next(iter(results))])
-            values = {n: np.array([r.kpis[plan.kpi] for r in rs]) for n, rs in results.items()}
+            values = {n: np.array([r.kpis[plan.kpi] for r in rs], dtype=float) for n, rs in results.items()}
+            undefined = [n for n, v in values.items() if not np.all(np.isfinite(v))]
+            if undefined:
+                raise IopsimError(
+                    f"--select: {plan.kpi} is undefined in some replications of {', '.join(undefined)} "
+                    "(nothing to divide by); choose another --kpi")
             need = nm_required_replications(values, plan.select["indifference"], plan.select["alpha"])
             if need > plan.max_replications:
                 raise IopsimError(
