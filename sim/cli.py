@@ -322,6 +322,7 @@ REPLICATIONS = typer.Option(None, "-n", "--replications", min=1, help="Replicati
 SEED = typer.Option(None, "--seed", min=0, help="Base seed (default: the scenario's).")
 SET = typer.Option([], "--set", help="Override a field: dotted.path=value (repeatable).")
 JOBS = typer.Option(os.cpu_count() or 1, "--jobs", "-j", min=1, help="Worker processes.")
+SCHEDULER = typer.Option(None, "--scheduler", help="Run on a Dask cluster: tcp://HOST:PORT.")
 WARMUP = typer.Option(None, "--warmup", help="Days to discard, or 'auto' (MSER-5 on the output). Default: the scenario's.")
 PRECISION = typer.Option(None, "--precision", min=0.0001, max=1.0,
                          help="Add replications until the 95 % CI half-width of --kpi is within this share of its mean.")
@@ -584,7 +585,7 @@ def _print_robustness(table, currency: str) -> None:
 def sweep(
     sweep_file: Path = typer.Argument(..., help="Sweep YAML file (base scenario, factors, design)."),
     jobs: int = JOBS,
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster: tcp://HOST:PORT."),
+    scheduler: Optional[str] = SCHEDULER,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: outputs/sweep-<name>); "
                                            "re-running with the same folder resumes."),
 ) -> None:
@@ -616,7 +617,7 @@ def sweep(
 def plan(
     plan_file: Path = typer.Argument(..., help="Plan YAML file (base scenario, decisions, targets, objective)."),
     jobs: int = JOBS,
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster: tcp://HOST:PORT."),
+    scheduler: Optional[str] = SCHEDULER,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: outputs/plan-<name>); "
                                            "re-running with the same folder resumes."),
     robust: bool = typer.Option(False, "--robust", help="Also check the recommended plan at both ends of every "

@@ -30,7 +30,6 @@ from typer.testing import CliRunner
 from iopsim import cli
 import iopsim.outputs.figures
 import iopsim.experiments.executor as executor_mod
-import iopsim.experiments.sweep as sweep_mod
 from conftest import minimal_scenario_dict
 from iopsim import api
 from iopsim.experiments.sweep import SweepFile, design_points, done_points, execute_sweep

@@ -21,7 +21,7 @@ import pandas as pd
 
 from iopsim.engine.calendar import WeeklyCalendar
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, roles_of
-from iopsim.schema.scenario import STAGE_ORDER, WEEKDAYS, Roster, Scenario, get_path
+from iopsim.schema.scenario import STAGE_ORDER, WEEKDAYS, Roster, Scenario, number_at
 
 #: Share of a track's sessions below the minimum group size above which a run is flagged.
 BELOW_MIN_SHARE = 0.25
@@ -74,8 +74,8 @@ def assumption_findings(scenario: Scenario) -> list[Finding]:
     dumped = scenario.model_dump(mode="json", by_alias=True)
     out = []
     for path, a in scenario.uncertain.items():
-        v = get_path(dumped, path, None)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and not a.range[0] <= v <= a.range[1]:
+        v = number_at(dumped, path)
+        if v is not None and not a.range[0] <= v <= a.range[1]:
             out.append(Finding(f"uncertain.{path}", f"the scenario's value {v:g} is outside the declared range "
                                                     f"{a.range[0]:g} to {a.range[1]:g}; update one or the other"))
     return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iopsim.analysis.stats import t_quantile
+from iopsim.analysis.stats import mean_ci
 
 
 @dataclass(frozen=True)
@@ -31,18 +31,14 @@ class Point:
 
 
 def paired(d: np.ndarray, value: float, level: float = 0.95) -> Point:
-    """Mean paired difference with its two-sided ``level`` interval (exact when every pair differs equally)."""
-    d = np.asarray(d, dtype=float)
-    d = d[np.isfinite(d)]
-    n = d.size
-    if n == 0:
-        return Point(value, math.nan, math.nan, math.nan, 0)
-    m = float(d.mean())
-    if n < 2:
-        return Point(value, m, -math.inf, math.inf, n)
-    sd = float(d.std(ddof=1))
-    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
-    return Point(value, m, m - half, m + half, n)
+    """Mean paired difference with its two-sided ``level`` interval (exact when every pair differs equally).
+
+    One difference bounds nothing: its interval is unbounded (so it is always in doubt).
+    """
+    m, _sd, lo, hi, n = mean_ci(d, level)
+    if n == 1:
+        lo, hi = -math.inf, math.inf
+    return Point(value, m, lo, hi, n)
 
 
 def sign(x: float) -> int:

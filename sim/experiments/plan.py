@@ -219,7 +219,7 @@ def _put(tree: dict, parts: list[str], value) -> None:
 class Planner:
     """Runs the procedure of the module docstring for one plan file, on one executor."""
 
-    def __init__(self, plan: PlanFile, full: dict, source: str, folder: Path, executor: Executor,
+    def __init__(self, plan: PlanFile, full: dict, source: str, folder: Path, executor: Executor, total: int,
                  progress: Progress | None = None):
         self.plan, self.full, self.source, self.folder = plan, full, source, folder
         self.executor = executor
@@ -233,8 +233,8 @@ class Planner:
         self.candidates: dict[tuple[int, ...], Candidate] = {}
         self.spent = 0
         self.simulated_now = 0
-        self.stored = self._stored()
-        self.total = plan.space_size() if plan.search.method != "optuna" else plan.search.trials
+        self.total = total  # plans the progress display counts: the grid, or the search's trials
+        self.stored: dict[str, pd.DataFrame] = {}  # read by load_stored() once the folder is claimed
 
     def decided(self) -> int:
         """Plans whose fate is known (feasible, infeasible, undecided, pruned)."""
@@ -242,12 +242,11 @@ class Planner:
 
     # ---------------------------------------------------------------- bookkeeping
 
-    def _stored(self) -> dict[str, pd.DataFrame]:
-        """Parts already in ``evaluations/``, by task key."""
+    def load_stored(self) -> None:
+        """Read the parts already in ``evaluations/``, by task key (a resumed plan replays them)."""
         df = read_parts(self.folder / "evaluations", "plan-*.parquet")
-        if not len(df):
-            return {}
-        return {self._key(int(pid), int(first)): g for (pid, first), g in df.groupby(["plan_id", "task_first"])}
+        self.stored = {} if not len(df) else {
+            self._key(int(pid), int(first)): g for (pid, first), g in df.groupby(["plan_id", "task_first"])}
 
     @staticmethod
     def _key(plan_id: int, first: int) -> str:
@@ -597,8 +596,8 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
     method = plan.search.method
     if method == "auto":
         method = "grid" if plan.space_size() <= plan.search.grid_max else "optuna"
-    planner = Planner(plan, full, str(plan_path), folder, executor, progress)
-    planner.total = plan.space_size() if method == "grid" else plan.search.trials
+    planner = Planner(plan, full, str(plan_path), folder, executor,
+                      plan.space_size() if method == "grid" else plan.search.trials, progress)
     grid = [planner.candidate(tuple(lv)) for lv in itertools.product(*planner.levels)] if method == "grid" else None
     if grid is not None:
         for c in grid:  # every plan validated before anything runs
@@ -611,7 +610,7 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
         confidence=plan.confidence, method=method, jobs=executor.jobs, scheduler=executor.scheduler,
         references=full.get("references", {}),
     ), indent=2, default=str) + "\n")
-    planner.stored = planner._stored()
+    planner.load_stored()
     t0 = time.perf_counter()
     if grid is not None:
         planner.run_grid(grid)

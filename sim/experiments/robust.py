@@ -28,7 +28,7 @@ from iopsim.analysis.robustness import Point, flips, paired, sign, threshold
 from iopsim.errors import ScenarioError
 from iopsim.experiments.executor import Executor, Task
 from iopsim.schema.assumptions import Assumption
-from iopsim.schema.scenario import Scenario, get_path, with_assumption
+from iopsim.schema.scenario import Scenario, number_at, with_assumption
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def declared(scenarios: dict[str, Scenario]) -> dict[str, Assumption]:
 
 def current_value(scenario: Scenario, path: str) -> float | None:
     """The number at ``path`` in ``scenario``, or None if it has no such number."""
-    node = get_path(scenario.model_dump(mode="json", by_alias=True), path, None)
-    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+    v = number_at(scenario.model_dump(mode="json", by_alias=True), path)
+    return None if v is None else float(v)
 
 
 class _Evaluator:
@@ -182,8 +182,8 @@ def _num(x: float | None) -> float:
 
 def _whole(scenarios: dict[str, Scenario], path: str) -> bool:
     """True if the assumption is a whole number (places, a count) in every scenario that has it."""
-    nodes = [get_path(sc.model_dump(mode="json", by_alias=True), path, None) for sc in scenarios.values()]
-    return all(isinstance(x, int) and not isinstance(x, bool) for x in nodes if x is not None)
+    nodes = [number_at(sc.model_dump(mode="json", by_alias=True), path) for sc in scenarios.values()]
+    return all(isinstance(x, int) for x in nodes if x is not None)
 
 
 def _bisect(ev: _Evaluator, path: str, pts: list[Point], name: str, base: str, n: int, steps: int,

@@ -32,7 +32,7 @@ from iopsim.schema.limits import limit, over
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.analysis.sensitivity import morris_effects, sobol_indices
 from iopsim.files import atomic_write_text, claim_results_folder, manifest, read_manifest, safe_name
-from iopsim.experiments.executor import Executor, Task, write_part
+from iopsim.experiments.executor import Executor, Task, read_parts, write_part
 from iopsim.experiments.replications import kpi_names, unknown_kpi
 from iopsim.schema.scenario import Scenario, has_path, read_with_base, resolve_raw, set_path, validate_raw
 from iopsim.analysis.stats import mean_ci
@@ -288,11 +288,8 @@ def _execute(sweep_path, out_dir, jobs, scheduler, progress, executor: Executor)
 
 
 def load_results(folder: Path) -> pd.DataFrame:
-    parts = sorted((Path(folder) / "points").glob("point-*.parquet"))
-    if not parts:
-        return pd.DataFrame()
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True).sort_values(
-        ["point_id", "replication"], ignore_index=True)
+    res = read_parts(Path(folder) / "points", "point-*.parquet")
+    return res.sort_values(["point_id", "replication"], ignore_index=True) if len(res) else res
 
 
 def collect(folder: Path, sweep: SweepFile, points: list[dict]) -> pd.DataFrame:

@@ -224,7 +224,7 @@ def table_rows(summary: dict, table: pd.DataFrame) -> tuple[list[str], list[dict
 def robustness_sentences(summary: dict, table: pd.DataFrame) -> list[str]:
     """Does the recommended plan still meet every target, and stay the best of the feasible plans it was
     checked against, at both ends of each declared assumption's range?"""
-    from iopsim.outputs.robustness import _the, _value
+    from iopsim.outputs.robustness import assumption_value, the_phrase
 
     if table is None or not len(table):
         return []
@@ -237,7 +237,7 @@ def robustness_sentences(summary: dict, table: pd.DataFrame) -> list[str]:
     for (path, end), g in table.groupby(["assumption", "end"], sort=False):
         rec = g[g["recommended"].astype(bool)].iloc[0]
         note = rec["note"] if isinstance(rec["note"], str) and rec["note"] else path
-        at = f"{_the(note)} is {_value(path, rec['value'])} (the {end} end of its range)"
+        at = f"{the_phrase(note)} is {assumption_value(path, rec['value'])} (the {end} end of its range)"
         missed = [target_text(cons[i]) for i in range(len(cons)) if rec[f"target_{i + 1}:verdict"] == "missed"]
         if missed:
             out.append(f"It misses the target {' and '.join(missed)} if {at}.")

@@ -24,7 +24,7 @@ def assumption_label(row) -> str:
     return note or factor_label(row["assumption"])
 
 
-def _value(path: str, v: float) -> str:
+def assumption_value(path: str, v: float) -> str:
     """An assumption's value in words: shares in percent, other numbers as they are."""
     if not math.isfinite(v):
         return "–"
@@ -39,7 +39,7 @@ def _better(kpi: str, diff: float) -> str | None:
     return "better" if (diff < 0) == (way == "lower") else "worse"
 
 
-def _the(label: str) -> str:
+def the_phrase(label: str) -> str:
     """'Share of IOP clients ...' -> 'the share of IOP clients ...' (inside a sentence)."""
     text = decap(label)
     return text if text.startswith(("the ", "a ", "an ")) else f"the {text}"
@@ -74,14 +74,14 @@ def robustness_sentences(table: pd.DataFrame, currency: str = "USD") -> list[str
             side = _better(kpi, above)
             where = "at least" if side == verdict else "at most"
             if math.isfinite(t):
-                tv = _value(r["assumption"], t)
-                a_txt, b_txt = _value(r["assumption"], r["threshold_low"]), _value(r["assumption"], r["threshold_high"])
+                tv = assumption_value(r["assumption"], t)
+                a_txt, b_txt = assumption_value(r["assumption"], r["threshold_low"]), assumption_value(r["assumption"], r["threshold_high"])
                 if a_txt.endswith(" %") and b_txt.endswith(" %"):
                     a_txt = a_txt[:-2]  # 0–0.9 %, not 0 %–0.9 %
                 lo_hi = f" ({a_txt}–{b_txt})" if rng else ""
-                parts.append(f"{_the(assumption_label(r))} is {where} {tv}{lo_hi}")
+                parts.append(f"{the_phrase(assumption_label(r))} is {where} {tv}{lo_hi}")
             else:
-                parts.append(f"{_the(assumption_label(r))} stays near its current value")
+                parts.append(f"{the_phrase(assumption_label(r))} stays near its current value")
         cond = "; and ".join(parts)
         if verdict:
             out.append(f"On {what}, {name} is {verdict} than {base} only if {cond}. It depends on "
@@ -101,14 +101,14 @@ def robustness_rows(table: pd.DataFrame, currency: str = "USD") -> list[dict]:
         rows.append({
             "scenario": r["scenario"], "assumption": assumption_label(r), "path": r["assumption"],
             "source": r["source"] if isinstance(r["source"], str) else "",
-            "range": f"{_value(r['assumption'], r['low'])} to {_value(r['assumption'], r['high'])}",
-            "current": _value(r["assumption"], r["current"]),
+            "range": f"{assumption_value(r['assumption'], r['low'])} to {assumption_value(r['assumption'], r['high'])}",
+            "current": assumption_value(r["assumption"], r["current"]),
             "at_low": signed(r["diff_at_low"], unit, currency),
             "at_low_ci": span(r["diff_at_low_ci_low"], r["diff_at_low_ci_high"], unit, currency, style=signed),
             "at_high": signed(r["diff_at_high"], unit, currency),
             "at_high_ci": span(r["diff_at_high_ci_low"], r["diff_at_high_ci_high"], unit, currency, style=signed),
             "flips": bool(r["flips"]),
-            "threshold": _value(r["assumption"], t) if math.isfinite(t) else "",
+            "threshold": assumption_value(r["assumption"], t) if math.isfinite(t) else "",
         })
     return rows
 

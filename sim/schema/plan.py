@@ -219,9 +219,7 @@ class PlanFile(FrozenModel):
 
     @model_validator(mode="after")
     def _bounded(self):
-        size = 1
-        for d in self.decisions.values():
-            size *= len(d.levels())
+        size = self.space_size()
         grid = self.search.method == "grid" or (self.search.method == "auto" and size <= self.search.grid_max)
         if grid and size > limit("plans"):
             raise FieldError("decisions", f"the grid has {size:,} plans: " + over("plans", size))

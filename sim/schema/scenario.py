@@ -951,6 +951,12 @@ def has_path(tree: Any, dotted: str) -> bool:
 _ABSENT = object()
 
 
+def number_at(tree: Any, dotted: str) -> int | float | None:
+    """The number at a dotted path of a scenario tree (a dumped scenario), or None if there is none there."""
+    node = get_path(tree, dotted, None)
+    return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
 def check_assumptions(scenario: Scenario, source: str) -> None:
     """Each ``uncertain:`` path names a number of the scenario, and both ends of its range are valid values."""
     if not scenario.uncertain:
@@ -961,7 +967,7 @@ def check_assumptions(scenario: Scenario, source: str) -> None:
         node = get_path(dumped, path, _ABSENT)
         if node is _ABSENT:
             raise ScenarioError(source, where, "no such field in the scenario")
-        if isinstance(node, bool) or not isinstance(node, (int, float)):
+        if number_at(dumped, path) is None:
             raise ScenarioError(source, where, f"not a number in the scenario (it is {reprlib.repr(node)}); "
                                 "only numeric values can have a range")
         bare = scenario.model_copy(update={"uncertain": {}})
