@@ -52,8 +52,10 @@ class _Evaluator:
     """Runs the compared scenarios at given assumption values and keeps each one's KPI per replication."""
 
     def __init__(self, scenarios: dict[str, Scenario], kpi: str, seed: int, executor: Executor,
-                 progress: Callable[[int], None] | None, total: Callable[[int], None] | None):
+                 progress: Callable[[int], None] | None, total: Callable[[int], None] | None,
+                 now: dict[str, dict[str, float | None]]):
         self.scenarios, self.kpi, self.seed, self.executor = scenarios, kpi, seed, executor
+        self.now = now  # path -> scenario -> its current value (None: the scenario has no such value)
         self.progress, self.total = progress, total
         self.values: dict[tuple[str, float], dict[str, list[float]]] = {}
         self.replications = 0
@@ -68,7 +70,7 @@ class _Evaluator:
                 if done >= n:
                     continue
                 # an assumption about a part one scenario does not have (its weekend track) leaves it as it is
-                moved = with_assumption(sc, path, value, f"uncertain.{path}") if current_value(sc, path) is not None else sc
+                moved = with_assumption(sc, path, value, f"uncertain.{path}") if self.now[path][name] is not None else sc
                 tasks.append(Task(f"{path}={value}:{name}", moved, self.seed, done, n - done,
                                   {"path": path, "value": value, "name": name}))
         failures = []
@@ -130,7 +132,8 @@ def robustness(
         return pd.DataFrame()
     rows = []
     with Executor(jobs) as executor:
-        ev = _Evaluator(scenarios, kpi, seed, executor, progress, total)
+        now = {path: {n: current_value(sc, path) for n, sc in scenarios.items()} for path in assumptions}
+        ev = _Evaluator(scenarios, kpi, seed, executor, progress, total, now)
         ends = [(p, v) for p, a in assumptions.items() for v in dict.fromkeys(a.range)]
         ev.run(ends, screen)
         base_pts = {n: paired(base_values[n][:full] - base_values[base][:full], math.nan) for n in names[1:]}
@@ -143,13 +146,13 @@ def robustness(
                     break
         ev.run(doubtful, full)
         for path, a in assumptions.items():
-            now = {n: current_value(sc, path) for n, sc in scenarios.items()}
-            shared = len(set(now.values())) == 1 and None not in now.values()
+            here = now[path]
+            shared = len(set(here.values())) == 1 and None not in here.values()
             for n in names[1:]:
                 pts = [ev.point(path, v, n, base) for v in dict.fromkeys(a.range)]
                 bp = base_pts[n]
                 if shared:
-                    pts.append(Point(now[n], bp.mean, bp.low, bp.high, bp.n))
+                    pts.append(Point(here[n], bp.mean, bp.low, bp.high, bp.n))
                 pts.sort(key=lambda q: q.value)
                 flipped = flips(pts, bp.mean) or (not shared and any(sign(q.mean) != sign(pts[0].mean) for q in pts))
                 if flipped:
@@ -160,7 +163,7 @@ def robustness(
                 hi_pt = next(q for q in pts if q.value == a.range[1])
                 rows.append({
                     "scenario": n, "baseline": base, "kpi": kpi, "assumption": path, "note": a.note or "",
-                    "source": a.source or "", "current": now[n] if shared else math.nan,
+                    "source": a.source or "", "current": here[n] if shared else math.nan,
                     "low": a.range[0], "high": a.range[1],
                     "diff": bp.mean, "diff_ci_low": bp.low, "diff_ci_high": bp.high,
                     "diff_at_low": lo_pt.mean, "diff_at_low_ci_low": lo_pt.low, "diff_at_low_ci_high": lo_pt.high,
