@@ -21,6 +21,9 @@ Measures, in ONE process and as medians of several repeats (see README.md):
 7. Volume scan: the baseline at x1, x4 and x16 referral volume with places,
    groups and staff scaled to match; microseconds per patient, as ratios to x1
    taken within each round.
+8. Money: one two-year baseline replication (model + KPIs) with its payers
+   against the same scenario without them (no attendance records, no revenue
+   KPIs), interleaved; the ratio of wall times per round.
 
 Nothing here changes the product; it only imports ``iopsim``.
 """
@@ -47,7 +50,7 @@ import simpy
 
 from iopsim.analysis.kpis import replication_kpis
 from iopsim.engine.model import Model
-from iopsim.experiments.replications import run_replications
+from iopsim.experiments.replications import run_replication, run_replications
 from iopsim.schema.scenario import resolve_raw, validate_raw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -746,6 +749,36 @@ def volume_section(args, sizes) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- 8. money
+
+
+def money_section(args, sizes) -> dict:
+    """What the money side (payers: attendance records and revenue KPIs) adds to a replication."""
+    import copy
+
+    raw = resolve_raw(BASELINE)
+    bare = copy.deepcopy(raw)
+    bare.pop("payers", None)
+    for src in bare["referrals"]["sources"].values():
+        src.pop("payers", None)
+    with_money, without = validate_raw(raw, "baseline"), validate_raw(bare, "baseline-no-payers")
+    run_replication(with_money, 0)  # warm-up, not timed
+    rounds = []
+    for r in range(max(args.repeats, 3)):
+        times = {}
+        for side in (("money", "bare") if r % 2 == 0 else ("bare", "money")):
+            _fresh()
+            t0 = time.perf_counter()
+            run_replication(with_money if side == "money" else without, r)
+            times[side] = time.perf_counter() - t0
+        rounds.append({**times, "ratio": times["money"] / times["bare"]})
+        _progress(f"  round {r + 1}: with payers {times['money'] * 1000:.0f} ms, without {times['bare'] * 1000:.0f} ms")
+    ratios = [rd["ratio"] for rd in rounds]
+    return {"rounds": rounds, "ratio_median": _median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "money_ms_median": 1000 * _median([rd["money"] for rd in rounds]),
+            "bare_ms_median": 1000 * _median([rd["bare"] for rd in rounds])}
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1022,6 +1055,12 @@ def report_more(res: dict) -> str:
         rows.append([f"goal: x{v['factors'][-1]} / x1 <= {v['goal']}", "", _ok(last <= v["goal"])])
         parts.append(_table(f"7. Volume scan: baseline, {v['horizon_days']} days, scaled (model + KPIs; "
                             f"{len(v['rounds'])} rounds)", ["volume", "us per patient", "ratio to x1 (range)"], rows))
+    m = res.get("money")
+    if m:
+        parts.append(_table(f"8. Money: a two-year baseline replication with payers / without ({len(m['rounds'])} "
+                            "interleaved rounds)", ["figure", "value"], [
+            ["wall-time ratio, median (range)", f"{m['ratio_median']:.3f} ({m['ratio_min']:.3f} .. {m['ratio_max']:.3f})"],
+            ["with / without payers, median", f"{m['money_ms_median']:.0f} ms / {m['bare_ms_median']:.0f} ms"]]))
     return "\n\n".join(parts)
 
 
@@ -1041,8 +1080,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write all figures and raw repeats to FILE")
     ap.add_argument("--c", type=int, default=3, help="M/M/c servers (default 3)")
     ap.add_argument("--rho", type=float, default=0.8, help="M/M/c utilisation (default 0.8)")
-    ap.add_argument("--only", default="mmc,mmc_fresh,events,horizons,goal,sweep,startup,jobs,volume",
-                    help="comma-separated sections (mmc,mmc_fresh,events,horizons,goal,sweep,startup,jobs,volume)")
+    ap.add_argument("--only", default="mmc,mmc_fresh,events,horizons,goal,sweep,startup,jobs,volume,money",
+                    help="comma-separated sections (mmc,mmc_fresh,events,horizons,goal,sweep,startup,jobs,volume,money)")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_mmc_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1063,7 +1102,7 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = sections - {"mmc", "mmc_fresh", "events", "horizons", "goal", "sweep", "startup", "jobs", "volume"}
+    unknown = sections - {"mmc", "mmc_fresh", "events", "horizons", "goal", "sweep", "startup", "jobs", "volume", "money"}
     if unknown:
         ap.error(f"unknown section(s) for --only: {', '.join(sorted(unknown))}")
 
@@ -1107,6 +1146,8 @@ def main(argv=None) -> int:
         section("jobs", "6. --jobs 2 / --jobs 1 ...", lambda: jobs_section(args, sizes))
     if "volume" in sections:
         section("volume", "7. volume scan ...", lambda: volume_section(args, sizes))
+    if "money" in sections:
+        section("money", "8. money ...", lambda: money_section(args, sizes))
     res["meta"]["total_s"] = time.perf_counter() - t_start
 
     print(report(res))

@@ -187,7 +187,8 @@ class Results:
 
         Tables: ``visits`` (one row per stage visit), ``episodes``, ``levels``
         (daily waitlist and census), ``sessions`` (IOP group sessions),
-        ``bookings`` (staff time), ``unmet`` (staff demand not met), ``services``.
+        ``bookings`` (staff time), ``unmet`` (staff demand not met), ``services``, and ``attendance``
+        (attended IOP sessions; rows only with ``payers``).
         """
         return self._run.table(table)
 

@@ -52,6 +52,15 @@ HEADLINE = (
     "iop_cost_per_episode",
     "labour_share_of_cost",
 )
+MONEY_KPIS = (
+    ("revenue_billed", "Billed"),
+    ("revenue_not_collected", "Denied or not collected"),
+    ("revenue_total", "Revenue collected"),
+    ("margin_total", "Margin (revenue - cost)"),
+    ("cost_recovery", "Revenue / cost"),
+    ("margin_per_completed_program", "Margin per completed program"),
+    ("break_even_iop_census", "Break-even IOP census"),
+)
 STAGE_KPIS = (
     ("admissions", "Admissions"),
     ("share_lost_waiting", "Lost while waiting"),
@@ -203,8 +212,17 @@ def print_summary(summary, title: str, currency: str = "USD") -> None:
               lambda c, k: f"staff_{c}_{k}", currency),
     ]
     cost_rows = [(k, people_label(rows.loc[k, "label"]).replace("Labour cost: ", "Labour: "))
-                 for k in rows.index if k.startswith("cost_") and k not in HEADLINE and k not in ("cost_per_patient_day",)]
+                 for k in rows.index if k.startswith("cost_") and k not in HEADLINE
+                 and k not in ("cost_per_patient_day", "cost_recovery")]
     tables.append(_grid(rows, "Cost breakdown", [("", "amount")], cost_rows, lambda c, k: k, currency))
+    money_rows = []
+    for k, label in MONEY_KPIS:
+        if k in rows.index:
+            money_rows.append((k, label))
+        if k == "revenue_total":  # then who it came from
+            money_rows += [(p, "  from " + human(p[len("revenue_payer_"):])) for p in rows.index
+                           if p.startswith("revenue_payer_")]
+    tables.append(_grid(rows, "Revenue and margin", [("", "amount")], money_rows, lambda c, k: k, currency))
     for t in tables:
         if t is not None:
             out.print(t)
@@ -506,7 +524,8 @@ def print_comparison(result, names: list[str], kpi: str, folder: Path | None = N
         facts = {name: Facts.from_folder(Path(folder) / "scenarios" / name, name, [str(f) for f in run.warnings])
                  for name, run in result.runs.items()}
     currency = next(iter(facts.values())).currency if facts else "USD"
-    keys = [k for k in dict.fromkeys([*HEADLINE, "iop_admitted_wait_p90_days", "iop_waitlist_mean", "iop_reneged", kpi])
+    keys = [k for k in dict.fromkeys([*HEADLINE, "revenue_total", "margin_total", "break_even_iop_census",
+                                      "iop_admitted_wait_p90_days", "iop_waitlist_mean", "iop_reneged", kpi])
             if k in set(judged["kpi"])]
     words = {BETTER: ("better", "bold green"), WORSE: ("worse", "bold red"), "higher": ("higher", "dim"),
              "lower": ("lower", "dim")}

@@ -395,7 +395,10 @@ def kpi_patterns(names: list[str], scenario) -> list[re.Pattern]:
     tracks = list(scenario.stages.iop.tracks) if scenario.stages.iop is not None and scenario.stages.iop.tracks else []
     roles = [*(scenario.staff.roles if scenario.staff is not None else {}), "intake_clinician"]
     services = list(scenario.stages.iop.services) if scenario.stages.iop is not None else []
-    words = {"<stage>": stages, "<track>": tracks, "<role>": roles, "<activity>": ["intake", "group", *services]}
+    from iopsim.schema.scenario import BILLING_UNITS
+
+    words = {"<stage>": stages, "<track>": tracks, "<role>": roles, "<activity>": ["intake", "group", *services],
+             "<payer>": list(scenario.payers), "<unit>": list(BILLING_UNITS)}
     patterns = []
     for name in names:
         rx = re.escape(name)

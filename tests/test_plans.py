@@ -71,6 +71,7 @@ def clean_iop(plan: dict, referrals_per_week: float = 6.0, horizon: int = 1500) 
     raw["relapse"] = None
     raw["staff"] = None
     raw["start_state"] = {}
+    raw.pop("payers", None)
     raw["horizon_days"] = horizon
     raw["warmup_days"] = 0
     raw["referrals"] = {"referrals_per_week": referrals_per_week,

@@ -90,6 +90,7 @@ def test_relative_change_never_divides_by_a_mean_near_zero():
     assert math.isnan(relative_change(0.056, 0.004, "days"))
     assert math.isnan(relative_change(0.05, 0.76, "fraction")), "shares change in percentage points, not %"
     assert relative_change(14.6, 143.0, "patients") == pytest.approx(14.6 / 143.0)
+    assert math.isnan(relative_change(52_738.0, -579_140.0, "currency")), "a smaller loss is not '+9 %'"
     j = judge(_diffs([("iop_admitted_wait_mean_days", "days", 0.004, 0.06, 0.03, 0.08)]))
     assert math.isnan(j["rel_change"].iloc[0]) and math.isnan(j["rel_ci_low"].iloc[0])
 

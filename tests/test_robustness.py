@@ -150,7 +150,7 @@ def test_bad_uncertain_entries_fail_in_one_line(tmp_path, case):
 def test_validate_lists_the_assumptions():
     r = invoke("validate", REPO_ROOT / "scenarios" / "baseline.yaml", "--assumptions")
     assert r.exit_code == 0
-    assert "Assumptions (10 declared under uncertain:)" in r.stdout
+    assert "Assumptions (11 declared under uncertain:)" in r.stdout
     assert "stages.iop.availability.weekends_only" in r.stdout
 
 

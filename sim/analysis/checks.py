@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from iopsim.engine.calendar import WeeklyCalendar
-from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, roles_of
+from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, remote_flags, roles_of
 from iopsim.schema.scenario import STAGE_ORDER, WEEKDAYS, Roster, Scenario, number_at
 
 #: Share of a track's sessions below the minimum group size above which a run is flagged.
@@ -86,7 +86,9 @@ def _facilitator_findings(scenario: Scenario) -> list[Finding]:
     iop = scenario.stages.iop
     if iop is None or iop.tracks is None:
         return []
-    calendars = {role: [WeeklyCalendar(Roster(shifts=s)) for s in people] for role, people in roles_of(scenario).items()}
+    remote = remote_flags(scenario)
+    calendars = {role: [(WeeklyCalendar(Roster(shifts=s)), j < len(remote.get(role, ())) and remote[role][j])
+                        for j, s in enumerate(people)] for role, people in roles_of(scenario).items()}
     sessions = []  # (track, start, end, session index) in days, in week 1 (so spans from week 0 count)
     for name, track in iop.tracks.items():
         for i, st in enumerate(track.sessions):
@@ -99,7 +101,10 @@ def _facilitator_findings(scenario: Scenario) -> list[Finding]:
         track = iop.tracks[name]
         for fac in track.facilitators:
             role = fac.role
-            on = sum(1 for cal in calendars.get(role, []) if _covers(cal, a, b))
+            # Remote staff run only virtual tracks that allow it (remote_facilitators).
+            on = sum(1 for cal, off_site in calendars.get(role, [])
+                     if (track.remote_facilitators or not off_site) and _covers(cal, a, b))
+            on_site = "" if track.remote_facilitators or not any(r for _c, r in calendars.get(role, [])) else "on-site "
             # Facilitators this role must supply at the same time: every group of every track meeting then.
             need = sum(scenario.stages.iop.tracks[n2].groups * f2.count
                        for n2, a2, b2, _ in sessions if a2 < b and a < b2
@@ -111,12 +116,12 @@ def _facilitator_findings(scenario: Scenario) -> list[Finding]:
             where = f"stages.iop.tracks.{name}.sessions.{i}"
             if on == 0:
                 reported.add(key)
-                out.append(Finding(where, f"the session on {_clock(day, hour)} falls outside every shift of role "
+                out.append(Finding(where, f"the session on {_clock(day, hour)} falls outside every shift of {on_site}role "
                                           f"{role!r}; it can never be staffed"))
             elif on < need:
                 reported.add(key)
                 out.append(Finding(where, f"on {_clock(day, hour)} the groups meeting need {need} {role} "
-                                          f"facilitator{'s' if need > 1 else ''} but at most {on} "
+                                          f"facilitator{'s' if need > 1 else ''} but at most {on} {on_site}"
                                           f"{'is' if on == 1 else 'are'} rostered then; sessions will be cancelled"))
     return out
 
@@ -131,9 +136,16 @@ def _availability_findings(scenario: Scenario) -> list[Finding]:
     if iop is None or iop.tracks is None:
         return []
     accepted = {c for t in iop.tracks.values() for c in t.accepts}
-    return [Finding(f"stages.iop.availability.{c}",
-                    f"no track accepts these clients ({share:.0%} of IOP clients); they can only wait and leave")
-            for c, share in iop.availability.items() if share > 0 and c not in accepted]
+    out = [Finding(f"stages.iop.availability.{c}",
+                   f"no track accepts these clients ({share:.0%} of IOP clients); they can only wait and leave")
+           for c, share in iop.availability.items() if share > 0 and c not in accepted]
+    barrier = max(scenario.referrals.barrier_shares().values(), default=0.0)
+    tb = iop.transport_barrier
+    if barrier > 0 and tb is not None and tb.effect == "rules_out" and all(t.mode == "in_person" for t in iop.tracks.values()):
+        out.append(Finding("stages.iop.transport_barrier.effect",
+                           f"rules_out, and every track is in person: clients with a transport barrier (up to "
+                           f"{barrier:.0%} of referrals) can join no track; they can only wait and leave"))
+    return out
 
 
 def _mean_stay(stage) -> float:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario
 
 
@@ -39,6 +41,31 @@ def labour_cost(scenario: Scenario, k: dict) -> dict[str, float]:
     return out
 
 
+def track_client_days(records, w0: float, horizon: float) -> dict[str, float]:
+    """Client-days in each IOP track within the window, from the visits (admission to leaving)."""
+    v = records["visits"]
+    iop = (v["stage"] == "iop").to_numpy(dtype=bool, na_value=False)
+    t_admit = v["t_admit"].to_numpy(dtype=float)[iop]
+    t_leave = v["t_leave"].to_numpy(dtype=float)[iop]
+    track = v["track"].to_numpy(dtype=object, na_value="")[iop]
+    ok = ~np.isnan(t_admit)
+    days = np.clip(np.minimum(np.where(np.isnan(t_leave), horizon, t_leave), horizon) - np.maximum(t_admit, w0), 0, None)
+    out: dict[str, float] = {}
+    for name in np.unique(track[ok]):
+        out[str(name)] = float(days[ok & (track == name)].sum())
+    return out
+
+
+def iop_day_cost(records, scenario: Scenario, w0: float, horizon: float, patient_days: dict) -> float:
+    """Non-labour cost of the IOP's client-days: each track's own ``cost_per_client_day``, else the stage's."""
+    cfg = scenario.stages.iop
+    if not cfg.tracks or all(t.cost_per_client_day is None for t in cfg.tracks.values()):
+        return patient_days.get("iop", 0.0) * cfg.cost_per_patient_day
+    by_track = track_client_days(records, w0, horizon)
+    return sum(days * (cfg.tracks[t].cost_per_client_day if cfg.tracks[t].cost_per_client_day is not None
+                       else cfg.cost_per_patient_day) for t, days in by_track.items() if t in cfg.tracks)
+
+
 def cost_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict, patient_days: dict) -> dict[str, float]:
     window = horizon - w0
     out: dict[str, float] = {}
@@ -54,6 +81,8 @@ def cost_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict, p
 
     stages = scenario.stages.enabled()
     stage_day_cost = {s: patient_days.get(s, 0.0) * cfg.cost_per_patient_day for s, cfg in stages.items()}
+    if "iop" in stages:
+        stage_day_cost["iop"] = iop_day_cost(records, scenario, w0, horizon, patient_days)
     out["cost_patient_days"] = sum(stage_day_cost.values())
     out["cost_assessments"] = k.get("intake_assessed", 0.0) * (scenario.intake.cost_per_assessment if scenario.intake else 0.0)
     out["cost_overhead"] = scenario.costs.fixed_overhead_per_day * window

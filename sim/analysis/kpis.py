@@ -39,6 +39,7 @@ import pandas as pd
 
 from iopsim.analysis.access import _keys, access_kpis, cumulative_incidence
 from iopsim.analysis.cost import cost_kpis
+from iopsim.analysis.revenue import revenue_kpis
 from iopsim.schema.scenario import EXITS, TREATMENT_STAGES, Scenario
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, idle_hours, roles_of, shift_hours
 
@@ -52,6 +53,9 @@ KPI_UNITS = {
     "cost_total": ("Total cost", "currency"),
     "cost_per_completed_program": ("Cost per completed program", "currency"),
     "cost_per_patient_day": ("Cost per patient-day (all stages, aftercare included)", "currency"),
+    "revenue_total": ("Revenue collected", "currency"),
+    "margin_total": ("Net margin (revenue minus cost)", "currency"),
+    "break_even_iop_census": ("Break-even mean IOP census (clients a day, at this staffing)", "patients"),
     "joined": ("Joined waitlist", "patients"),
     "admissions": ("Admissions", "patients"),
     "completed": ("Completed stays", "patients"),
@@ -148,6 +152,26 @@ OTHER_UNITS = {
     "iop_cost_per_client_week": ("IOP: cost per client-week", "currency"),
     "iop_cost_per_episode": ("IOP: cost per admission", "currency"),
     "iop_reneged_no_feasible_track": ("IOP: left the waitlist, no track fits their availability", "patients"),
+    "revenue_billed": ("Revenue billed", "currency"),
+    "revenue_not_collected": ("Billed but denied or not collected", "currency"),
+    "margin_share_of_revenue": ("Margin as a share of revenue", "fraction"),
+    "cost_recovery": ("Revenue as a share of cost", "fraction"),
+    "revenue_per_completed_program": ("Revenue per completed program", "currency"),
+    "margin_per_completed_program": ("Margin per completed program", "currency"),
+    "iop_revenue": ("IOP: revenue collected", "currency"),
+    "iop_revenue_per_client_day": ("IOP: revenue per client-day", "currency"),
+    "iop_variable_cost_per_client_day": ("IOP: cost per client-day that grows with census", "currency"),
+}
+BILLING_LABELS = {
+    "assessment": "intake assessments",
+    "iop_session": "IOP group sessions attended",
+    "iop_day": "IOP days attended",
+    "individual": "individual sessions",
+    "family": "family sessions",
+    "drug_test": "drug tests",
+    "residential_day": "residential patient-days",
+    "php_day": "PHP patient-days",
+    "aftercare_day": "aftercare patient-days",
 }
 
 
@@ -162,6 +186,12 @@ def kpi_label(name: str) -> tuple[str, str]:
         return OTHER_UNITS[name]
     if name.startswith("cost_labour_"):
         return f"Labour cost: {name[len('cost_labour_'):]}", "currency"
+    if name.startswith("revenue_payer_"):
+        return f"Revenue collected from {name[len('revenue_payer_'):].replace('_', ' ')}", "currency"
+    if name.startswith("payer_mix_"):
+        return f"Share of admissions paid by {name[len('payer_mix_'):].replace('_', ' ')}", "fraction"
+    if name.startswith("revenue_") and name[len("revenue_"):] in BILLING_LABELS:
+        return f"Revenue: {BILLING_LABELS[name[len('revenue_'):]]}", "currency"
     if name.startswith("iop_track_"):
         rest = name[len("iop_track_") :]
         for key, (label, unit) in TRACK_UNITS.items():
@@ -268,6 +298,7 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
     k.update(track_kpis(records, scenario, w0))
     k.update(staff_kpis(records, scenario, w0, horizon, k))
     k.update(cost_kpis(records, scenario, w0, horizon, k, patient_days))
+    k.update(revenue_kpis(records, scenario, w0, horizon, k, patient_days))
     return k
 
 

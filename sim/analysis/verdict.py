@@ -40,6 +40,11 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"^staff_.*_unmet_hours$", LOWER),
     (r"^staff_", NEUTRAL),
     (r"^labour_share_of_cost$", NEUTRAL),
+    # money: revenue and margin (before costs: cost_recovery is revenue over cost)
+    (r"^payer_mix_", NEUTRAL),
+    (r"^revenue_not_collected$", LOWER),
+    (r"^(revenue_|iop_revenue|margin_|cost_recovery$)", HIGHER),
+    (r"^break_even_", LOWER),
     # costs
     (r"^(cost_|.*_cost_)", LOWER),
     # access: everyone referred
@@ -72,6 +77,7 @@ DECISION_KPIS: tuple[str, ...] = (
     "admitted_to_treatment",
     "cost_per_completed_program",
     "cost_total",
+    "margin_total",
     "iop_admitted_wait_p90_days",
     "iop_reneged",
 )
@@ -91,12 +97,12 @@ def direction(kpi: str) -> str:
 
 
 def relative_change(diff: float, base: float, unit: str) -> float:
-    """``diff / |base|``, or NaN where that misleads: shares (they change in percentage
-    points), unknown units and baselines near zero (see `UNIT_FLOOR`)."""
+    """``diff / base``, or NaN where that misleads: shares (they change in percentage
+    points), unknown units, baselines near zero (see `UNIT_FLOOR`) and negative baselines (a loss)."""
     floor = UNIT_FLOOR.get(unit or "")
-    if floor is None or not (math.isfinite(diff) and math.isfinite(base)) or abs(base) < floor:
-        return math.nan
-    return diff / abs(base)
+    if floor is None or not (math.isfinite(diff) and math.isfinite(base)) or abs(base) < floor or base < 0:
+        return math.nan  # a change "of +9 %" of a negative base (a loss) reads the wrong way round
+    return diff / base
 
 
 def judgement(kpi: str, diff: float, significant: bool) -> str:

@@ -56,6 +56,9 @@ from iopsim.schema.scenario import WEEKDAYS
 
 log = logging.getLogger(__name__)
 _EPS = 1e-9
+#: Suffix of the waitlist queue of an availability class's clients whom a transport barrier keeps out
+#: of in-person tracks (``transport_barrier.effect: rules_out``).
+BARRIER = "|transport barrier"
 
 
 class Member:
@@ -128,6 +131,10 @@ class Track:
         n_phases = len(stage.cfg.program.phases)
         att = cfg.attendance
         self.attendance = list(att) if isinstance(att, list) else [att] * n_phases
+        self.in_person = cfg.mode == "in_person"
+        # Waitlist queues this track takes from: its availability classes, and with a barrier
+        # that rules in-person tracks out, the same classes of clients with the barrier.
+        self.queue_keys = self.accepts | ({c + BARRIER for c in self.accepts} if not self.in_person else set())
 
     def next_session(self, t: float) -> float:
         week = math.floor(t / 7.0)
@@ -165,6 +172,13 @@ class TrackedIOP(Stage):
                              for i in range(len(self.plan.reviews))]
         self.classes = _cumulative(cfg.availability)
         self.availability_u = model.streams.patient("iop.availability")
+        shares = model.scenario.referrals.barrier_shares()
+        tb = cfg.transport_barrier
+        # Drawn only when some source has the barrier (a stream of its own: a share of 0 changes nothing).
+        self.barrier_shares = shares if tb is not None and any(v > 0 for v in shares.values()) else None
+        self.barrier_u = model.streams.patient("iop.transport_barrier") if self.barrier_shares else None
+        self.barrier_rules_out = tb is not None and tb.effect == "rules_out"
+        self.barrier_factor = tb.attendance_factor if tb is not None and tb.effect == "attendance" else 1.0
         self.attendance_u = model.streams.series("iop.attendance")
         self.seed = model.seed
         self.rep = model.replication
@@ -177,9 +191,22 @@ class TrackedIOP(Stage):
             p.availability = _categorical(self.availability_u.get(p.ns, p.index), self.classes)
         return p.availability
 
-    def feasible(self, p: Patient) -> list[Track]:
+    def has_barrier(self, p: Patient) -> bool:
+        """Whether travel to the site is a barrier for ``p`` (drawn once per episode, by their source's share)."""
+        if self.barrier_shares is None:
+            return False
+        if p.barrier is None:
+            p.barrier = self.barrier_u.get(p.ns, p.index) < self.barrier_shares.get(p.source, 0.0)
+        return p.barrier
+
+    def queue_key(self, p: Patient) -> str:
+        """The waitlist queue of ``p``: their availability class, marked when a barrier rules in-person tracks out."""
         a = self.availability(p)
-        return [t for t in self.tracks.values() if a in t.accepts]
+        return a + BARRIER if self.barrier_rules_out and self.has_barrier(p) else a
+
+    def feasible(self, p: Patient) -> list[Track]:
+        key = self.queue_key(p)
+        return [t for t in self.tracks.values() if key in t.queue_keys]
 
     def _seat_for(self, p: Patient) -> Group | None:
         """The group a newcomer joins: of the feasible tracks, the one meeting next; within
@@ -206,6 +233,8 @@ class TrackedIOP(Stage):
         now = self.env.now
         m = Member(p, rec, group, now, self.attendance_u)
         self._set_plan(m, p)
+        if self.barrier_factor != 1.0 and group.track.in_person and self.has_barrier(p):
+            m.att_factor *= self.barrier_factor  # merged sessions stay within the track, so its mode holds
         m.done = self.env.event()
         group.members.append(m)
         self.occupied += 1
@@ -367,9 +396,10 @@ class TrackedIOP(Stage):
         """Waiters are kept in one FIFO per availability class, numbered in order of joining,
         so that filling a seat looks only at the classes its track accepts."""
         self._joined += 1
-        q = self._waiting.get(w.patient.availability)
+        key = self.queue_key(w.patient)
+        q = self._waiting.get(key)
         if q is None:
-            q = self._waiting[w.patient.availability] = deque()
+            q = self._waiting[key] = deque()
         q.append((self._joined, w))
         self.n_waiting += 1
         self.waitlist.add(self.env.now, 1)
@@ -381,7 +411,7 @@ class TrackedIOP(Stage):
         first served: the earliest-joined head of the accepted classes' queues each time."""
         if not self.n_waiting or not g.has_seat():
             return
-        queues = [q for c, q in self._waiting.items() if c in g.track.accepts]
+        queues = [q for c, q in self._waiting.items() if c in g.track.queue_keys]
         while g.has_seat():
             head, first = None, None
             for q in queues:
@@ -446,16 +476,18 @@ class TrackedIOP(Stage):
                             continue
                         delivered = True
                         if svc.hours > 0:
-                            booking = pool.fit(svc.role, svc_name, t_week, t_week + 7.0, svc.hours, m.patient.id)
+                            booking = pool.fit(svc.role, svc_name, t_week, t_week + 7.0, svc.hours, m.patient.id,
+                                               on_site=svc_name == "drug_test")
                             delivered = booking is not None
-                        rec.services.append((t_week, m.patient.id, svc_name, delivered))
+                        rec.services.append((t_week, m.patient.id, svc_name, delivered, m.patient.episode))
         return plan
 
     def _facilitators(self, track: Track, g: Group, start: float, end: float) -> list | None:
         """Free people for every facilitator entry of the track (none chosen twice), or None."""
         team: list = []
         for f in track.cfg.facilitators:
-            people = self.pool.team(f.role, f.count, start, end, prefer=g.last_facilitators, exclude=team)
+            people = self.pool.team(f.role, f.count, start, end, prefer=g.last_facilitators, exclude=team,
+                                    on_site=not track.cfg.remote_facilitators)
             if people is None:
                 return None
             team.extend(people)
@@ -544,6 +576,7 @@ class TrackedIOP(Stage):
         prog = self.cfg.program
         expected = attended = 0
         leaving = []
+        billed = self.model.rec.attendance if self.model.scenario.payers else None
         for m in members:
             if m.finished:
                 continue
@@ -564,6 +597,8 @@ class TrackedIOP(Stage):
             if m.att_factor != 1.0:
                 p_attend = min(1.0, p_attend * m.att_factor)
             if m.uniform() < p_attend:
+                if billed is not None:
+                    billed.append((ts, m.patient.id, m.patient.episode, m.group.track.name))
                 attended += 1
                 m.attended += 1
                 m.missed_run = 0

@@ -104,6 +104,9 @@ class Model:
         self.source_u = s.patient("referral.source")
         self.placement_u = s.patient("referral.placement")
         self.residual_u = s.patient("initial.residual")
+        # Payers: drawn only when the scenario has them (a stream of its own: nothing else moves).
+        self.payers = {k: _cumulative(v.payers) for k, v in ref.sources.items()} if scenario.payers else None
+        self.payer_u = s.patient("referral.payer") if scenario.payers else None
         rel = scenario.relapse
         self.relapse = rel
         if rel is not None:
@@ -153,9 +156,16 @@ class Model:
         now = self.env.now if t_referral is None else t_referral
         if self.trace:
             log.debug("t=%.4f referral: patient %d episode %d from %s", now, p.id, p.episode, p.source)
-        p.ep_rec = self.rec.open_episode(p.id, p.episode, p.source, now)
+        p.ep_rec = self.rec.open_episode(p.id, p.episode, p.source, now, self._payer(p))
         p.t_relapse = INF
         self.env.process(self._episode(p))
+
+    def _payer(self, p: Patient) -> str | None:
+        """Who pays for this episode: drawn from the source's payer mix (None without payers)."""
+        if self.payers is None:
+            return None
+        table = self.payers[p.source]
+        return table[0][0] if len(table) == 1 else _categorical(self.payer_u.get(p.ns, p.index), table)
 
     def _place(self, p: Patient) -> str:
         table = self.placements[p.source]
@@ -245,7 +255,7 @@ class Model:
             # those still waiting for intake, and of any return after relapse).
             p.source = self.sources[0][0] if len(self.sources) == 1 else _categorical(
                 self.source_u.get(p.ns, p.index), self.sources)
-            p.ep_rec = self.rec.open_episode(p.id, 1, p.source, math.nan)
+            p.ep_rec = self.rec.open_episode(p.id, 1, p.source, math.nan, self._payer(p))
             return p
 
         for name, st in start.stages.items():

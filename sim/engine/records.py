@@ -13,6 +13,8 @@ Everything the results report is computed from these (see :mod:`iopsim.analysis.
 * **Session record** -- one per scheduled IOP group session: track, group,
   start, status (held, cancelled for want of staff, merged into another
   group, no clients), members enrolled, attendees, facilitators.
+* **Attendance record** -- with payers only: one per client per attended
+  group session (time, patient, episode, track), what sessions are billed from.
 * **Booking record** -- one per piece of staff work (who, what, from, to);
   **unmet demand** -- work no one on the roster could take (hours).
 * **Level series** -- waitlist length and census per stage, kept as exact
@@ -56,6 +58,7 @@ EPISODE_COLUMNS = (
     "t_program_completed",
     "t_relapse",
     "readmitted",
+    "payer",
 )
 SESSION_COLUMNS = (
     "track",
@@ -71,7 +74,9 @@ SESSION_COLUMNS = (
 )
 BOOKING_COLUMNS = ("member", "role", "activity", "t_start", "t_end", "ref")
 UNMET_COLUMNS = ("t", "role", "activity", "hours")
-SERVICE_COLUMNS = ("t_week", "patient_id", "service", "delivered")
+SERVICE_COLUMNS = ("t_week", "patient_id", "service", "delivered", "episode")
+#: One row per attended IOP group session and client; kept when the scenario bills for it (``payers``).
+ATTENDANCE_COLUMNS = ("t", "patient_id", "episode", "track")
 #: Outcome of a visit or episode still open when the run ends.
 IN_SYSTEM = "in_system"
 
@@ -157,14 +162,15 @@ class Recorder:
         self.bookings: list = []  # iopsim.engine.staff.Booking objects
         self.unmet: list[tuple] = []
         self.services: list[tuple] = []
+        self.attendance: list[tuple] = []
 
     def open_visit(self, patient_id, episode, stage, intended, t_join) -> list:
         rec = [patient_id, episode, stage, intended, t_join, NAN, NAN, IN_SYSTEM, None, None, NAN, NAN, 0]
         self.visits.append(rec)
         return rec
 
-    def open_episode(self, patient_id, episode, source, t_referral) -> list:
-        rec = [patient_id, episode, source, t_referral, None, NAN, None, IN_SYSTEM, NAN, NAN, False]
+    def open_episode(self, patient_id, episode, source, t_referral, payer=None) -> list:
+        rec = [patient_id, episode, source, t_referral, None, NAN, None, IN_SYSTEM, NAN, NAN, False, payer]
         self.episodes.append(rec)
         return rec
 
@@ -174,7 +180,7 @@ class Recorder:
         visits = _frame(self.visits, VISIT_COLUMNS, ints=("patient_id", "episode", "extensions"),
                         strings=("stage", "intended_stage", "outcome", "next", "track"))
         episodes = _frame(self.episodes, EPISODE_COLUMNS, ints=("patient_id", "episode"),
-                          strings=("source", "placement", "exit_stage", "exit_outcome"), bools=("readmitted",))
+                          strings=("source", "placement", "exit_stage", "exit_outcome", "payer"), bools=("readmitted",))
         stages = list(self.waitlist)
         if not stages or not self.horizon:
             empty = np.zeros(0)  # no days: the per-stage frames of old, for the same (empty) table
@@ -215,7 +221,9 @@ class Recorder:
         services = pd.DataFrame(self.services, columns=list(SERVICE_COLUMNS))
         services["service"] = services["service"].astype("string")
         services["delivered"] = services["delivered"].astype(bool)
+        attendance = _frame(self.attendance, ATTENDANCE_COLUMNS, ints=("patient_id", "episode"), strings=("track",))
         return {
+            "attendance": attendance,
             "services": services,
             "visits": visits,
             "episodes": episodes,

@@ -40,6 +40,15 @@ def roles_of(scenario: Scenario) -> dict[str, list[list[Shift]]]:
     return out
 
 
+def remote_flags(scenario: Scenario) -> dict[str, list[bool]]:
+    """Role -> whether each staff member (in the order of :func:`roles_of`) works off site."""
+    out: dict[str, list[bool]] = {}
+    if scenario.staff is not None:
+        for name, role in scenario.staff.roles.items():
+            out[name] = [team.remote for team in role.teams for _ in range(team.headcount)]
+    return out
+
+
 class Booking:
     __slots__ = ("member", "activity", "start", "end", "ref", "cancelled")
 
@@ -61,7 +70,7 @@ class StaffMember:
     """
 
     __slots__ = ("id", "role", "calendar", "_starts", "_bookings", "version", "pos", "changes", "_window",
-                 "_window_spans")
+                 "_window_spans", "remote")
 
     def __init__(self, member_id: int, role: str, shifts: list[Shift]):
         self.id = member_id
@@ -74,6 +83,7 @@ class StaffMember:
         self.changes: list[int] | None = None
         self._window: tuple[float, float] | None = None
         self._window_spans: list[tuple[float, float]] = []
+        self.remote = False  # works off site (a remote team): no in-person groups, no drug tests
 
     def _changed(self) -> None:
         self.version += 1
@@ -205,11 +215,16 @@ class StaffPool:
         self.members: list[StaffMember] = []
         self._changes: dict[str, list[int]] = {}
         self._slots: dict[tuple, list] = {}
+        remote = remote_flags(scenario)
+        #: Roles with someone off site: their on-site work is fitted by a scan of the on-site members.
+        self.remote_roles = {r for r, flags in remote.items() if any(flags)}
         for role, shift_lists in roles_of(scenario).items():
             people = []
             changes: list[int] = []
-            for shifts in shift_lists:
+            flags = remote.get(role, ())
+            for j, shifts in enumerate(shift_lists):
                 m = StaffMember(len(self.members), role, shifts)
+                m.remote = bool(flags[j]) if j < len(flags) else False
                 m.pos = len(people)
                 m.changes = changes
                 self.members.append(m)
@@ -231,24 +246,40 @@ class StaffPool:
     def unmet(self, role: str, activity: str, t: float, hours: float) -> None:
         self.rec.unmet.append((t, role, activity, hours))
 
-    def team(self, role: str, count: int, start: float, end: float, prefer=(), exclude=()) -> list[StaffMember] | None:
+    def team(self, role: str, count: int, start: float, end: float, prefer=(), exclude=(),
+             on_site: bool = True) -> list[StaffMember] | None:
         """``count`` members of ``role`` free for [start, end), preferring ``prefer``,
-        never one of ``exclude`` (already chosen for the same session)."""
-        chosen = [m for m in prefer if m.role == role and m not in exclude and m.available(start, end)][:count]
+        never one of ``exclude`` (already chosen for the same session); ``on_site``: no remote members."""
+        chosen = [m for m in prefer if m.role == role and m not in exclude and m.available(start, end)
+                  and not (on_site and m.remote)][:count]
         for m in self.by_role.get(role, ()):
             if len(chosen) >= count:
                 break
-            if m not in chosen and m not in exclude and m.available(start, end):
+            if m not in chosen and m not in exclude and not (on_site and m.remote) and m.available(start, end):
                 chosen.append(m)
         return chosen if len(chosen) >= count else None
 
-    def fit(self, role: str, activity: str, earliest: float, latest: float, hours: float, ref=None) -> Booking | None:
-        """Book the earliest free ``hours`` of any member of ``role`` in [earliest, latest]."""
+    def fit(self, role: str, activity: str, earliest: float, latest: float, hours: float, ref=None,
+            on_site: bool = False) -> Booking | None:
+        """Book the earliest free ``hours`` of any member of ``role`` in [earliest, latest] (``on_site``: not a remote one)."""
         duration = hours / 24.0
         people = self.by_role.get(role)
         if not people:
             self.unmet(role, activity, earliest, hours)
             return None
+        if on_site and role in self.remote_roles:
+            # The earliest slot of an on-site member, ties to the first listed: what the index gives
+            # for a role without remote members (rare enough not to need an index of its own).
+            best = None
+            for m in people:
+                if not m.remote:
+                    s = m.find_slot(earliest, latest, duration)
+                    if s is not None and (best is None or s < best[0]):
+                        best = (s, m)
+            if best is None:
+                self.unmet(role, activity, earliest, hours)
+                return None
+            return self.book(best[1], activity, best[0], best[0] + duration, ref)
         changes = self._changes[role]
         key = (role, earliest, latest, duration)
         index = self._slots.get(key)

@@ -53,7 +53,7 @@ class Patient:
     """One person; ``episode`` counts their referrals.  Initial patients have negative ids."""
 
     __slots__ = ("id", "episode", "source", "ns", "index", "ep_rec", "t_relapse", "availability", "vns", "seen",
-                 "prev", "severity")
+                 "prev", "severity", "barrier")
 
     def __init__(self, pid: int, episode: int, source: str):
         self.id = pid
@@ -70,6 +70,7 @@ class Patient:
         self.availability: str | None = None  # drawn when first needed (tracked IOP)
         self.severity: str | None = None  # drawn at the first IOP plan (tracked IOP with severity classes)
         self.prev: str | None = None  # the stage this visit follows in the episode (None: placed here)
+        self.barrier: bool | None = None  # travel to the site is a barrier: drawn when first needed (tracked IOP)
 
 
 class _Waiter:

@@ -33,7 +33,7 @@ from iopsim.schema.scenario import Scenario
 log = logging.getLogger(__name__)
 
 #: Record tables of a replication, in the order a run folder lists them.
-TABLES = ("visits", "episodes", "levels", "sessions", "bookings", "unmet", "services")
+TABLES = ("visits", "episodes", "levels", "sessions", "bookings", "unmet", "services", "attendance")
 
 
 @dataclass

@@ -58,6 +58,9 @@ SHORT_LABELS = {
     "iop_waitlist_max": "IOP waitlist, longest",
     "iop_reneged": "Left the IOP waitlist",
     "iop_census_mean": "IOP census, average",
+    "revenue_total": "Revenue collected",
+    "margin_total": "Margin (revenue - cost)",
+    "break_even_iop_census": "Break-even IOP census",
 }
 
 
@@ -266,6 +269,8 @@ class Facts:
             return math.nan, math.nan, math.nan
         r = self.summary.loc[kpi]
         unit = r["unit"] if "unit" in r and isinstance(r["unit"], str) else ""
+        if kpi.startswith("margin_"):  # money that can be lost: a CI below 0 is possible, not clipped
+            unit = ""
         m, lo, hi = clip_ci(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), unit)
         return m * scale, lo * scale, hi * scale
 
@@ -379,6 +384,7 @@ def run_answer(f: Facts) -> list[str]:
         money.append(f"the program costs {short(f.mean('cost_total') / f.years, 'currency', f.currency)} a year in all")
     if money:
         out.append(capital(listing(money) if len(money) < 3 else f"{money[0]}; {money[1]}, and {money[2]}") + ".")
+    out.extend(money_sentences(f))
     groups = group_sentence(f)
     if groups:
         out.append(groups)
@@ -386,6 +392,56 @@ def run_answer(f: Facts) -> list[str]:
     if staff:
         out.append(staff)
     return out
+
+
+def _loss(triple) -> tuple[float, float, float]:
+    """A negative amount as a positive loss (its CI flipped)."""
+    m, lo, hi = triple
+    return -m, -hi, -lo
+
+
+def money_sentences(f: Facts) -> list[str]:
+    """Revenue, margin and the break-even IOP census (when the scenario has payers)."""
+    if not f.has("revenue_total") or not f.has("margin_total"):
+        return []
+    yr = 1 / f.years
+    margin = f.ci("margin_total", yr)
+    revenue = f.say(f.ci("revenue_total", yr), "currency")
+    if margin[0] < 0:
+        text = (f"Revenue covers {f.say(f.ci('cost_recovery'), 'fraction')} of the cost: the site collects {revenue} "
+                f"a year and loses {f.say(_loss(margin), 'currency')} a year")
+    else:
+        text = f"The site collects {revenue} a year, {f.say(margin, 'currency')} more than it costs"
+    if f.has("margin_per_completed_program"):
+        per = f.ci("margin_per_completed_program")
+        text += (f", {f.say(_loss(per), 'currency')} per completed program" if per[0] < 0 else
+                 f", {f.say(per, 'currency')} per completed program")
+    out = [text + "."]
+    if not f.has("iop_revenue_per_client_day"):
+        return out
+    census = f.mean("iop_census_mean")
+    places = _iop_places(f)
+    now = f"against {short(census, 'clients')} now" + (f" and {places} places" if places else "")
+    if f.has("break_even_iop_census"):
+        be = f.ci("break_even_iop_census")
+        if be[0] <= 0:
+            out.append("It covers its cost at any IOP census, at this staffing and payer mix.")
+        else:
+            reach = " (more than its places: it needs more groups, and so more cost)" if places and be[0] > places else ""
+            out.append(f"It breaks even at a mean IOP census of {f.say(be, 'patients')} clients a day, {now}, "
+                       f"at this staffing and payer mix{reach}.")
+    else:
+        r, v = f.mean("iop_revenue_per_client_day"), f.mean("iop_variable_cost_per_client_day")
+        out.append(f"No IOP census breaks even: an IOP client-day brings in {short(r, 'currency', f.currency)} "
+                   f"and adds {short(v, 'currency', f.currency)} of cost, {now}.")
+    return out
+
+
+def _iop_places(f: Facts) -> int | None:
+    if f.tracks:
+        return sum(int(t.get("groups", 1)) * int(t.get("max_group_size", 12)) for t in f.tracks.values())
+    cap = ((f.scenario.get("stages") or {}).get("iop") or {}).get("capacity")
+    return int(cap) if cap else None
 
 
 def _main_loss(f: Facts) -> str:

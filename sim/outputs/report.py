@@ -108,7 +108,8 @@ def _scenario_block(folder: Path, name: str, warnings: list[str]) -> dict:
 
     def row(k):
         r = summary.loc[k]
-        _m, lo, hi = clip_ci(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), r["unit"])
+        bound = "" if k.startswith("margin_") else r["unit"]  # a margin's CI may run below 0
+        _m, lo, hi = clip_ci(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), bound)
         if r["n"] < 2 or not math.isfinite(lo):
             ci = "–"
         elif lo == hi:
@@ -131,6 +132,7 @@ def _scenario_block(folder: Path, name: str, warnings: list[str]) -> dict:
         row(k) for k in ("cost_labour", "cost_services", "cost_patient_days", "cost_assessments", "cost_overhead", "cost_total")
         if k in summary.index
     ]
+    money_rows = [row(k) for k in _money_kpis(summary.index)]
     figs = folder / "figures"
     transient = _read_csv(folder / "transient.csv")
     first_year = _read_csv(folder / "first_year.csv")
@@ -148,6 +150,7 @@ def _scenario_block(folder: Path, name: str, warnings: list[str]) -> dict:
         "stages": [STAGE_LABELS[s] for s in stages],
         "stage_rows": stage_rows,
         "cost_rows": cost_rows,
+        "money_rows": money_rows,
         "transient": [
             {
                 "stage": STAGE_LABELS.get(r["stage"], r["stage"]),
@@ -173,6 +176,23 @@ def _scenario_block(folder: Path, name: str, warnings: list[str]) -> dict:
         "currency": currency,
         "symbol": symbol(currency).strip(),
     }
+
+
+#: The money table: revenue by unit and payer, then the totals, margin and break-even (those present).
+MONEY_TOTALS = ("revenue_billed", "revenue_not_collected", "revenue_total", "cost_total", "margin_total",
+                "cost_recovery", "margin_share_of_revenue", "revenue_per_completed_program",
+                "margin_per_completed_program", "iop_revenue_per_client_day", "iop_variable_cost_per_client_day",
+                "break_even_iop_census", "iop_census_mean")
+
+
+def _money_kpis(index) -> list[str]:
+    if "revenue_total" not in index:
+        return []
+    units = [k for k in index if k.startswith("revenue_") and k not in MONEY_TOTALS
+             and not k.startswith(("revenue_payer_", "revenue_per_"))]
+    payers = [k for k in index if k.startswith("revenue_payer_")]
+    mix = [k for k in index if k.startswith("payer_mix_")]
+    return units + payers + [k for k in MONEY_TOTALS if k in index] + mix
 
 
 def _first_year(df: pd.DataFrame) -> dict:

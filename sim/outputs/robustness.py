@@ -28,7 +28,8 @@ def assumption_value(path: str, v: float) -> str:
     """An assumption's value in words: shares in percent, other numbers as they are."""
     if not math.isfinite(v):
         return "–"
-    share = any(k in path for k in ("availability", "placement", "share", "probability", "attendance"))
+    share = any(k in path for k in ("availability", "placement", "share", "probability", "attendance", "barrier",
+                                    "_rate", ".payers."))
     return short(v, "fraction") if share and 0 <= v <= 1 else f"{v:g}"
 
 

@@ -31,6 +31,7 @@ TABLE_FILES = {
     "bookings": "staff_bookings.parquet",
     "unmet": "unmet_demand.parquet",
     "services": "services.parquet",
+    "attendance": "attendance.parquet",
 }
 
 

@@ -141,6 +141,7 @@ OBJECTIVE_ALIASES = {
     "total_cost": ("cost_total", "min"),
     "cost_per_completed_program": ("cost_per_completed_program", "min"),
     "completions": ("programs_completed", "max"),
+    "margin": ("margin_total", "max"),
 }
 
 

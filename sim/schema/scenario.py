@@ -90,11 +90,20 @@ class ReferralSource(FrozenModel):
     """Share of all referrals that come from this source (share 0-1); the shares of all sources sum to 1."""
     placement: dict[PlacementName, Probability] = Field(min_length=1)
     """Where intake places this source's referrals: destination -> probability (share 0-1), summing to 1."""
+    transport_barrier: Probability | None = None
+    """Share of this source's referrals for whom travel to the site is a barrier (share 0-1); null uses referrals.transport_barrier. Its effect is stages.iop.transport_barrier."""
+    payers: dict[str, Probability] = Field(default_factory=dict)
+    """Payer mix of this source's referrals: payer (a key of payers) -> share 0-1, summing to 1; required once the scenario has payers."""
 
     @field_validator("placement")
     @classmethod
     def _sum(cls, v):
         return _check_sums_to_one(v, "placement probabilities")
+
+    @field_validator("payers")
+    @classmethod
+    def _payer_sum(cls, v):
+        return _check_sums_to_one(v, "payer shares") if v else v
 
 
 class Referrals(FrozenModel):
@@ -115,6 +124,13 @@ class Referrals(FrozenModel):
     """Twelve rate factors, one per calendar month, January first (a run starting in March uses the third factor first); not rescaled, so an average other than 1 changes the yearly total."""
     sources: dict[str, ReferralSource] = Field(min_length=1)
     """Referral sources by name (free text, e.g. self, provider); their shares sum to 1."""
+    transport_barrier: Probability = 0.0
+    """Share of referrals for whom travel to the site is a barrier (share 0-1), for every source that does not set its own; 0 switches the barrier off."""
+
+    def barrier_shares(self) -> dict[str, float]:
+        """Each source's transport-barrier share (its own, else the referrals' default)."""
+        return {k: (self.transport_barrier if v.transport_barrier is None else v.transport_barrier)
+                for k, v in self.sources.items()}
 
     @field_validator("weekday_profile")
     @classmethod
@@ -167,6 +183,8 @@ class Team(FrozenModel):
     """Number of people in the team, all working the same shifts."""
     shifts: list[Shift] = Field(min_length=1)
     """The team's weekly shifts; a person's overlapping shifts merge, so no hour is paid twice."""
+    remote: bool = False
+    """The team works off site: it facilitates only tracks with remote_facilitators, does no drug tests, and does the rest of its role's work (assessments, individual and family sessions) by telehealth."""
 
 
 class Role(FrozenModel):
@@ -270,6 +288,12 @@ class Track(FrozenModel):
     """Who runs each session of each group; an empty list means sessions need no staff."""
     attendance: Probability | list[Probability] = 0.85
     """Chance that a scheduled member attends a session (share 0-1): one value, or one per program phase."""
+    mode: Literal["in_person", "virtual", "hybrid"] = "in_person"
+    """in_person: clients come to the site; virtual: everyone joins online; hybrid: a group in the room with clients who join online. Clients with a transport barrier are affected only by in_person tracks."""
+    cost_per_client_day: NonNegative | None = None
+    """Non-labour cost of each day a client spends in this track (a room, materials), in currency per client-day; null uses the stage's cost_per_patient_day."""
+    remote_facilitators: bool = False
+    """Virtual tracks only: facilitators may work off site, so members of remote teams can run the sessions."""
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -277,6 +301,9 @@ class Track(FrozenModel):
             raise ValueError(f"min_group_size ({self.min_group_size}) exceeds max_group_size ({self.max_group_size})")
         if self.cohort_start_every_weeks is not None and self.admission != "cohort":
             raise ValueError("cohort_start_every_weeks needs admission: cohort")
+        if self.remote_facilitators and self.mode != "virtual":
+            raise _FieldError("remote_facilitators", f"only for mode: virtual (this track is {self.mode}); "
+                              "someone must be in the room")
         return self
 
 
@@ -401,6 +428,15 @@ class Service(FrozenModel):
 ServiceName = Literal["individual", "family", "drug_test"]
 
 
+class TransportBarrier(FrozenModel):
+    """What a transport barrier does to a client of an in-person IOP track (virtual and hybrid tracks are unaffected)."""
+
+    effect: Literal["attendance", "rules_out"] = "attendance"
+    """attendance: they may join in-person tracks but attend less (attendance_factor); rules_out: they can join only virtual or hybrid tracks."""
+    attendance_factor: Probability = 1.0
+    """With effect attendance: their chance of attending an in-person session is the track's attendance times this (0-1)."""
+
+
 class Stage(FrozenModel):
     """A level of care: capacity, waitlist, length of stay, exits, step-down.
 
@@ -433,6 +469,8 @@ class Stage(FrozenModel):
     """With tracks only: per-client services besides groups (individual, family, drug_test)."""
     when_short: Literal["cancel", "merge"] = "cancel"
     """With tracks: a session without facilitators is cancelled, or (merge) joins a staffed group of its track at the same time."""
+    transport_barrier: TransportBarrier | None = None
+    """With tracks: what a transport barrier (a share of referrals, referrals.transport_barrier) does to in-person attendance; required when any share is above 0."""
 
     @model_validator(mode="after")
     def _tracked_or_not(self):
@@ -444,6 +482,8 @@ class Stage(FrozenModel):
                     raise _FieldError(f, "only allowed together with tracks")
             if self.services:
                 raise _FieldError("services", "only allowed together with tracks")
+            if self.transport_barrier is not None:
+                raise _FieldError("transport_barrier", "only allowed together with tracks")
             return self
         if self.capacity is not None:
             raise _FieldError("capacity", "set by the tracks (groups x max_group_size); remove it")
@@ -517,6 +557,25 @@ class Relapse(FrozenModel):
     """Treatment outcomes after which relapse can happen."""
 
 
+#: What a payer can be billed for: an intake assessment, an attended IOP group session (per client),
+#: a day with at least one attended IOP session, a delivered IOP service, or a patient-day in a stage.
+BillingUnit = Literal["assessment", "iop_session", "iop_day", "individual", "family", "drug_test",
+                      "residential_day", "php_day", "aftercare_day"]
+BILLING_UNITS: tuple[str, ...] = ("assessment", "iop_session", "iop_day", "individual", "family", "drug_test",
+                                  "residential_day", "php_day", "aftercare_day")
+
+
+class Payer(FrozenModel):
+    """Who pays for a client's care (Medicaid, commercial insurance, self-pay, ...), and how much is collected."""
+
+    rates: dict[BillingUnit, NonNegative] = Field(default_factory=dict)
+    """Reimbursement per billable unit, in currency: assessment, iop_session (per client per attended session), iop_day (per day with an attended session; every patient-day in an IOP without tracks), individual, family, drug_test (per delivered service), residential_day, php_day, aftercare_day (per patient-day). A unit not listed earns nothing."""
+    denial_rate: Probability = 0.0
+    """Share of what is billed that is denied or never paid (share 0-1)."""
+    collection_rate: Probability = 1.0
+    """Share of what is not denied that is collected (share 0-1): for self-pay on a sliding scale, the part clients actually pay."""
+
+
 class Costs(FrozenModel):
     """Program costs not given elsewhere (fixed overhead), the currency label and the price year."""
 
@@ -575,6 +634,8 @@ class Scenario(FrozenModel):
     """Staff roles with their teams, rosters and wages, and staffing-ratio rules; needed once anything names a role."""
     costs: Costs = Field(default_factory=Costs)
     """Fixed overhead, currency label and price year."""
+    payers: dict[str, Payer] = Field(default_factory=dict)
+    """Payers by name (free text, e.g. medicaid, self_pay) with their rates; with payers, every referral source needs a payer mix and runs report revenue and margin."""
     start_state: StartState = Field(default_factory=StartState)
     """Patients already present on day 0; the default is a new site that opens empty."""
     references: dict[str, str] = Field(default_factory=dict)
@@ -655,6 +716,7 @@ class Scenario(FrozenModel):
         if self.start_state.intake_waitlist and self.intake is None:
             raise _FieldError("start_state.intake_waitlist", "intake is switched off; must be 0")
         self._check_roles(enabled)
+        self._check_money_and_transport()
         plan = self.stages.iop.program.plan if self.stages.iop is not None and self.stages.iop.program else None
         if plan is not None:
             for src in plan.by_source:
@@ -667,6 +729,26 @@ class Scenario(FrozenModel):
                     raise _FieldError(f"stages.iop.program.plan.after.{stage}",
                                       f"must be another enabled stage; allowed: {', '.join(others) or 'none'}")
         return self
+
+    def _check_money_and_transport(self) -> None:
+        payers = list(self.payers)
+        for src_name, src in self.referrals.sources.items():
+            where = f"referrals.sources.{src_name}.payers"
+            if payers and not src.payers:
+                raise _FieldError(where, f"required once the scenario has payers; payers: {', '.join(payers)}")
+            for name in src.payers:
+                if name not in self.payers:
+                    raise _FieldError(f"{where}.{name}",
+                                      f"unknown payer; payers: {', '.join(payers) or 'none (add payers:)'}")
+        barrier = {k: v for k, v in self.referrals.barrier_shares().items() if v > 0}
+        iop = self.stages.iop
+        if barrier and (iop is None or iop.tracks is None or iop.transport_barrier is None):
+            src = next(iter(barrier))
+            field = ("referrals.transport_barrier" if self.referrals.sources[src].transport_barrier is None
+                     else f"referrals.sources.{src}.transport_barrier")
+            why = ("needs stages.iop.transport_barrier (its effect on in-person tracks)"
+                   if iop is not None and iop.tracks is not None else "only a tracked IOP (stages.iop.tracks) models it")
+            raise _FieldError(field, f"is {barrier[src]:g}: {why}; set it to 0 to switch the barrier off")
 
     def _check_roles(self, enabled: dict[str, "Stage"]) -> None:
         roles = list(self.staff.roles) if self.staff else []
