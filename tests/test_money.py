@@ -22,6 +22,7 @@ import pytest
 from iopsim.errors import ScenarioError
 from iopsim.experiments.replications import run_replication
 from iopsim.schema.scenario import BILLING_UNITS, validate_raw
+from tests.conftest import REPO_ROOT as REPO
 from tests.conftest import shipped_raw
 
 
@@ -395,3 +396,23 @@ def test_checks_warn_when_a_barrier_rules_out_every_track():
     raw["stages"]["iop"]["tracks"]["evening"]["mode"] = "virtual"
     found = [str(f) for f in scenario_findings(validate_raw(raw, "x"))]
     assert not any("can join no track" in f for f in found)
+
+
+# --------------------------------------------------------------------------- what the user sees
+
+
+def test_the_run_answer_report_and_figure_show_the_money(tmp_path):
+    import iopsim
+
+    sc = iopsim.load_scenario(REPO / "scenarios" / "baseline.yaml", {"horizon_days": 200})
+    folder = iopsim.run(sc, replications=2).save(tmp_path / "run")
+    assert (folder / "figures" / "money.png").is_file()
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert "Revenue, margin and break-even" in html and "breaks even at a mean IOP census" in html
+    assert "Revenue covers" in html or "more than it costs" in html
+
+    bare = iopsim.load_scenario(REPO / "scenarios" / "baseline.yaml", {"horizon_days": 200, "payers": {},
+                                **{f"referrals.sources.{s}.payers": {} for s in sc.referrals.sources}})
+    folder = iopsim.run(bare, replications=2).save(tmp_path / "bare")
+    assert not (folder / "figures" / "money.png").exists()
+    assert "Revenue, margin" not in (folder / "report.html").read_text(encoding="utf-8")

@@ -17,7 +17,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 #: Run figures, slowest first, so the long ones start first in a pool.
-RUN_ORDER = ("waitlist", "census", "session_calendar", "group_census", "funnel", "cost_breakdown", "staff_utilisation")
+RUN_ORDER = ("waitlist", "census", "session_calendar", "group_census", "funnel", "cost_breakdown", "money",
+             "staff_utilisation")
 COMPARISON_ORDER = ("forest", "waitlist_overlay", "census_overlay")
 
 
@@ -114,8 +115,11 @@ def run_figure_files(folder: Path) -> list[str]:
     if sessions.exists() and len(pd.read_parquet(sessions, columns=["track"])):
         names += ["group_census.png", "session_calendar.png"]
     reps = folder / "replications.csv"
-    if reps.exists() and any(c.startswith("staff_") and c.endswith("_utilisation") for c in pd.read_csv(reps, nrows=0)):
+    columns = list(pd.read_csv(reps, nrows=0)) if reps.exists() else []
+    if any(c.startswith("staff_") and c.endswith("_utilisation") for c in columns):
         names.append("staff_utilisation.png")
+    if "revenue_total" in columns:
+        names.append("money.png")
     return names
 
 

@@ -375,6 +375,48 @@ def cost_figure(per_replication: pd.DataFrame, path: Path, currency: str = "USD"
     return _save(fig, path)
 
 
+def money_figure(per_replication: pd.DataFrame, path: Path, currency: str = "USD", days: float | None = None) -> Path | None:
+    """Cost against revenue a year: what the site costs by component, what it collects by payer, the margin."""
+    if "revenue_total" not in per_replication.columns:
+        return None
+    years = (days or 365.0) / 365.0
+    labour = [c for c in per_replication.columns if c.startswith("cost_labour_")]
+    costs = labour + [c for c in COST_COMPONENTS if c in per_replication.columns]
+    payers = [c for c in per_replication.columns if c.startswith("revenue_payer_")]
+    cost_mean = np.nan_to_num(_mean_ci_cols(per_replication, costs)[0]) / years
+    pay_mean = np.nan_to_num(_mean_ci_cols(per_replication, payers)[0]) / years
+    (tot_cost, tot_rev, margin), (h_cost, h_rev, h_margin) = (
+        x / years for x in _mean_ci_cols(per_replication, ["cost_total", "revenue_total", "margin_total"]))
+    sym = symbol(currency).replace("$", r"\$")  # a bare "$" pair would be read as mathematics
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    palette = plt.get_cmap("tab20").colors
+    rows = ((pay_mean, [human(c[len("revenue_payer_"):]) for c in payers], palette[0::2]),
+            (cost_mean, [f"labour: {human(c[len('cost_labour_'):])}" for c in labour]
+             + [COST_LABELS[c].lower() for c in costs[len(labour):]], palette[1::2]))
+    for row, (values, names, colours) in enumerate(rows):
+        left = 0.0
+        for i, (v, name) in enumerate(zip(values, names)):
+            if v > 0:
+                ax.barh(row, v, left=left, color=colours[(i + 3 * row) % len(colours)], edgecolor="white",
+                        label=f"{'revenue' if row == 0 else 'cost'}: {name}")
+                left += v
+    ax.errorbar([tot_rev, tot_cost], [0, 1], xerr=[h_rev, h_cost], fmt="none", ecolor="black", capsize=3)
+    for row, (v, h) in enumerate(((tot_rev, h_rev), (tot_cost, h_cost))):
+        ax.text(v + h, row, f"  {sym}{v:,.0f}", va="center", fontsize=8)
+    ax.set_yticks([0, 1], ["Revenue collected", "Cost"])
+    ax.invert_yaxis()
+    word = "margin" if margin >= 0 else "loss"
+    cover = f"; revenue covers {tot_rev / tot_cost:.0%} of the cost" if tot_cost else ""
+    ax.set_title(f"A year: a {word} of {sym}{abs(margin):,.0f} (± {sym}{h_margin:,.0f}){cover}", fontsize=10)
+    ax.set_xlabel("a year, mean of replications (95 % CI of each total)", fontsize=9)
+    fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
+    money_axis(ax, currency, "x")
+    ax.margins(x=0.15)
+    ax.set_xlim(left=0)
+    fig.subplots_adjust(left=0.17, right=0.97, top=0.9, bottom=0.4)  # the legend sits below the axes
+    return _save(fig, path)
+
+
 def calendar_figure(sessions: pd.DataFrame, horizon_days: int, replications: int, path: Path) -> Path:
     """Heat map: group sessions in progress per week, by weekday and hour of day (all tracks)."""
     held = sessions[sessions["status"] == "held"]
@@ -452,6 +494,10 @@ def _cost_png(folder: Path) -> Path:
                        _window(folder))
 
 
+def _money_png(folder: Path) -> Path | None:
+    return money_figure(_per_rep(folder), Path(folder) / "figures" / "money.png", currency_of(folder), _window(folder))
+
+
 #: The figures of a scenario folder, by name, in the order they are drawn (slowest first).
 RUN_FIGURES = {
     "waitlist": lambda f: _levels_png(f, "waitlist_mean", "Waitlist length over time", "waiting", "no one waited",
@@ -461,6 +507,7 @@ RUN_FIGURES = {
     "group_census": _group_census_png,
     "funnel": _funnel_png,
     "cost_breakdown": _cost_png,
+    "money": _money_png,
     "staff_utilisation": _utilisation_png,
 }
 

@@ -167,6 +167,7 @@ def _scenario_block(folder: Path, name: str, warnings: list[str]) -> dict:
             "census": embedded_png(figs / "census.png"),
             "funnel": embedded_png(figs / "funnel.png"),
             "cost": embedded_png(figs / "cost_breakdown.png"),
+            "money": embedded_png(figs / "money.png"),
             "group_census": embedded_png(figs / "group_census.png"),
             "calendar": embedded_png(figs / "session_calendar.png"),
             "utilisation": embedded_png(figs / "staff_utilisation.png"),
