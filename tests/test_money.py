@@ -416,3 +416,16 @@ def test_the_run_answer_report_and_figure_show_the_money(tmp_path):
     folder = iopsim.run(bare, replications=2).save(tmp_path / "bare")
     assert not (folder / "figures" / "money.png").exists()
     assert "Revenue, margin" not in (folder / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", ["payers.medicaid.rates.iop_session", "staff.roles.counselor.hourly_wage",
+                                  "stages.iop.cost_per_patient_day", "costs.fixed_overhead_per_day"])
+def test_money_beyond_the_amount_limit_is_refused_before_anything_runs(path):
+    from iopsim.schema.scenario import set_path
+
+    raw = shipped_raw("baseline")
+    set_path(raw, path.split("."), 1e300, "x")
+    with pytest.raises(ScenarioError) as e:
+        validate_raw(raw, "scenarios/baseline.yaml")
+    msg = str(e.value)
+    assert msg.startswith(f"scenarios/baseline.yaml: {path}: ") and "IOPSIM_LIMIT_AMOUNT" in msg, msg

@@ -31,6 +31,7 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "design_points": (1_000_000, "points of a sweep design"),
     "plans": (10_000, "plans a planner simulates (a grid, a search's trials, a lever's levels)"),
     "distribution_value": (1e9, "the size of a distribution parameter (days, hours, or a spread)"),
+    "amount": (1e9, "an amount of money per unit: a wage, a rate, a cost per day or per service"),
 }
 
 

@@ -664,10 +664,29 @@ class Scenario(FrozenModel):
         for rname, role in (self.staff.roles.items() if self.staff else ()):
             for i, team in enumerate(role.teams):
                 checks.append((f"staff.roles.{rname}.teams.{i}.headcount", team.headcount, "count"))
+        checks += [(path, value, "amount") for path, value in self._amounts()]
         for path, value, lim in checks:
             if value > limit(lim):
                 raise _FieldError(path, over(lim, value))
         return self
+
+    def _amounts(self):
+        """(path, amount) of every money field: a run multiplies them by counts, so they are bounded too."""
+        yield "costs.fixed_overhead_per_day", self.costs.fixed_overhead_per_day
+        if self.intake is not None:
+            yield "intake.cost_per_assessment", self.intake.cost_per_assessment
+        for name, st in self.stages.enabled().items():
+            yield f"stages.{name}.cost_per_patient_day", st.cost_per_patient_day
+            for tname, tr in (st.tracks or {}).items():
+                if tr.cost_per_client_day is not None:
+                    yield f"stages.{name}.tracks.{tname}.cost_per_client_day", tr.cost_per_client_day
+            for sname, svc in st.services.items():
+                yield f"stages.{name}.services.{sname}.cost", svc.cost
+        for rname, role in (self.staff.roles.items() if self.staff else ()):
+            yield f"staff.roles.{rname}.hourly_wage", role.hourly_wage
+        for pname, payer in self.payers.items():
+            for unit, rate in payer.rates.items():
+                yield f"payers.{pname}.rates.{unit}", rate
 
     @model_validator(mode="after")
     def _consistent(self):
