@@ -233,10 +233,12 @@ def test_a_barrier_share_of_zero_changes_nothing():
             assert got.records[table].equals(ref.records[table]), table
 
 
-def _barrier(raw, share, effect, factor=1.0):
+def _barrier(raw, share, effect, factor=None):
     raw = copy.deepcopy(raw)
     raw["referrals"]["transport_barrier"] = share
-    raw["stages"]["iop"]["transport_barrier"] = {"effect": effect, "attendance_factor": factor}
+    raw["stages"]["iop"]["transport_barrier"] = {"effect": effect}
+    if factor is not None:
+        raw["stages"]["iop"]["transport_barrier"]["attendance_factor"] = factor
     return raw
 
 
@@ -395,7 +397,10 @@ def test_checks_warn_when_a_barrier_rules_out_every_track():
     assert any(f.startswith("stages.iop.transport_barrier.effect") and "can join no track" in f for f in found), found
     raw["stages"]["iop"]["tracks"]["evening"]["mode"] = "virtual"
     found = [str(f) for f in scenario_findings(validate_raw(raw, "x"))]
-    assert not any("can join no track" in f for f in found)
+    assert not any(f.startswith("stages.iop.transport_barrier.effect") for f in found), found
+    raw["stages"]["iop"]["tracks"]["day"]["mode"] = "hybrid"  # now every class has a track they can join
+    found = [str(f) for f in scenario_findings(validate_raw(raw, "x"))]
+    assert not any("can join no track" in f for f in found), found
 
 
 # --------------------------------------------------------------------------- what the user sees
@@ -429,3 +434,123 @@ def test_money_beyond_the_amount_limit_is_refused_before_anything_runs(path):
         validate_raw(raw, "scenarios/baseline.yaml")
     msg = str(e.value)
     assert msg.startswith(f"scenarios/baseline.yaml: {path}: ") and "IOPSIM_LIMIT_AMOUNT" in msg, msg
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def _same_time_tracks(name="a_online"):
+    """An in-person day track and a virtual track that remote staff may run, meeting at the same
+    time; one on-site and one remote counselor on the same shift."""
+    raw = _short(shipped_raw("baseline"), 200)
+    tracks = raw["stages"]["iop"]["tracks"]
+    online = tracks.pop("evening")
+    online.update(mode="virtual", remote_facilitators=True,
+                  sessions=[{"days": ["mon", "wed", "thu"], "start_hour": 9, "hours": 3}])
+    tracks[name] = online
+    shift = [{"days": ["mon", "tue", "wed", "thu", "fri"], "start_hour": 8.5, "end_hour": 17}]
+    raw["staff"]["roles"]["counselor"]["teams"] = [{"headcount": 1, "shifts": shift},
+                                                   {"headcount": 1, "remote": True, "shifts": shift}]
+    return raw
+
+
+@pytest.mark.parametrize("name", ["a_online", "online"])
+def test_a_virtual_track_leaves_the_on_site_counselor_to_the_in_person_group(name):
+    """Remote staff are booked first for a track they may run, whatever the tracks are called."""
+    from iopsim.analysis.checks import scenario_findings
+
+    sc, r = _run(_same_time_tracks(name))
+    assert r.kpis["iop_track_day_sessions_cancelled"] == 0 and r.kpis["iop_track_day_sessions_held"] > 0
+    assert r.kpis[f"iop_track_{name}_sessions_cancelled"] == 0
+    b = r.records["bookings"]
+    by = b[b["activity"] == "group"].groupby("member").size()
+    assert len(by) == 2, "each counselor runs one of the two groups"
+    assert not [str(f) for f in scenario_findings(sc) if "facilitator" in str(f)], "no false warning of cancellations"
+
+
+def test_negative_margins_and_revenue_above_cost_keep_their_intervals():
+    from iopsim.outputs.answer import clip_ci
+
+    assert clip_ci(100.0, -50.0, 250.0, "currency", "margin_total") == (100.0, -50.0, 250.0)
+    assert clip_ci(0.97, 0.90, 1.04, "fraction", "cost_recovery") == (0.97, 0.90, 1.04)
+    assert clip_ci(0.97, 0.90, 1.04, "fraction", "attendance_rate") == (0.97, 0.90, 1.0)
+
+
+def _facts(rows: dict, reps: int = 4):
+    import pandas as pd
+
+    from iopsim.outputs.answer import Facts
+
+    summary = pd.DataFrame([{"kpi": k, "mean": m, "ci_low": lo, "ci_high": hi, "unit": u, "n": n}
+                            for k, (m, lo, hi, u, n) in rows.items()])
+    return Facts("s", summary, pd.DataFrame({"replication": range(reps)}), {"horizon_days": 365})
+
+
+def test_the_money_sentences_say_what_the_interval_allows():
+    from iopsim.outputs.answer import money_sentences
+
+    base = {"revenue_total": (500_000, 480_000, 520_000, "currency", 4),
+            "cost_recovery": (1.0, 0.96, 1.04, "fraction", 4),
+            "iop_census_mean": (13.0, 12.0, 14.0, "patients", 4)}
+    unsure = money_sentences(_facts({**base, "margin_total": (10_000, -20_000, 40_000, "currency", 4)}))
+    assert "between a loss of $20,000 and a margin of $40,000" in unsure[0], unsure
+    rich_site = money_sentences(_facts({**base, "margin_total": (300_000, 250_000, 350_000, "currency", 4),
+                                        "iop_revenue_per_client_day": (1.0, 0.9, 1.1, "currency", 4),
+                                        "iop_variable_cost_per_client_day": (18.0, 17.0, 19.0, "currency", 4),
+                                        "break_even_iop_census": (math.nan, math.nan, math.nan, "patients", 0)}))
+    assert "more than it costs" in rich_site[0] and "No IOP census breaks even" not in " ".join(rich_site)
+    assert "More IOP clients would not add to the margin" in rich_site[1], rich_site
+    some = money_sentences(_facts({**base, "margin_total": (-9_000, -12_000, -6_000, "currency", 4),
+                                   "iop_revenue_per_client_day": (20.0, 15.0, 25.0, "currency", 4),
+                                   "iop_variable_cost_per_client_day": (18.0, 17.0, 19.0, "currency", 4),
+                                   "break_even_iop_census": (40.0, 30.0, 50.0, "patients", 3)}))
+    assert "loses $9,000" in some[0] and "in the 3 of 4 replications" in some[1], some
+
+
+def test_break_even_is_zero_when_revenue_covers_cost_without_iop_clients():
+    raw = deterministic_raw(census=6, rate=50.0)
+    raw["payers"]["p"]["rates"]["iop_day"] = 0.0
+    raw["costs"]["fixed_overhead_per_day"] = 0.0
+    raw["staff"]["roles"]["counselor"]["hourly_wage"] = 0.0
+    _, r = _run(raw)
+    assert r.kpis["margin_total"] > 0 and r.kpis["break_even_iop_census"] == 0.0
+
+
+def test_warnings_for_barrier_classes_remote_drug_testers_and_rates_that_earn_nothing():
+    from iopsim.analysis.checks import scenario_findings
+
+    raw = _barrier(shipped_raw("baseline"), 0.2, "rules_out")
+    raw["stages"]["iop"]["tracks"]["evening"]["mode"] = "virtual"
+    found = [str(f) for f in scenario_findings(validate_raw(raw, "x"))]
+    assert any(f.startswith("stages.iop.availability.daytime: only in-person tracks accept") for f in found), found
+
+    raw = shipped_raw("baseline")
+    for team in raw["staff"]["roles"]["nurse"]["teams"]:
+        team["remote"] = True
+    del raw["stages"]["php"]
+    for src in raw["referrals"]["sources"].values():
+        src["placement"]["residential"] += src["placement"].pop("php")
+    raw["stages"]["residential"]["step_down"]["iop"] += raw["stages"]["residential"]["step_down"].pop("php")
+    found = [str(f) for f in scenario_findings(validate_raw(raw, "x"))]
+    assert any(f.startswith("stages.iop.services.drug_test.role: every nurse works remotely") for f in found), found
+    assert any(f.startswith("payers.medicaid.rates.php_day: stage 'php' is switched off") for f in found), found
+
+
+def test_rules_out_with_an_attendance_factor_and_margin_without_payers_are_one_line_errors(tmp_path):
+    raw = _barrier(shipped_raw("baseline"), 0.1, "rules_out", factor=0.5)
+    with pytest.raises(ScenarioError) as e:
+        validate_raw(raw, "s.yaml")
+    assert "stages.iop.transport_barrier.attendance_factor: only used with effect: attendance" in str(e.value)
+
+    import yaml
+
+    from tests.test_planner import capacity_plan, invoke, mmc_base
+
+    base = mmc_base(tmp_path, 2.0, 1.0, horizon=200, warmup=10)
+    plan = capacity_plan(tmp_path, base, 3, 4, {"kpi": "iop_admitted_wait_mean_days", "max": 1.0},
+                         objective={"maximize": "margin"})
+    r = invoke("plan", plan, "--out", tmp_path / "out")
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, (r.exit_code, r.stdout, r.stderr)
+    assert "objective.maximize" in lines[0] and "need payers in the base scenario" in lines[0], lines[0]
+    assert yaml.safe_load(plan.read_text())["objective"] == {"maximize": "margin"}

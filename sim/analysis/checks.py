@@ -60,7 +60,8 @@ def _clock(day: int, hour: float) -> str:
 
 def scenario_findings(scenario: Scenario) -> list[Finding]:
     """Everything that makes the scenario's plan unworkable, found without running it."""
-    return [*_facilitator_findings(scenario), *_availability_findings(scenario), *_load_findings(scenario)]
+    return [*_facilitator_findings(scenario), *_availability_findings(scenario), *_load_findings(scenario),
+            *_on_site_findings(scenario), *_payer_findings(scenario)]
 
 
 def assumption_findings(scenario: Scenario) -> list[Finding]:
@@ -105,9 +106,11 @@ def _facilitator_findings(scenario: Scenario) -> list[Finding]:
             on = sum(1 for cal, off_site in calendars.get(role, [])
                      if (track.remote_facilitators or not off_site) and _covers(cal, a, b))
             on_site = "" if track.remote_facilitators or not any(r for _c, r in calendars.get(role, [])) else "on-site "
-            # Facilitators this role must supply at the same time: every group of every track meeting then.
+            # Facilitators this role must supply at the same time: every group of every track meeting
+            # then (for a track that needs people on site, only the groups that need them too).
             need = sum(scenario.stages.iop.tracks[n2].groups * f2.count
                        for n2, a2, b2, _ in sessions if a2 < b and a < b2
+                       and (track.remote_facilitators or not scenario.stages.iop.tracks[n2].remote_facilitators)
                        for f2 in scenario.stages.iop.tracks[n2].facilitators if f2.role == role)
             key = (name, i, role)
             if key in reported:
@@ -126,6 +129,40 @@ def _facilitator_findings(scenario: Scenario) -> list[Finding]:
     return out
 
 
+def _on_site_findings(scenario: Scenario) -> list[Finding]:
+    """Drug tests need someone on site: a role whose every team is remote cannot do them."""
+    iop = scenario.stages.iop
+    svc = iop.services.get("drug_test") if iop is not None and iop.tracks is not None else None
+    if svc is None or svc.hours <= 0 or svc.role is None:
+        return []
+    if any(not r for r in remote_flags(scenario).get(svc.role, [])):
+        return []
+    return [Finding("stages.iop.services.drug_test.role",
+                    f"every {svc.role} works remotely, and drug tests need someone on site; they will all be unmet")]
+
+
+def _payer_findings(scenario: Scenario) -> list[Finding]:
+    """Rates for units the site never delivers: they earn nothing (a unit named by mistake?)."""
+    enabled = scenario.stages.enabled()
+    iop = enabled.get("iop")
+    why = {}
+    for unit, stage in (("residential_day", "residential"), ("php_day", "php"), ("aftercare_day", "aftercare")):
+        if stage not in enabled:
+            why[unit] = f"stage {stage!r} is switched off"
+    if scenario.intake is None:
+        why["assessment"] = "intake is switched off"
+    if iop is None:
+        why.update({u: "the IOP is switched off" for u in ("iop_session", "iop_day", "individual", "family", "drug_test")})
+    else:
+        if iop.tracks is None:
+            why["iop_session"] = "the IOP has no tracks, so no group sessions (bill iop_day: every patient-day)"
+        for unit in ("individual", "family", "drug_test"):
+            if unit not in iop.services:
+                why.setdefault(unit, f"the IOP has no {unit} service (stages.iop.services)")
+    return [Finding(f"payers.{name}.rates.{unit}", f"{why[unit]}; this rate earns nothing")
+            for name, payer in scenario.payers.items() for unit, rate in payer.rates.items() if rate > 0 and unit in why]
+
+
 def _covers(cal: WeeklyCalendar, a: float, b: float) -> bool:
     start, end = cal.current_or_next(a)
     return start <= a + 1e-9 and b <= end + 1e-9
@@ -141,10 +178,17 @@ def _availability_findings(scenario: Scenario) -> list[Finding]:
            for c, share in iop.availability.items() if share > 0 and c not in accepted]
     barrier = max(scenario.referrals.barrier_shares().values(), default=0.0)
     tb = iop.transport_barrier
-    if barrier > 0 and tb is not None and tb.effect == "rules_out" and all(t.mode == "in_person" for t in iop.tracks.values()):
-        out.append(Finding("stages.iop.transport_barrier.effect",
-                           f"rules_out, and every track is in person: clients with a transport barrier (up to "
-                           f"{barrier:.0%} of referrals) can join no track; they can only wait and leave"))
+    if barrier > 0 and tb is not None and tb.effect == "rules_out":
+        online = {c for t in iop.tracks.values() if t.mode != "in_person" for c in t.accepts}
+        if not online:
+            out.append(Finding("stages.iop.transport_barrier.effect",
+                               f"rules_out, and every track is in person: clients with a transport barrier (up to "
+                               f"{barrier:.0%} of referrals) can join no track; they can only wait and leave"))
+        else:
+            out += [Finding(f"stages.iop.availability.{c}",
+                            f"only in-person tracks accept these clients: those with a transport barrier (up to "
+                            f"{barrier:.0%} of referrals) can join no track; they can only wait and leave")
+                    for c, share in iop.availability.items() if share > 0 and c in accepted and c not in online]
     return out
 
 

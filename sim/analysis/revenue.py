@@ -23,8 +23,9 @@ revenue and ``v`` its variable cost per client-day, each extra client-day adds
 
     census - margin / ((r - v) x window days)
 
-at this run's staffing, groups and payer mix.  When ``r <= v`` no census breaks
-even (each client-day loses money) and the KPI is undefined.  A break-even
+at this run's staffing, groups and payer mix (0 if revenue covers cost even
+without IOP clients).  When ``r <= v`` each client-day loses money, more
+clients never close a gap, and the KPI is undefined.  A break-even
 census above the IOP's places is out of reach without more groups.
 """
 
@@ -177,5 +178,6 @@ def _break_even(records, scenario, w0, horizon, k, patient_days, collected_unit,
     out["iop_revenue_per_client_day"] = r
     out["iop_variable_cost_per_client_day"] = v
     census = days / window
-    out["break_even_iop_census"] = census - margin / ((r - v) * window) if r > v else math.nan
+    # Below 0: revenue covers cost even with no IOP client, so the census needed is 0.
+    out["break_even_iop_census"] = max(census - margin / ((r - v) * window), 0.0) if r > v else math.nan
     return out

@@ -249,13 +249,23 @@ class StaffPool:
     def team(self, role: str, count: int, start: float, end: float, prefer=(), exclude=(),
              on_site: bool = True) -> list[StaffMember] | None:
         """``count`` members of ``role`` free for [start, end), preferring ``prefer``,
-        never one of ``exclude`` (already chosen for the same session); ``on_site``: no remote members."""
-        chosen = [m for m in prefer if m.role == role and m not in exclude and m.available(start, end)
-                  and not (on_site and m.remote)][:count]
-        for m in self.by_role.get(role, ()):
+        never one of ``exclude`` (already chosen for the same session).
+
+        ``on_site``: no remote members.  Otherwise (a virtual track that remote
+        staff may run) remote members come first, the preferred ones first among
+        them, so that the people on site stay free for the groups that need them.
+        """
+        people = self.by_role.get(role, ())
+        if on_site:
+            prefer = [m for m in prefer if not m.remote]
+            people = [m for m in people if not m.remote] if role in self.remote_roles else people
+        elif role in self.remote_roles:  # remote preferred, other remote, on-site preferred, other on-site
+            prefer = [m for m in prefer if m.remote] + [m for m in people if m.remote] + [m for m in prefer if not m.remote]
+        chosen = [m for m in dict.fromkeys(prefer) if m.role == role and m not in exclude and m.available(start, end)][:count]
+        for m in people:
             if len(chosen) >= count:
                 break
-            if m not in chosen and m not in exclude and not (on_site and m.remote) and m.available(start, end):
+            if m not in chosen and m not in exclude and m.available(start, end):
                 chosen.append(m)
         return chosen if len(chosen) >= count else None
 

@@ -134,13 +134,16 @@ def load_plan(path: Path) -> tuple[PlanFile, dict, dict, Path, str]:
             if not has_path(dumped, p):
                 raise ScenarioError(str(path), f"decisions.{name}.set.{p}", f"no such field in the base scenario {plan.base}")
     known = kpi_names(base)
+    money = "" if base.payers else " (revenue and margin KPIs need payers in the base scenario)"
     for i, c in enumerate(plan.constraints):
         if c.kpi not in known:
-            raise ScenarioError(str(path), f"constraints.{i}.kpi", unknown_kpi(c.kpi, known))
+            raise ScenarioError(str(path), f"constraints.{i}.kpi", unknown_kpi(c.kpi, known)
+                                + (money if c.kpi.startswith(("margin_", "revenue_", "break_even_")) else ""))
     if plan.objective.kpi not in known:
         which = "minimize" if plan.objective.minimize is not None else "maximize"
         raise ScenarioError(str(path), f"objective.{which}", unknown_kpi(plan.objective.kpi, known)
-                            + "; or total_cost, cost_per_completed_program, completions")
+                            + "; or total_cost, cost_per_completed_program, completions, margin"
+                            + (money if plan.objective.kpi.startswith(("margin_", "revenue_")) else ""))
     digest = hashlib.sha256(json.dumps({"plan": raw, "base": full}, sort_keys=True, default=str).encode()).hexdigest()
     return plan, full, written, base_path, digest[:16]
 

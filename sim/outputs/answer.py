@@ -142,14 +142,22 @@ def span(lo, hi, unit: str = "", currency: str = "USD", style: Callable = fmt, b
     return f"{a}{joiner}{b}"
 
 
-def clip_ci(mean: float, lo: float, hi: float, unit: str) -> tuple[float, float, float]:
+#: KPIs that can be below 0 (a margin is a loss), and shares that can exceed 1 (revenue over cost).
+SIGNED = ("margin_",)
+UNCAPPED = ("cost_recovery",)
+
+
+def clip_ci(mean: float, lo: float, hi: float, unit: str, kpi: str = "") -> tuple[float, float, float]:
     """A CI within what a KPI can be: shares within 0-1 and counts, days and money not below 0.
 
     With few replications a Student-t interval can reach past those bounds;
-    the part beyond them is impossible, so it is not shown.
+    the part beyond them is impossible, so it is not shown.  A margin can be
+    negative and revenue can exceed cost (``kpi`` in `SIGNED`, `UNCAPPED`): not clipped there.
     """
-    if not math.isfinite(mean) or mean < 0:
+    if not math.isfinite(mean) or mean < 0 or kpi.startswith(SIGNED):
         return mean, lo, hi
+    if kpi in UNCAPPED:
+        unit = ""
     if math.isfinite(lo):
         lo = max(lo, 0.0)
     if unit == "fraction" and math.isfinite(hi) and mean <= 1:
@@ -269,9 +277,7 @@ class Facts:
             return math.nan, math.nan, math.nan
         r = self.summary.loc[kpi]
         unit = r["unit"] if "unit" in r and isinstance(r["unit"], str) else ""
-        if kpi.startswith("margin_"):  # money that can be lost: a CI below 0 is possible, not clipped
-            unit = ""
-        m, lo, hi = clip_ci(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), unit)
+        m, lo, hi = clip_ci(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), unit, kpi)
         return m * scale, lo * scale, hi * scale
 
     def derived(self, fn: Callable[[pd.DataFrame], pd.Series]) -> tuple[float, float, float]:
@@ -406,34 +412,48 @@ def money_sentences(f: Facts) -> list[str]:
         return []
     yr = 1 / f.years
     margin = f.ci("margin_total", yr)
+    per = f.ci("margin_per_completed_program")
     revenue = f.say(f.ci("revenue_total", yr), "currency")
-    if margin[0] < 0:
-        text = (f"Revenue covers {f.say(f.ci('cost_recovery'), 'fraction')} of the cost: the site collects {revenue} "
-                f"a year and loses {f.say(_loss(margin), 'currency')} a year")
-    else:
+    cover = f.say(f.ci("cost_recovery"), "fraction")
+    if margin[2] < 0:  # a loss, whatever the noise
+        text = (f"Revenue covers {cover} of the cost: the site collects {revenue} a year and loses "
+                f"{f.say(_loss(margin), 'currency')} a year")
+        if math.isfinite(per[0]):
+            text += f", {f.say(_loss(per), 'currency')} per completed program"
+    elif margin[1] > 0:  # a margin
         text = f"The site collects {revenue} a year, {f.say(margin, 'currency')} more than it costs"
-    if f.has("margin_per_completed_program"):
-        per = f.ci("margin_per_completed_program")
-        text += (f", {f.say(_loss(per), 'currency')} per completed program" if per[0] < 0 else
-                 f", {f.say(per, 'currency')} per completed program")
+        if math.isfinite(per[0]):
+            text += f", {f.say(per, 'currency')} per completed program"
+    else:
+        text = (f"The site collects {revenue} a year, about what it costs ({cover}): somewhere between a loss of "
+                f"{short(-margin[1], 'currency', f.currency)} and a margin of {short(margin[2], 'currency', f.currency)}"
+                " a year")
     out = [text + "."]
     if not f.has("iop_revenue_per_client_day"):
         return out
     census = f.mean("iop_census_mean")
     places = _iop_places(f)
     now = f"against {short(census, 'clients')} now" + (f" and {places} places" if places else "")
+    r, v = f.mean("iop_revenue_per_client_day"), f.mean("iop_variable_cost_per_client_day")
     if f.has("break_even_iop_census"):
         be = f.ci("break_even_iop_census")
+        n, reps = int(f.summary.loc["break_even_iop_census", "n"]), len(f.per_rep)
+        some = (f" (in the {n} of {reps} replications where an IOP client-day earns more than it adds to cost)"
+                if reps and n < reps else "")
         if be[0] <= 0:
-            out.append("It covers its cost at any IOP census, at this staffing and payer mix.")
+            out.append(f"It covers its cost at any IOP census, at this staffing and payer mix{some}.")
         else:
             reach = " (more than its places: it needs more groups, and so more cost)" if places and be[0] > places else ""
             out.append(f"It breaks even at a mean IOP census of {f.say(be, 'patients')} clients a day, {now}, "
-                       f"at this staffing and payer mix{reach}.")
-    else:
-        r, v = f.mean("iop_revenue_per_client_day"), f.mean("iop_variable_cost_per_client_day")
-        out.append(f"No IOP census breaks even: an IOP client-day brings in {short(r, 'currency', f.currency)} "
-                   f"and adds {short(v, 'currency', f.currency)} of cost, {now}.")
+                       f"at this staffing and payer mix{reach}{some}.")
+    elif math.isfinite(r) and math.isfinite(v):
+        day = (f"an IOP client-day brings in {short(r, 'currency', f.currency)} and adds "
+               f"{short(v, 'currency', f.currency)} of cost")
+        if margin[0] >= 0:
+            out.append(f"More IOP clients would not add to the margin: {day}; it is the rest of the site that "
+                       "covers the cost.")
+        else:
+            out.append(f"No IOP census breaks even: {day}, {now}.")
     return out
 
 

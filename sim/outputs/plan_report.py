@@ -55,7 +55,7 @@ def _levels_text(summary: dict, levels: dict) -> str:
 def _estimate(est: dict, kpi: str, currency: str) -> str:
     e = est.get(kpi) or {}
     label, unit = kpi_label(kpi)
-    m, lo, hi = clip_ci(e.get("mean", math.nan), e.get("low", math.nan), e.get("high", math.nan), unit)
+    m, lo, hi = clip_ci(e.get("mean", math.nan), e.get("low", math.nan), e.get("high", math.nan), unit, kpi)
     style = fmt if unit == "days" and abs(m) < 1 else short  # 0.04 days, not 0.0 days
     ci = span(lo, hi, unit, currency, style=style)
     return f"{decap(people_label(label))} {style(m, unit, currency)}" + (f" ({ci})" if ci else "")
@@ -207,7 +207,7 @@ def table_rows(summary: dict, table: pd.DataFrame) -> tuple[list[str], list[dict
         for k in kpis:
             unit = kpi_label(k)[1]
             if r["replications"] > 0:
-                m, lo, hi = clip_ci(r[k], r[f"{k}:ci_low"], r[f"{k}:ci_high"], unit)
+                m, lo, hi = clip_ci(r[k], r[f"{k}:ci_low"], r[f"{k}:ci_high"], unit, k)
                 cells.append({"mean": fmt(m, unit, currency), "ci": span(lo, hi, unit, currency)})
             else:
                 cells.append({"mean": "–", "ci": ""})

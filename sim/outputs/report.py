@@ -108,8 +108,7 @@ def _scenario_block(folder: Path, name: str, warnings: list[str]) -> dict:
 
     def row(k):
         r = summary.loc[k]
-        bound = "" if k.startswith("margin_") else r["unit"]  # a margin's CI may run below 0
-        _m, lo, hi = clip_ci(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), bound)
+        _m, lo, hi = clip_ci(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), r["unit"], k)
         if r["n"] < 2 or not math.isfinite(lo):
             ci = "–"
         elif lo == hi:
@@ -334,7 +333,7 @@ def write_sweep_report(folder: Path, man: dict | None = None) -> Path:
             cells.append(f"{v:g}" if isinstance(v, float) else str(v))
         for k in kpis:
             unit = kpi_label(k)[1]
-            m, lo, hi = clip_ci(float(r.get(k)), float(r.get(f"{k}:ci_low")), float(r.get(f"{k}:ci_high")), unit)
+            m, lo, hi = clip_ci(float(r.get(k)), float(r.get(f"{k}:ci_low")), float(r.get(f"{k}:ci_high")), unit, k)
             ci = f"{fmt(lo, unit, currency)} to {fmt(hi, unit, currency)}" if lo == lo and hi == hi and lo != hi else ""
             cells.append({"mean": fmt(m, unit, currency), "ci": ci})
         rows.append({"point": int(r["point_id"]), "cells": cells, "replications": int(r.get("replications", 0))})

@@ -436,6 +436,13 @@ class TransportBarrier(FrozenModel):
     attendance_factor: Probability = 1.0
     """With effect attendance: their chance of attending an in-person session is the track's attendance times this (0-1)."""
 
+    @model_validator(mode="after")
+    def _factor_needs_attendance(self):
+        if self.effect == "rules_out" and "attendance_factor" in self.model_fields_set:
+            raise _FieldError("attendance_factor", "only used with effect: attendance (rules_out keeps these clients "
+                              "out of in-person tracks); remove it")
+        return self
+
 
 class Stage(FrozenModel):
     """A level of care: capacity, waitlist, length of stay, exits, step-down.
@@ -765,7 +772,7 @@ class Scenario(FrozenModel):
             src = next(iter(barrier))
             field = ("referrals.transport_barrier" if self.referrals.sources[src].transport_barrier is None
                      else f"referrals.sources.{src}.transport_barrier")
-            why = ("needs stages.iop.transport_barrier (its effect on in-person tracks)"
+            why = ("needs stages.iop.transport_barrier, its effect on in-person tracks (effect: attendance or rules_out)"
                    if iop is not None and iop.tracks is not None else "only a tracked IOP (stages.iop.tracks) models it")
             raise _FieldError(field, f"is {barrier[src]:g}: {why}; set it to 0 to switch the barrier off")
 
