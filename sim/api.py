@@ -419,9 +419,6 @@ def compare(
         raise IopsimError(f"select: allowed values are min, max (got {select!r})")
     if select is not None and indifference is None:
         raise IopsimError("select needs indifference (the smallest difference in kpi worth detecting)")
-    if robust and posterior is not None:
-        raise IopsimError("--robust with --posterior: not supported yet (the assumption sweeps would run without the "
-                          "posterior's draws); use one of the two")
     first = next(iter(loaded.values()))
     sel = {"goal": select, "indifference": indifference, "alpha": 0.05} if select else None
     plan = _plan(first, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold, sel)
@@ -434,7 +431,8 @@ def compare(
         base_values = {n: r.per_replication.sort_values("replication")[kpi].to_numpy(dtype=float)
                        for n, r in result.runs.items()}
         result.robustness = robustness({n: r.scenario for n, r in result.runs.items()}, base_values, kpi,
-                                       plan.seed, jobs, progress=counter.advance, total=counter.grow)
+                                       plan.seed, jobs, progress=counter.advance, total=counter.grow,
+                                       posterior=plan.posterior)
     runs = {n: Results(r, scenario_path=paths.get(n)) for n, r in result.runs.items()}
     return Comparison(result, runs, scenario_paths=paths)
 
@@ -489,6 +487,7 @@ def plan(
     scheduler: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     robust: bool = False,
+    posterior: str | Path | None = None,
 ) -> PlanResults:
     """Find the best plan of levers that meets every target of a plan file, with its confidence.
 
@@ -501,12 +500,17 @@ def plan(
     is called as evaluations finish.  With ``robust=True`` the recommended plan
     is also simulated at both ends of every assumption the base declares
     (``uncertain:``), and the answer says whether it still meets every target.
+    With ``posterior`` (a calibration folder) every replication of every plan draws
+    the calibration's free parameters from its posterior (second-order Monte
+    Carlo): the confidence then covers what the published figures leave unknown.
     """
+    from iopsim.experiments.calibrate import PosteriorDraws
     from iopsim.experiments.plan import execute_plan
     from iopsim.outputs.plan_report import write_plan_outputs
 
+    draws = PosteriorDraws(posterior) if posterior is not None else None
     res = execute_plan(Path(plan_file), Path(out) if out is not None else None, jobs=jobs, scheduler=scheduler,
-                       progress=progress, robust=robust)
+                       progress=progress, robust=robust, posterior=draws)
     res.sentence = write_plan_outputs(res.folder)
     return res
 

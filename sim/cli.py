@@ -641,6 +641,7 @@ def plan(
                                            "re-running with the same folder resumes."),
     robust: bool = typer.Option(False, "--robust", help="Also check the recommended plan at both ends of every "
                                 "declared assumption (uncertain:) of the base."),
+    posterior: Optional[Path] = POSTERIOR,
 ) -> None:
     """Find the cheapest (or best) plan of staff, groups and places that meets every service target."""
     from iopsim import api
@@ -650,7 +651,7 @@ def plan(
                       TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
             task = progress.add_task("plan", total=None)
             result = api.plan(
-                plan_file, out_dir, jobs=jobs, scheduler=scheduler, robust=robust,
+                plan_file, out_dir, jobs=jobs, scheduler=scheduler, robust=robust, posterior=posterior,
                 progress=lambda done, total, phase: progress.update(task, completed=done, total=total,
                                                                     description=f"plan: {phase}"),
             )

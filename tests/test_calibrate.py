@@ -275,6 +275,52 @@ def test_a_posterior_that_does_not_fit_the_scenario_is_one_line(fits):
     assert "--posterior" in line and "has no such field" in line
     assert "not a calibration folder" in one_line_exit_2(invoke("run", REPO_ROOT / "scenarios" / "baseline.yaml",
                                                                 "-n", "1", "--posterior", REPO_ROOT / "scenarios"))
-    toy = fits["both"].folder.parent / "toy.yaml"
-    line = one_line_exit_2(invoke("compare", toy, toy, "-n", "2", "--robust", "--posterior", fits["both"].folder))
-    assert "--robust with --posterior" in line
+    # a robust comparison cannot move what the posterior draws:
+    raw = {**TOY, "uncertain": {"referrals.referrals_per_week": [5, 9]}}
+    moved = fits["both"].folder.parent / "toy-uncertain.yaml"
+    moved.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    line = one_line_exit_2(invoke("compare", moved, moved, "-n", "2", "--robust", "--posterior", fits["both"].folder))
+    assert "uncertain.referrals.referrals_per_week" in line and "free parameter of calibration" in line, line
+
+
+def test_tasks_robust_comparisons_and_plans_draw_from_the_posterior(fits, tmp_path):
+    """The executor runs each replication with its posterior draw; compare --robust and plan use it."""
+    from iopsim.experiments.calibrate import PosteriorDraws
+    from iopsim.experiments.executor import run_task
+    from iopsim.experiments.replications import run_replication
+
+    folder = fits["both"].folder
+    draws = PosteriorDraws(folder)
+    base = iopsim.load_scenario(folder.parent / "toy.yaml")
+    got = run_task(base, base.seed, 1, 2, {}, draws)["rows"]
+    for row in got:
+        r = row["replication"]
+        assert row["iop_census_mean"] == run_replication(draws.scenario(base, r, base.seed), r, base.seed).kpis[
+            "iop_census_mean"]
+
+    raw = {**TOY, "uncertain": {"stages.iop.capacity": [40, 80]}}
+    a = tmp_path / "a.yaml"
+    a.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    b = tmp_path / "b.yaml"
+    b.write_text(yaml.safe_dump({**raw, "name": "smaller", "stages": {"iop": {**TOY["stages"]["iop"], "capacity": 50}}}),
+                 encoding="utf-8")
+    cmp = iopsim.compare([a, b], replications=3, robust=True, kpi="iop_census_mean", posterior=folder)
+    assert cmp.robustness is not None and set(cmp.robustness["assumption"]) == {"stages.iop.capacity"}
+
+    plan = tmp_path / "plan.yaml"
+    doc = {"base": "a.yaml", "seed": 3, "decisions": {"places": {"range": [50, 51], "set": {"stages.iop.capacity": "value"}}},
+           "constraints": [{"kpi": "iop_admitted_wait_mean_days", "max": 30.0}], "objective": {"minimize": "total_cost"},
+           "replications": {"first": 2, "max": 4}}
+    plan.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    r = invoke("plan", plan, "--out", tmp_path / "p", "--posterior", folder)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    assert "from the posterior of calibration 'fit'" in text, text
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert summary["posterior"]["calibration"] == "fit"
+    line = one_line_exit_2(invoke("plan", plan, "--out", tmp_path / "p"))  # stored with the posterior: not reused
+    assert "plan" in line
+    doc["decisions"]["volume"] = {"range": [6, 7], "set": {"referrals.referrals_per_week": "value"}}
+    plan.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    line = one_line_exit_2(invoke("plan", plan, "--out", tmp_path / "p2", "--posterior", folder))
+    assert "decisions.volume.set.referrals.referrals_per_week" in line and "free parameter" in line, line

@@ -630,6 +630,15 @@ class PosteriorDraws:
             set_path(raw, q.split("."), v, source)
         return validate_raw(raw, f"{scenario.name} with draw {self.index(replication, seed)} of {source}")
 
+    def paths(self) -> list[str]:
+        """Every scenario path a draw sets (each parameter's own and its ``also`` paths)."""
+        return [q for path, par in self.parameters.items() for q in (path, *par.also)]
+
+    def digest(self) -> str:
+        """A short hash of the posterior's particles and weights (a resumed plan must use the same ones)."""
+        return hashlib.sha256(np.ascontiguousarray(self.particles).tobytes()
+                              + np.ascontiguousarray(self.cumulative).tobytes()).hexdigest()[:16]
+
     def describe(self) -> dict:
         return {"folder": str(self.folder), "calibration": self.name, "parameters": list(self.parameters),
-                "particles": int(len(self.particles))}
+                "particles": int(len(self.particles)), "digest": self.digest()}

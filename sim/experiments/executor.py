@@ -52,9 +52,12 @@ class Task:
     first: int
     count: int
     tags: dict = field(default_factory=dict)
+    #: A calibration's posterior (:class:`iopsim.experiments.calibrate.PosteriorDraws`): each replication
+    #: runs with its own draw of the free parameters, the same draw in every task (common random numbers).
+    posterior: object | None = None
 
 
-def run_task(scenario: Scenario, seed: int, first: int, count: int, tags: dict) -> dict:
+def run_task(scenario: Scenario, seed: int, first: int, count: int, tags: dict, posterior=None) -> dict:
     """Run one task's replications (pure).  ``{"rows": [...], "error": None}`` or the error text.
 
     A failing task does not raise: one bad point must not end a sweep of many.
@@ -62,7 +65,8 @@ def run_task(scenario: Scenario, seed: int, first: int, count: int, tags: dict) 
     try:
         rows = []
         for r in range(first, first + count):
-            res = run_replication(scenario, r, seed)
+            sc = scenario if posterior is None else posterior.scenario(scenario, r, seed)
+            res = run_replication(sc, r, seed)
             rows.append({**tags, "replication": r, **res.kpis})
         return {"rows": rows, "error": None}
     except Exception as exc:
@@ -114,9 +118,10 @@ class Executor(Runner):
             self._map_dask(tasks, handle)
         elif self._pool is None or len(tasks) == 1:
             for t in tasks:
-                handle(t, run_task(t.scenario, t.seed, t.first, t.count, t.tags))
+                handle(t, run_task(t.scenario, t.seed, t.first, t.count, t.tags, t.posterior))
         else:
-            futures = {self.pool().submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags): t for t in tasks}
+            futures = {self.pool().submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags, t.posterior): t
+                       for t in tasks}
             for fut in as_completed(futures):
                 handle(futures[fut], fut.result())
 
@@ -132,7 +137,7 @@ class Executor(Runner):
                 raise IopsimError(f"--scheduler {self.scheduler}: cannot connect ({exc})") from None
         futures = {}
         for t in tasks:
-            fut = self._client.submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags, pure=False)
+            fut = self._client.submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags, t.posterior, pure=False)
             futures[fut] = t
         for fut in dask_completed(list(futures)):
             handle(futures[fut], fut.result())

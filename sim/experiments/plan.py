@@ -223,8 +223,9 @@ class Planner:
     """Runs the procedure of the module docstring for one plan file, on one executor."""
 
     def __init__(self, plan: PlanFile, full: dict, source: str, folder: Path, executor: Executor, total: int,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, posterior=None):
         self.plan, self.full, self.source, self.folder = plan, full, source, folder
+        self.posterior = posterior  # a calibration's PosteriorDraws: each replication draws its free parameters
         self.executor = executor
         self.progress = progress
         self.kpis = list(dict.fromkeys([*(c.kpi for c in plan.constraints), plan.objective.kpi, *SHOWN]))
@@ -280,7 +281,7 @@ class Planner:
             if c.scenario is None:
                 c.scenario = plan_scenario(self.plan, self.full, c.levels, self.source)
             tags = {"plan_id": c.id, "task_first": c.n}
-            tasks.append(Task(key, c.scenario, self.plan.seed, c.n, n - c.n, tags))
+            tasks.append(Task(key, c.scenario, self.plan.seed, c.n, n - c.n, tags, self.posterior))
             self.spent += n - c.n
         by_id = {c.id: c for c, _ in wanted}
         done = 0
@@ -541,7 +542,8 @@ def recommendation_robustness(planner: Planner, best: Candidate) -> pd.DataFrame
                     continue
                 base_sc = c.scenario or plan_scenario(plan, planner.full, c.levels, planner.source)
                 moved = with_assumption(base_sc, path, value, f"{planner.source}: uncertain.{path}")
-                tasks.append(Task(key, moved, plan.seed, 0, n, {"path": path, "end": end, "plan_id": c.id}))
+                tasks.append(Task(key, moved, plan.seed, 0, n, {"path": path, "end": end, "plan_id": c.id},
+                                  planner.posterior))
 
     def handle(task: Task, res: dict) -> None:
         if res["error"] is not None:
@@ -581,26 +583,48 @@ def recommendation_robustness(planner: Planner, best: Candidate) -> pd.DataFrame
 
 
 def execute_plan(plan_path: Path, out_dir: Path | None = None, jobs: int = 1, scheduler: str | None = None,
-                 progress: Progress | None = None, robust: bool = False) -> PlanResults:
+                 progress: Progress | None = None, robust: bool = False, posterior=None) -> PlanResults:
     """Run (or resume) a plan file; writes the plan folder and returns what it found.
 
     With ``robust``, the recommended plan is also simulated at both ends of
     every assumption the base declares (see :func:`recommendation_robustness`).
+    With ``posterior`` (a calibration's :class:`~iopsim.experiments.calibrate.PosteriorDraws`)
+    every replication of every plan draws the calibration's free parameters from
+    its posterior, so the confidence of the answer includes what the published
+    figures leave unknown; the same replication draws the same values in every
+    plan, so plans are still compared on common random numbers.
     """
     with Executor(jobs, scheduler) as executor:
-        return _execute(Path(plan_path), out_dir, executor, progress, robust)
+        return _execute(Path(plan_path), out_dir, executor, progress, robust, posterior)
+
+
+def _check_plan_posterior(plan: PlanFile, full: dict, posterior, source: str, robust: bool) -> None:
+    """The posterior must fit the base, and no lever (or robustness end) may set a path it draws."""
+    if posterior is None:
+        return
+    from iopsim.experiments.robust import check_posterior_paths
+
+    fields = {f"decisions.{n}.set.{p}": p for n, d in plan.decisions.items() for p in d.set}
+    fields.update({f"set.{p}": p for p in plan.set})
+    if robust:
+        fields.update({f"uncertain.{p}": p for p in (full.get("uncertain") or {})})
+    check_posterior_paths(posterior, fields, source)
+    posterior.scenario(validate_raw(full, source), 0, plan.seed)  # a base without the posterior's fields fails here
 
 
 def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress: Progress | None,
-             robust: bool = False) -> PlanResults:
+             robust: bool = False, posterior=None) -> PlanResults:
     plan, full, written, base_path, digest = load_plan(plan_path)
+    _check_plan_posterior(plan, full, posterior, str(plan_path), robust)
+    if posterior is not None:  # stored evaluations made without (or with another) posterior are not reused
+        digest = hashlib.sha256(f"{digest}:{posterior.digest()}".encode()).hexdigest()[:16]
     name = plan.name or plan_path.stem
     folder = Path(out_dir) if out_dir is not None else Path("outputs") / f"plan-{safe_name(name, 'plan')}"
     method = plan.search.method
     if method == "auto":
         method = "grid" if plan.space_size() <= plan.search.grid_max else "optuna"
     planner = Planner(plan, full, str(plan_path), folder, executor,
-                      plan.space_size() if method == "grid" else plan.search.trials, progress)
+                      plan.space_size() if method == "grid" else plan.search.trials, progress, posterior)
     grid = [planner.candidate(tuple(lv)) for lv in itertools.product(*planner.levels)] if method == "grid" else None
     if grid is not None:
         for c in grid:  # every plan validated before anything runs
@@ -612,6 +636,7 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
         kind="plan", plan_file=str(plan_path), base=str(base_path), plan_hash=digest, seed=plan.seed,
         confidence=plan.confidence, method=method, jobs=executor.jobs, scheduler=executor.scheduler,
         references=full.get("references", {}),
+        posterior=posterior.describe() if posterior is not None else None,
     ), indent=2, default=str) + "\n")
     planner.load_stored()
     t0 = time.perf_counter()
@@ -649,6 +674,7 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
         "currency": str((full.get("costs") or {}).get("currency") or "USD"),
         "statuses": {str(k): int(v) for k, v in table["status"].value_counts().items()},
         "max_replications": plan.replications.max,
+        "posterior": posterior.describe() if posterior is not None else None,
     }
     atomic_write_text(folder / "plans.csv", table.to_csv(index=False))
     atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, default=_json) + "\n")

@@ -53,8 +53,9 @@ class _Evaluator:
 
     def __init__(self, scenarios: dict[str, Scenario], kpi: str, seed: int, executor: Executor,
                  progress: Callable[[int], None] | None, total: Callable[[int], None] | None,
-                 now: dict[str, dict[str, float | None]]):
+                 now: dict[str, dict[str, float | None]], posterior=None):
         self.scenarios, self.kpi, self.seed, self.executor = scenarios, kpi, seed, executor
+        self.posterior = posterior
         self.now = now  # path -> scenario -> its current value (None: the scenario has no such value)
         self.progress, self.total = progress, total
         self.values: dict[tuple[str, float], dict[str, list[float]]] = {}
@@ -72,7 +73,7 @@ class _Evaluator:
                 # an assumption about a part one scenario does not have (its weekend track) leaves it as it is
                 moved = with_assumption(sc, path, value, f"uncertain.{path}") if self.now[path][name] is not None else sc
                 tasks.append(Task(f"{path}={value}:{name}", moved, self.seed, done, n - done,
-                                  {"path": path, "value": value, "name": name}))
+                                  {"path": path, "value": value, "name": name}, self.posterior))
         failures = []
         if self.total and tasks:
             self.total(sum(t.count for t in tasks))
@@ -116,6 +117,7 @@ def robustness(
     bisections: int = 3,
     progress: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
+    posterior=None,
 ) -> pd.DataFrame:
     """One row per (compared scenario, declared assumption): the difference at both ends, flips, threshold.
 
@@ -130,10 +132,11 @@ def robustness(
     assumptions = declared(scenarios)
     if not assumptions:
         return pd.DataFrame()
+    check_posterior_paths(posterior, {f"uncertain.{p}": p for p in assumptions}, "compare --robust --posterior")
     rows = []
     with Executor(jobs) as executor:
         now = {path: {n: current_value(sc, path) for n, sc in scenarios.items()} for path in assumptions}
-        ev = _Evaluator(scenarios, kpi, seed, executor, progress, total, now)
+        ev = _Evaluator(scenarios, kpi, seed, executor, progress, total, now, posterior)
         ends = [(p, v) for p, a in assumptions.items() for v in dict.fromkeys(a.range)]
         ev.run(ends, screen)
         base_pts = {n: paired(base_values[n][:full] - base_values[base][:full], math.nan) for n in names[1:]}
@@ -177,6 +180,18 @@ def robustness(
     out = pd.DataFrame(rows)
     out.attrs["replications"] = ev.replications
     return out
+
+
+def check_posterior_paths(posterior, fields: dict[str, str], source: str) -> None:
+    """Refuse a field (``where -> dotted path``) that the posterior's draws would overwrite: moving it would do nothing."""
+    if posterior is None:
+        return
+    drawn = set(posterior.paths())
+    for where, path in fields.items():
+        if path in drawn:
+            raise ScenarioError(source, where, f"{path} is a free parameter of calibration {posterior.name!r}: each "
+                                "replication draws it from the posterior, so it cannot also be moved here; "
+                                "drop it, or run without --posterior")
 
 
 def _num(x: float | None) -> float:

@@ -80,6 +80,7 @@ def recommendation_sentence(summary: dict) -> str:
         text = f"Recommended: {_levels_text(summary, rec['levels'])}; " + "; ".join(parts)
         tolerant = any(c.get("tolerance") for c in summary["constraints"])
         text += f"; {conf} confident that every target is met" + (" within its tolerance." if tolerant else ".")
+        text += posterior_sentence(summary)
         sel = summary.get("selection") or {}
         if sel.get("capped") and len(sel.get("survivors", [])) > 1:
             text += (f" {len(sel['survivors']) - 1} other feasible plan{'s are' if len(sel['survivors']) > 2 else ' is'}"
@@ -95,6 +96,16 @@ def recommendation_sentence(summary: dict) -> str:
     parts = [_estimate(near["estimates"], k, currency) for k in kpis]
     return (f"No plan in the ranges meets every target at {conf} confidence: {what}. The closest plan, "
             f"{_levels_text(summary, near['levels'])}, reaches " + "; ".join(parts) + "." + _undecided(summary))
+
+
+def posterior_sentence(summary: dict) -> str:
+    """' Each replication drew ... from the posterior of calibration X': what the confidence covers."""
+    post = summary.get("posterior")
+    if not post:
+        return ""
+    names = ", ".join(post.get("parameters", []))
+    return (f" Each replication drew {names} from the posterior of calibration {post.get('calibration')!r}, so the"
+            " confidence includes what the published figures leave unknown.")
 
 
 def _undecided(summary: dict) -> str:
