@@ -846,5 +846,69 @@ def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="Write to
     out.print(f"schema: {out_file}", highlight=False, soft_wrap=True)
 
 
+#: Streamlit settings of ``iopsim app``: local only, nothing sent anywhere, no developer tools.
+STREAMLIT_FLAGS = {
+    "server.headless": "true",              # no browser opened, no e-mail prompt
+    "browser.gatherUsageStats": "false",    # no usage statistics sent
+    "global.developmentMode": "false",
+    "server.fileWatcherType": "none",       # the installed script does not change while it runs
+    "server.runOnSave": "false",
+    "client.toolbarMode": "minimal",        # no deploy button or developer menu
+    "server.maxUploadSize": "2",            # MB: scenario files are small (IOPSIM_LIMIT_FILE_BYTES is 2 MB)
+    "theme.base": "light",
+}
+
+
+def app_command(host: str, port: int) -> list[str]:
+    """The command line that serves the web app: ``python -m streamlit run .../iopsim/app/main.py`` with
+    `STREAMLIT_FLAGS`, listening on ``host:port``."""
+    script = Path(__file__).resolve().parent / "app" / "main.py"
+    flags = {"server.address": host, "server.port": str(port), **STREAMLIT_FLAGS}
+    return [sys.executable, "-m", "streamlit", "run", str(script), *[a for k, v in flags.items() for a in (f"--{k}", v)]]
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, not an address of this machine), or None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"--host {host}: not an address of this machine ({exc.strerror or exc})"
+    family, kind, proto, _name, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            return f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
+    return None
+
+
+@app.command("app")
+def web_app(
+    port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; the default is this machine only."),
+) -> None:
+    """Start the web app: describe a site in forms, run it, compare scenarios and plans, in the browser."""
+    import importlib.util
+
+    if importlib.util.find_spec("streamlit") is None:
+        _fail("iopsim app needs streamlit: pip install -e . (from the repository folder) installs it")
+    problem = _port_taken(host, port)
+    if problem:
+        _fail(problem)
+    argv = app_command(host, port)
+    where = f"[{host}]" if ":" in host else host
+    out.print(f"iopsim app: open http://{where}:{port}/ in a browser (Ctrl-C stops it); run folders go to "
+              f"{Path('outputs').resolve()}", highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(argv[0], argv)  # the server replaces this process: Ctrl-C and SIGTERM reach it directly
+    import subprocess  # pragma: no cover - Windows
+
+    raise typer.Exit(subprocess.call(argv))  # pragma: no cover
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -40,9 +40,12 @@ LAYERS = {
     "experiments": 4,
     "outputs": 5,
     "api": 6,
-    "cli": 7,
+    "cli": 7, "app": 7,
     "__init__": 8,
 }
+#: What the web app (``iopsim.app``) may import: the public API, and the output helpers that read
+#: run folders, as the CLI's tables do; never the model, the analysis or the experiments directly.
+APP_IMPORTS = ("iopsim", "iopsim.api", "iopsim.errors", "iopsim.files", "iopsim.outputs", "iopsim.app")
 
 
 def _module_name(path: Path) -> str:
@@ -121,6 +124,16 @@ def test_module_imports_have_no_cycles():
             visit(m)
 
 
+def test_the_app_uses_only_the_public_api_and_output_helpers():
+    graph = _graph()
+    app_modules = [m for m in graph if m.startswith("iopsim.app")]
+    assert {"iopsim.app", "iopsim.app.logic", "iopsim.app.main"} <= set(app_modules)
+    bad = [(m, t) for m in app_modules for t, _ in graph[m] if not any(t == a or t.startswith(a + ".") for a in APP_IMPORTS)]
+    assert not bad, "the app imports past the public API: " + "; ".join(f"{m} -> {t}" for m, t in bad)
+    assert not [m for m, imps in graph.items() if not m.startswith("iopsim.app") for t, _ in imps
+                if t.startswith("iopsim.app")], "only the app itself imports iopsim.app (the CLI starts it as a script)"
+
+
 def test_layering_check_catches_an_upward_import(tmp_path):
     """The checker itself: an engine module importing the outputs layer is reported."""
     p = PACKAGE / "engine" / "model.py"
@@ -144,9 +157,16 @@ def test_the_wheel_installs_iopsim_and_nothing_else_at_top_level(tmp_path):
 
 def test_import_iopsim_is_light():
     """`import iopsim` loads no simulation stack: exports arrive on first use."""
-    code = "import sys, iopsim; print(sorted(m for m in ('pandas', 'simpy', 'scipy', 'matplotlib') if m in sys.modules))"
+    code = ("import sys, iopsim; print(sorted(m for m in ('pandas', 'simpy', 'scipy', 'matplotlib', 'streamlit') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     assert out.strip() == "[]", f"import iopsim loaded {out.strip()}"
+
+
+def test_the_command_line_loads_streamlit_only_for_the_app():
+    code = "import sys, iopsim.cli, iopsim.api; print('streamlit' in sys.modules, 'ruamel' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.split() == ["False", "False"], f"import iopsim.cli loaded the app's libraries: {out}"
 
 
 def test_public_api_names():
