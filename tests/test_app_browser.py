@@ -128,12 +128,20 @@ def _idle(page, timeout: float = 60_000) -> None:
 
 
 def _field(page, path: str):
-    """The input of a form field, found by the scenario path its key ends with."""
-    return page.locator(f'[class*="-{path.replace(".", "-")}"] input').first
+    """The input of a form field, found by the key it was given: Streamlit marks each keyed element with
+    the class ``st-key-<key>`` (other characters than letters, digits, ``-`` and ``_`` as ``-``), and the
+    form's keys end with the field's scenario path (the Run page's with their own names)."""
+    tail = "-" + path.replace(".", "-")
+    return page.locator(f"xpath=//*[starts-with(@class, 'st-key-') or contains(@class, ' st-key-')]"
+                        f"[contains(concat(' ', normalize-space(@class), ' '), '{tail} ')]//input").first
 
 
 def _set(page, path: str, value) -> None:
-    box = _field(page, path)
+    _fill(_field(page, path), value)
+
+
+def _fill(box, value) -> None:
+    page = box.page
     box.scroll_into_view_if_needed()
     box.fill(str(value))
     box.press("Tab")
@@ -155,10 +163,11 @@ def test_a_new_user_describes_a_site_runs_it_and_downloads_the_report(server, br
         _field(page, "referrals.referrals_per_week").wait_for(timeout=60_000)
         _idle(page)
         # their site: 8 referrals a week, three counselors (two day, one late), the two groups it has
+        _set(page, "name", "my-site")
         _set(page, "referrals.referrals_per_week", 8)
         _set(page, "staff.roles.counselor.teams.0.headcount", 2)
         sidebar = page.locator('[data-testid="stSidebar"]')
-        sidebar.get_by_text("2 changes").wait_for(timeout=30_000)
+        sidebar.get_by_text("3 changes").wait_for(timeout=30_000)
         assert _field(page, "stages.iop.tracks.day.groups").input_value() == "1"
         assert _field(page, "stages.iop.tracks.evening.groups").input_value() == "1"
         # a wrong value is answered in the CLI's words, next to the field, and can be put right
@@ -174,10 +183,10 @@ def test_a_new_user_describes_a_site_runs_it_and_downloads_the_report(server, br
         sidebar.get_by_text("Run", exact=True).click()
         page.get_by_role("heading", name="Run", exact=True).wait_for(timeout=30_000)
         _idle(page)
-        _set(page, "run-reps", 2)
-        _set(page, "run-jobs", 1)
-        page.locator(".st-key-run-start button").click()
-        page.get_by_role("heading", name="baseline: the answer").wait_for(timeout=RUN * 1000)
+        _fill(page.get_by_role("spinbutton", name="Replications", exact=True), 2)
+        _fill(page.get_by_role("spinbutton", name="Worker processes", exact=True), 1)
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.get_by_role("heading", name="my-site: the answer").wait_for(timeout=RUN * 1000)
         _idle(page)
         main = page.locator('[data-testid="stMain"]')
         text = main.inner_text()
@@ -193,13 +202,13 @@ def test_a_new_user_describes_a_site_runs_it_and_downloads_the_report(server, br
                     top=page.get_by_role("heading", name="Results (mean and 95 % confidence interval)"))
 
         with page.expect_download(timeout=60_000) as download:
-            page.locator(".st-key-run-report button").click()
+            page.get_by_role("button", name="Download the report (report.html)").click()
         saved = tmp_path / "report.html"
         download.value.save_as(saved)
         report = saved.read_text(encoding="utf-8")
         assert "3 counselors" in report and "data:image/png;base64," in report
 
-        folders = [p for p in (server["folder"] / "outputs").iterdir() if p.name.startswith("baseline-")]
+        folders = [p for p in (server["folder"] / "outputs").iterdir() if p.name.startswith("my-site-")]
         assert len(folders) == 1 and (folders[0] / "report.html").is_file()
         assert f"outputs/{folders[0].name}" in text
 
@@ -207,13 +216,13 @@ def test_a_new_user_describes_a_site_runs_it_and_downloads_the_report(server, br
         sidebar.get_by_text("Compare", exact=True).click()
         page.get_by_role("heading", name="Compare", exact=True).wait_for(timeout=30_000)
         _idle(page)
-        _set(page, "cmp-reps", 2)
-        _set(page, "cmp-jobs", 1)
-        page.locator(".st-key-cmp-start button").click()
+        _fill(page.get_by_role("spinbutton", name="Replications", exact=True), 2)
+        _fill(page.get_by_role("spinbutton", name="Worker processes", exact=True), 1)
+        page.get_by_role("button", name="Compare", exact=True).click()
         page.get_by_role("heading", name="The verdict").wait_for(timeout=RUN * 1000)
         _idle(page)
         verdict = main.inner_text()
-        assert "baseline-edited" in verdict and "decisive measures" in verdict, verdict[:2000]
+        assert "my-site" in verdict and "decisive measures" in verdict, verdict[:2000]
         _screenshot(page, "app-compare.png", shots, height=1400, top=page.get_by_role("heading", name="Compare", exact=True))
 
         sidebar.get_by_text("Plan", exact=True).click()

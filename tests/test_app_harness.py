@@ -63,6 +63,16 @@ def until(at: AppTest, done, what: str, timeout: float = DEADLINE) -> None:
     pytest.fail(f"{what}: not done after {timeout:.0f} s; errors on the page: {texts(at.error)}")
 
 
+def image_captions(at: AppTest) -> list[str]:
+    """The captions of the page's images (an ``image`` element in recent Streamlit, ``imgs`` before)."""
+    out: list[str] = []
+    for kind in ("image", "imgs"):
+        for el in at.get(kind):
+            caps = getattr(el, "captions", None)
+            out += list(caps) if caps is not None else [i.caption for i in el.proto.imgs]
+    return out
+
+
 def go(at: AppTest, page: str) -> None:
     at.sidebar.radio(key="page").set_value(page).run()
     assert not at.exception, at.exception
@@ -133,7 +143,7 @@ def test_a_run_of_two_replications_shows_the_answer_tables_and_figures(app, tmp_
     labels = [b.proto.label for b in app.get("download_button")]
     assert "Download the report (report.html)" in labels and "Download the run folder (zip)" in labels
     assert len(app.table) >= 10, "one KPI table per group"
-    captions = [c for img in app.get("image") for c in img.captions]
+    captions = image_captions(app)
     assert {"Waitlists by stage", "IOP group sizes", "Staff utilisation"} <= set(captions), captions
 
 
@@ -166,7 +176,7 @@ def test_a_comparison_of_two_shipped_scenarios_shows_the_verdict(app):
     assert leads, [m.value for m in app.markdown]
     assert re.search(r"weekend (is better than|is worse than|and) evening|weekend is better than evening on",
                      leads[0]), leads[0]
-    assert any("forest plot" in c for img in app.get("image") for c in img.captions)
+    assert any("forest plot" in c for c in image_captions(app))
 
 
 def test_a_plan_of_one_plan_shows_the_recommendation_and_the_pareto_figure(app, tmp_path):
@@ -185,7 +195,7 @@ def test_a_plan_of_one_plan_shows_the_recommendation_and_the_pareto_figure(app, 
     until(app, lambda at: any(h.value == "The recommended plan" for h in at.header), "the plan")
     words = " ".join(plain(m.value) for m in app.markdown)
     assert "Recommended: 1 day counselor" in words or "No plan in the ranges meets every target" in words, words
-    assert any("Cost against service" in c for img in app.get("image") for c in img.captions)
+    assert any("Cost against service" in c for c in image_captions(app))
     written = sorted(p.name for p in (tmp_path / "outputs").iterdir())
     assert any(n.startswith("plan-new-site-") for n in written) and "app-inputs" in written
     plan_file = next((tmp_path / "outputs" / "app-inputs").glob("plan-new-site-*/new-site.yaml"))

@@ -226,6 +226,7 @@ def test_a_broken_upload_is_one_line_naming_the_field(tmp_path):
     with pytest.raises(iopsim.ScenarioError) as exc:
         logic.Draft(source)
     assert exc.value.field == "horizon_days" and "\n" not in str(exc.value)
+    assert str(exc.value).startswith("bad.yaml (uploaded): horizon_days: ")
     with pytest.raises(iopsim.ScenarioError, match="not UTF-8"):
         logic.upload_source("latin.yaml", "name: caf\xe9".encode("latin-1"), tmp_path)
 

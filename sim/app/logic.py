@@ -245,21 +245,23 @@ def upload_source(filename: str, data: bytes, outputs: Path, shipped: Iterable[P
 
 
 def _extends_shipped(text: str, shipped: list[Path]) -> str:
-    """``text`` with a top-level ``extends: NAME`` pointed at the shipped file of that name, if there is one."""
-    import yaml
+    """``text`` with a top-level ``extends: NAME`` pointed at the shipped file of that name, if there is one.
 
+    Read with ruamel.yaml's round trip, which keeps an alias as a reference to its anchor instead of a
+    copy, so an upload made of nested aliases costs no more than its text (the model's own reader,
+    with its limits, reads the file afterwards).
+    """
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        y = _ruamel(text)
+        doc = y.load(text)
+    except Exception:  # noqa: BLE001 - not YAML: the model's reader names the problem
         return text
-    parent = data.get("extends") if isinstance(data, dict) else None
+    parent = doc.get("extends") if isinstance(doc, dict) else None
     if not isinstance(parent, str):
         return text
     match = next((p for p in shipped if p.name == Path(parent).name), None)
     if match is None:
         return text
-    y = _ruamel(text)
-    doc = y.load(text)
     doc["extends"] = str(match.resolve())
     return _dump(y, doc)
 
@@ -367,7 +369,12 @@ class Draft:
 
     def __init__(self, source: Source):
         self.source = source
-        self.base = dumped(api.load_scenario(source.path))
+        try:
+            self.base = dumped(api.load_scenario(source.path))
+        except ScenarioError as exc:  # an uploaded file is named as the user knows it
+            if Path(exc.source) == Path(source.path):
+                raise ScenarioError(source.label, exc.field, exc.message) from None
+            raise
         self.doc = copy.deepcopy(self.base)
         self._checked: tuple[str, tuple] | None = None
         self._yaml: tuple[str, str] | None = None
@@ -704,6 +711,11 @@ def edited_yaml(text: str, overrides: dict[str, Any], edited: dict, base: dict) 
 # --------------------------------------------------------------------------- long work
 
 
+#: pyplot is not thread-safe: the figures of runs that finish at once in two sessions are drawn one
+#: run at a time (with more than one worker process they are drawn in those processes anyway).
+_DRAWING = threading.Lock()
+
+
 class Cancelled(Exception):
     """Raised from a progress callback to stop a run the user cancelled."""
 
@@ -780,12 +792,13 @@ def start_run(draft: Draft, replications: int, outputs: Path, jobs: int = 1, see
         try:
             result = api.run(scenario, replications, seed, jobs, progress=job.progress)
             result.scenario_path, result.overrides = path, sets
-            return result.save(dest)
+            with _DRAWING:
+                return result.save(dest)
         except BaseException:
             release_folder(dest)
             raise
 
-    return Job("run", f"{scenario.name}: {replications} replications", work)
+    return Job("run", scenario.name, work)
 
 
 @dataclass
@@ -822,12 +835,13 @@ def start_compare(candidates: list[Candidate], replications: int, outputs: Path,
         try:
             result = api.compare(loaded, replications, None, jobs, progress=job.progress)
             result.scenario_paths, result.overrides = paths, sets
-            return result.save(dest)
+            with _DRAWING:
+                return result.save(dest)
         except BaseException:
             release_folder(dest)
             raise
 
-    return Job("compare", f"compare {', '.join(names)}: {replications} replications", work)
+    return Job("compare", f"compare {', '.join(names)}", work)
 
 
 # --------------------------------------------------------------------------- plans

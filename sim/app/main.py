@@ -529,12 +529,17 @@ def job_status(kind: str) -> None:
 
 
 def _start(kind: str, starter) -> None:
+    """Start a job of this tab (one of each kind at a time), then draw the page again with its button off."""
+    current = jobs().get(kind)
+    if current is not None and current.running:
+        return
     try:
         jobs()[kind] = starter()
     except logic.IopsimError as exc:
         st.session_state[f"{kind}_error"] = str(exc)
     else:
         st.session_state.pop(f"{kind}_error", None)
+    st.rerun()
 
 
 def _shown(kind: str) -> str | None:
@@ -622,7 +627,7 @@ def run_page() -> None:
             _start("run", lambda: logic.start_run(d, int(reps), OUTPUTS, int(workers)))
     with st.expander("The same run from the command line"):
         sets = " ".join(f"--set '{s}'" for s in d.set_strings())
-        st.code(f"iopsim run {d.source.path} -n {int(reps)} {sets}".strip(), language="bash")
+        st.code(f"iopsim run {logic.display_path(d.source.path)} -n {int(reps)} {sets}".strip(), language="bash")
     if st.session_state.get("run_error"):
         st.error(md(st.session_state["run_error"]))
     job_status("run")
