@@ -150,6 +150,7 @@ def test_the_wheel_installs_iopsim_and_nothing_else_at_top_level(tmp_path):
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"iopsim"}, f"top-level entries of the wheel: {sorted(top)}"
     assert "iopsim/outputs/templates/report.html.j2" in names, "the report template is not packaged"
+    assert "iopsim/app/main.py" in names, "the web app's Streamlit script is not packaged (iopsim app serves it)"
     assert not any(n.startswith(("sim/", "cli.py")) for n in names), "sim/ or cli.py installed at top level"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "iopsim = iopsim.cli:app" in zipfile.ZipFile(wheel).read(entry).decode(), "console script entry point"
