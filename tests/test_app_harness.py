@@ -87,8 +87,13 @@ def test_the_first_page_renders_every_lever_from_the_baseline(app):
     for path in ("referrals.referrals_per_week", "referrals.sources.self.share", "stages.residential.capacity",
                  "stages.iop.tracks.day.groups", "stages.iop.tracks.evening.max_group_size",
                  "stages.iop.tracks.day.sessions.0.start_hour", HEADCOUNT,
-                 "staff.roles.counselor.teams.1.shifts.0.end_hour", "costs.fixed_overhead_per_day"):
+                 "staff.roles.counselor.teams.1.shifts.0.end_hour", "costs.fixed_overhead_per_day",
+                 "referrals.transport_barrier", "referrals.sources.self.payers.medicaid",
+                 "payers.medicaid.rates.iop_session", "payers.commercial.denial_rate",
+                 "stages.iop.tracks.evening.cost_per_client_day"):
         field(app, path)
+    assert field(app, "stages.iop.tracks.day.mode", "selectbox").value == "in_person"
+    assert field(app, "staff.roles.counselor.teams.1.remote", "checkbox").value is False
     assert field(app, "stages.iop.tracks.day.sessions.0.days", "multiselect").value == ["mon", "wed", "thu"]
     assert field(app, HEADCOUNT).value == 1 and field(app, "referrals.referrals_per_week").value == 5.5
     # the baseline's one warning about the plan (iopsim validate's) is shown

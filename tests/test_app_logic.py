@@ -177,6 +177,33 @@ def test_the_download_keeps_comments_on_unchanged_values_and_parses_back(baselin
     assert iopsim.load_scenario(path) == baseline.scenario()
 
 
+def test_values_change_in_place_and_every_other_byte_stays(baseline, tmp_path):
+    """Values inside one-line and multi-line flow mappings, a list of days, a name that needs quotes,
+    and a share too small for a plain decimal are written where they are; nothing else moves."""
+    changes = {"name": "north site: pilot", "stages.iop.tracks.day.sessions.0.days": ["mon", "tue"],
+               "stages.iop.tracks.day.sessions.0.start_hour": 9.5, "payers.commercial.rates.php_day": 80.0,
+               "referrals.sources.self.placement.not_eligible": 0.10001, "referrals.sources.self.placement.iop": 0.49999,
+               "stages.aftercare.capacity": 0.00001e6}
+    for path, value in changes.items():
+        baseline.set(path, value)
+    text = baseline.yaml_text()
+    original = (SCENARIOS / "baseline.yaml").read_text(encoding="utf-8")
+    before, after = original.splitlines(), text.splitlines()
+    assert len(before) == len(after), "no line was added, removed or joined"
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(changed) == 5, changed   # name, the day session, the commercial rates' 2nd line, self's placement, aftercare
+    assert 'name: "north site: pilot"  # changed from baseline' in after
+    assert "          - {days: [mon, tue], start_hour: 9.5, hours: 3}    # assumption" in after
+    assert "            php_day: 80, residential_day: 114.20, aftercare_day: 25.94}" in after
+    import yaml  # the model's reader
+
+    for v in (1e-05, 0.1, 12.0, 2.5e-7, True, "yes", "a: b", "day_2"):
+        assert yaml.safe_load(f"x: {logic._plain(v)}")["x"] == v, v
+    path = _copy_scenarios(tmp_path) / "north.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert iopsim.load_scenario(path) == baseline.scenario()
+
+
 def test_a_child_file_gets_inherited_values_as_extends_merges_them(tmp_path):
     weekend = logic.Draft(logic.file_source(SCENARIOS / "weekend.yaml"))
     weekend.set(RATE, 8.0)                                          # inherited scalar

@@ -669,13 +669,162 @@ def _insert(node, key: str, value: Any, order: list) -> None:
 def edited_yaml(text: str, overrides: dict[str, Any], edited: dict, base: dict) -> str:
     """The scenario file ``text`` with ``overrides`` written into it, comments kept.
 
-    A changed value the file has is changed where it is (its comment notes the old
-    value); one the file inherits through ``extends`` is written into this file, as
-    ``extends`` merges it: only the changed key of a mapping, but a list (a staff
-    team's shifts) whole, since a list in a child file replaces the parent's.
-    ``edited`` is the draft's edited scenario (where whole lists are copied from)
-    and ``base`` the unedited one.
+    A changed value the file has is changed where it is, in the text itself, so
+    every other byte of the file stays as it was; its end-of-line comment notes the
+    old value.  A value the file inherits through ``extends`` is written into this
+    file as ``extends`` merges it: only the changed key of a mapping, but a list (a
+    staff team's shifts) whole, since a list in a child file replaces the parent's;
+    that, and a list that grew or shrank, goes through ruamel.yaml's round trip,
+    which keeps every comment but may rejoin a flow mapping written over several
+    lines.  ``edited`` is the draft's edited scenario (where whole lists are copied
+    from) and ``base`` the unedited one.
     """
+    if not overrides:
+        return text
+    y = _ruamel(text)
+    doc = y.load(text) if text.strip() else None
+    structural = dict(overrides)
+    if isinstance(doc, dict):
+        spots = {p: _spot(doc, p, v) for p, v in overrides.items()}
+        text = _splice(text, {p: (s, overrides[p]) for p, s in spots.items() if s is not None})
+        structural = {p: v for p, v in overrides.items() if spots[p] is None}
+    if not structural:
+        return text
+    return _restructure(text, structural, edited, base)
+
+
+def _spot(doc, path: str, value: Any) -> tuple[int, int, bool, Any] | None:
+    """Where the file writes the value at ``path`` (line, column, inside a flow collection, the old
+    value), if it can be replaced in the text: a plain value by a plain value, or a one-line list of
+    plain values by another."""
+    parts = path.split(".")
+    node: Any = doc
+    for part in parts[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        key: Any = int(last)
+        where = node.lc.item(key) if hasattr(node, "lc") else None
+    elif isinstance(node, dict) and last in node:
+        key = last
+        where = node.lc.value(key) if hasattr(node, "lc") else None
+    else:
+        return None
+    old = node[key]
+    plain = not isinstance(value, (dict, list))
+    if old is None or where is None:
+        return None
+    if isinstance(old, list):
+        if not (_flow(old) and isinstance(value, list) and all(_scalar_only(v) and not isinstance(v, list) for v in value)
+                and all(not isinstance(v, (dict, list)) for v in old)):
+            return None
+    elif isinstance(old, dict) or not plain:
+        return None
+    return where[0], where[1], _flow(node), old
+
+
+def _plain(v: Any) -> str:
+    """A value as YAML the model's reader (PyYAML) reads back as the same value."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        text = repr(v)
+        return f"{v:.15f}".rstrip("0") if "e" in text else text  # PyYAML reads 1e-05 as a string
+    if isinstance(v, list):
+        return "[" + ", ".join(_plain(x) for x in v) + "]"
+    s = str(v)
+    special = {"true", "false", "yes", "no", "on", "off", "null", "~", ""}
+    import re
+
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .\-]*", s) and s.lower() not in special and s == s.strip():
+        return s
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _token_end(text: str, i: int, flow: bool) -> int:
+    """Where the value written at offset ``i`` ends: a quoted string, a flow collection, or a plain
+    scalar (up to a comment, the end of the line, or in a flow collection a ``,``, ``]`` or ``}``)."""
+    n = len(text)
+    ch = text[i] if i < n else ""
+    if ch in ("'", '"'):
+        j = i + 1
+        while j < n:
+            if ch == '"' and text[j] == "\\":
+                j += 2
+                continue
+            if text[j] == ch:
+                if ch == "'" and j + 1 < n and text[j + 1] == "'":
+                    j += 2
+                    continue
+                return j + 1
+            j += 1
+        return n
+    if ch in ("[", "{"):
+        depth, j, quote = 0, i, None
+        while j < n:
+            c = text[j]
+            if quote:
+                quote = None if c == quote else quote
+            elif c in ("'", '"'):
+                quote = c
+            elif c in "[{":
+                depth += 1
+            elif c in "]}":
+                depth -= 1
+                if depth == 0:
+                    return j + 1
+            j += 1
+        return n
+    j = i
+    while j < n and text[j] != "\n":
+        if text[j] == "#" and j > i and text[j - 1] in " \t":
+            break
+        if flow and text[j] in ",]}":
+            break
+        j += 1
+    return i + len(text[i:j].rstrip())
+
+
+def _splice(text: str, edits: dict[str, tuple[tuple[int, int, bool, Any], Any]]) -> str:
+    """Replace values in the text at their positions, last first; in a block mapping, the end-of-line
+    comment of a changed value becomes ``# changed from OLD; it said: ...`` at the same column."""
+    starts = [0]
+    for line in text.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    order = sorted(edits.values(), key=lambda e: (e[0][0], e[0][1]), reverse=True)
+    for (line, col, flow, old), value in order:
+        i = starts[line] + col
+        end = _token_end(text, i, flow)
+        new = _plain(value)
+        eol = text.find("\n", end)
+        eol = len(text) if eol < 0 else eol
+        rest = text[end:eol]
+        if flow or (rest.strip() and not rest.lstrip().startswith("#")):
+            text = text[:i] + new + text[end:]
+            continue
+        said = rest.strip().lstrip("#").strip()
+        note = f"# changed from {_plain(old)}" + (f"; it said: {said}" if said else "")
+        head = text[starts[line]:i] + new
+        column = (end - starts[line]) + (len(rest) - len(rest.lstrip())) if said else len(head) + 2
+        pad = max(column - len(head), 2 if not said else 1)
+        text = text[:starts[line]] + head + " " * pad + note + text[eol:]
+    return text
+
+
+def _restructure(text: str, overrides: dict[str, Any], edited: dict, base: dict) -> str:
+    """Write changes that are more than a value in place (an inherited value, a list that grew) with
+    ruamel.yaml's round trip of ``text``."""
     from ruamel.yaml.comments import CommentedMap
 
     y = _ruamel(text)

@@ -209,6 +209,12 @@ class Form:
         self._slot(path)
         self._put(path, value, v)
 
+    def toggle(self, path: str, label: str | None = None) -> None:
+        value = bool(self.get(path))
+        v = st.checkbox(label or label_of(path), value=value, key=self.key(path), help=self._help(path))
+        self._slot(path)
+        self._put(path, value, bool(v))
+
     def text(self, path: str, label: str | None = None) -> None:
         value = self.get(path)
         v = st.text_input(label or label_of(path), value="" if value is None else str(value), key=self.key(path),
@@ -306,7 +312,11 @@ def describe_page() -> None:
     st.caption("How many people are referred each week, and where they come from. Each source's share of "
                "referrals, and where intake places its referrals, are shares from 0 to 1 that sum to 1.")
     form.group("referrals")
-    form.number("referrals.referrals_per_week")
+    a, b = st.columns([2, 1])
+    with a:
+        form.number("referrals.referrals_per_week")
+    with b:
+        form.number("referrals.transport_barrier", "Travel to the site is a barrier for (share)")
     sources = d.get("referrals.sources") or {}
     form.group("referrals.sources")
     cols = st.columns(max(len(sources), 1))
@@ -318,6 +328,11 @@ def describe_page() -> None:
                 form.group(f"{base}.placement")
                 for target in cfg.get("placement") or {}:
                     form.number(f"{base}.placement.{target}", target.replace("_", " "))
+            if cfg.get("payers"):
+                with st.expander("Paid for by", expanded=d.problems_under(f"{base}.payers")):
+                    form.group(f"{base}.payers")
+                    for payer in cfg["payers"]:
+                        form.number(f"{base}.payers.{payer}", payer.replace("_", " "))
 
     st.header("Places per level of care")
     stages = d.get("stages") or {}
@@ -357,6 +372,18 @@ def _iop_section(form: Form, d: logic.Draft, iop: dict) -> None:
         for col, cls in zip(cols, avail):
             with col:
                 form.number(f"stages.iop.availability.{cls}", cls.replace("_", " "))
+    barrier = d.get("stages.iop.transport_barrier")
+    shares = [d.get("referrals.transport_barrier") or 0] + [s.get("transport_barrier") or 0 for s in
+                                                            (d.get("referrals.sources") or {}).values()]
+    if barrier is not None or any(x > 0 for x in shares):  # it matters only once someone has the barrier
+        a, b = st.columns(2)
+        form.group("stages.iop.transport_barrier")
+        with a:
+            form.choice("stages.iop.transport_barrier.effect", label="Clients with a transport barrier, in in-person "
+                        "groups")
+        with b:
+            if (d.get("stages.iop.transport_barrier.effect") or "attendance") == "attendance":
+                form.number("stages.iop.transport_barrier.attendance_factor", "… attend this share as often")
     for tname, track in iop["tracks"].items():
         base = f"stages.iop.tracks.{tname}"
         with st.expander(f"Track: {tname.replace('_', ' ')}", expanded=True):
@@ -370,6 +397,17 @@ def _iop_section(form: Form, d: logic.Draft, iop: dict) -> None:
                 form.number(f"{base}.max_group_size")
             with e:
                 form.choice(f"{base}.admission")
+            if "mode" in track:
+                a, b, c = st.columns([1, 1, 2])
+                with a:
+                    form.choice(f"{base}.mode", label="Meets")
+                with b:
+                    form.number(f"{base}.cost_per_client_day", "Cost per client-day",
+                                help="Empty: the IOP's cost per patient-day.")
+                with c:
+                    if track.get("mode") == "virtual" or track.get("remote_facilitators"):
+                        st.write("")
+                        form.toggle(f"{base}.remote_facilitators", "Facilitators may work from home")
             for i, _s in enumerate(track.get("sessions") or []):
                 p = f"{base}.sessions.{i}"
                 form.group(p)
@@ -426,6 +464,8 @@ def _staff_section(form: Form, d: logic.Draft) -> None:
                 a, b = st.columns([1, 3])
                 with a:
                     form.number(f"{tp}.headcount")
+                    if "remote" in team:
+                        form.toggle(f"{tp}.remote", "Works from home")
                     form.button("Remove team", f"{tp}:remove", d.remove_item, f"{base}.teams", i,
                                 disabled=len(cfg["teams"]) < 2)
                 with b:
@@ -461,6 +501,27 @@ def _costs_section(form: Form, d: logic.Draft, stages: dict) -> None:
             form.number(f"stages.{name}.cost_per_patient_day", f"{_stage(name)}: cost per patient-day")
     if isinstance(d.get("intake"), dict):
         form.number("intake.cost_per_assessment")
+    payers = d.get("payers") or {}
+    if payers:
+        st.subheader("Payers")
+        st.caption(f"What each payer pays per billable unit ({currency}), and the shares denied and collected. "
+                   "Each referral source's payer mix is under Referrals.")
+        form.group("payers")
+        for name, cfg in payers.items():
+            base = f"payers.{name}"
+            with st.expander(name.replace("_", " ").capitalize(), expanded=d.problems_under(base)):
+                form.group(base)
+                rates = list((cfg.get("rates") or {}).items())
+                for i in range(0, len(rates), 4):
+                    cols = st.columns(4)
+                    for col, (unit, _rate) in zip(cols, rates[i:i + 4]):
+                        with col:
+                            form.number(f"{base}.rates.{unit}", unit.replace("_", " "))
+                a, b = st.columns(2)
+                with a:
+                    form.number(f"{base}.denial_rate", "Denied (share)")
+                with b:
+                    form.number(f"{base}.collection_rate", "Collected (share of the rest)")
 
 
 def _draft_summary(d: logic.Draft, sc, problems, general) -> None:
