@@ -924,7 +924,7 @@ def plan_page() -> None:
             obj[new_goal] = obj.pop(goal)
             goal = new_goal
     with y:
-        form.text(f"objective.{goal}", "of (KPI, or total_cost, cost_per_completed_program, completions)")
+        form.text(f"objective.{goal}", "of (a KPI, or total_cost, cost_per_completed_program, completions, margin)")
     with z:
         form.number("replications.first", "Replications per plan, first", integer=True)
     with w:
