@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from test_report_render import CHROMIUM, FLAGS, _need_browser  # the shared Chromium launch of the report tests
+from test_report_render import browser  # noqa: F401 (the report tests' headless Chromium, as a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 WINDOW = {"width": 1280, "height": 900}
@@ -77,17 +77,6 @@ def server(tmp_path_factory):
             proc.kill()
             proc.wait(timeout=10)
         log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _need_browser()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _shots(tmp_path: Path) -> list[Path]:
@@ -148,7 +137,7 @@ def _fill(box, value) -> None:
     _idle(page)
 
 
-def test_a_new_user_describes_a_site_runs_it_and_downloads_the_report(server, browser, tmp_path):
+def test_a_new_user_describes_a_site_runs_it_and_downloads_the_report(server, browser, tmp_path):  # noqa: F811 (the imported fixture)
     outside: list[str] = []
     problems: list[str] = []
     context = browser.new_context(viewport=WINDOW, accept_downloads=True)

@@ -936,18 +936,12 @@ def start_run(draft: Draft, replications: int, outputs: Path, jobs: int = 1, see
     scenario = draft.scenario()
     path, sets = str(draft.source.path), draft.set_strings()
 
-    def work(job: Job) -> Path:
-        dest = claim_folder(outputs, scenario.name)
-        try:
-            result = api.run(scenario, replications, seed, jobs, progress=job.progress)
-            result.scenario_path, result.overrides = path, sets
-            with _DRAWING:
-                return result.save(dest)
-        except BaseException:
-            release_folder(dest)
-            raise
+    def compute(job: Job):
+        result = api.run(scenario, replications, seed, jobs, progress=job.progress)
+        result.scenario_path, result.overrides = path, sets
+        return result
 
-    return Job("run", scenario.name, work)
+    return Job("run", scenario.name, _saved_in(outputs, scenario.name, compute))
 
 
 @dataclass
@@ -979,18 +973,28 @@ def start_compare(candidates: list[Candidate], replications: int, outputs: Path,
     paths = {c.name: str(c.path) for c in candidates}
     sets = [set_string(p, v) for p, v in common.items()]
 
+    def compute(job: Job):
+        result = api.compare(loaded, replications, None, jobs, progress=job.progress)
+        result.scenario_paths, result.overrides = paths, sets
+        return result
+
+    return Job("compare", f"compare {', '.join(names)}", _saved_in(outputs, "compare", compute))
+
+
+def _saved_in(outputs: Path, name: str, compute: Callable[[Job], Any]) -> Callable[[Job], Path]:
+    """A job's work: claim a run folder, compute the result, save it there (figures drawn one job at a
+    time: pyplot is not thread-safe); on any failure the claimed folder is given back."""
     def work(job: Job) -> Path:
-        dest = claim_folder(outputs, "compare")
+        dest = claim_folder(outputs, name)
         try:
-            result = api.compare(loaded, replications, None, jobs, progress=job.progress)
-            result.scenario_paths, result.overrides = paths, sets
+            result = compute(job)
             with _DRAWING:
                 return result.save(dest)
         except BaseException:
             release_folder(dest)
             raise
 
-    return Job("compare", f"compare {', '.join(names)}", work)
+    return work
 
 
 # --------------------------------------------------------------------------- plans
