@@ -93,11 +93,16 @@ def _episode_rows(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndar
     ``order`` and the sorted keys look visits up with ``_lookup``; the first
     admission of every episode is computed once here for all access KPIs.
     """
+    order, sorted_keys = episode_index(records)
+    return order, sorted_keys, _first_admissions(records, order, sorted_keys)
+
+
+def episode_index(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
+    """(order, sorted keys) of the episodes table, for ``_lookup``."""
     ep = records["episodes"]
     keys = _keys(ep["patient_id"].to_numpy(), ep["episode"].to_numpy())
     order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    return order, sorted_keys, _first_admissions(records, order, sorted_keys)
+    return order, keys[order]
 
 
 def _lookup(order: np.ndarray, sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:

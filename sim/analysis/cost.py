@@ -41,15 +41,19 @@ def labour_cost(scenario: Scenario, k: dict) -> dict[str, float]:
     return out
 
 
+def days_in_window(t_admit: np.ndarray, t_leave: np.ndarray, w0: float, horizon: float) -> np.ndarray:
+    """Days of each stay (admission to leaving, still in care at the end: to the horizon) within the window."""
+    return np.clip(np.minimum(np.where(np.isnan(t_leave), horizon, t_leave), horizon) - np.maximum(t_admit, w0), 0, None)
+
+
 def track_client_days(records, w0: float, horizon: float) -> dict[str, float]:
     """Client-days in each IOP track within the window, from the visits (admission to leaving)."""
     v = records["visits"]
     iop = (v["stage"] == "iop").to_numpy(dtype=bool, na_value=False)
     t_admit = v["t_admit"].to_numpy(dtype=float)[iop]
-    t_leave = v["t_leave"].to_numpy(dtype=float)[iop]
     track = v["track"].to_numpy(dtype=object, na_value="")[iop]
     ok = ~np.isnan(t_admit)
-    days = np.clip(np.minimum(np.where(np.isnan(t_leave), horizon, t_leave), horizon) - np.maximum(t_admit, w0), 0, None)
+    days = days_in_window(t_admit, v["t_leave"].to_numpy(dtype=float)[iop], w0, horizon)
     out: dict[str, float] = {}
     for name in np.unique(track[ok]):
         out[str(name)] = float(days[ok & (track == name)].sum())

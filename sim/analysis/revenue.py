@@ -35,8 +35,8 @@ import math
 
 import numpy as np
 
-from iopsim.analysis.access import _keys
-from iopsim.analysis.cost import iop_day_cost
+from iopsim.analysis.access import _keys, _lookup, episode_index
+from iopsim.analysis.cost import days_in_window, iop_day_cost
 from iopsim.schema.scenario import BILLING_UNITS, TREATMENT_STAGES, Scenario
 
 #: Units billed per patient-day in a stage.
@@ -45,33 +45,25 @@ DAY_UNITS = {"residential_day": "residential", "php_day": "php", "aftercare_day"
 IOP_UNITS = ("iop_session", "iop_day", "individual", "family", "drug_test")
 
 
-def _payer_index(records, scenario: Scenario):
-    """(sorted episode keys, payer index of each, payer names) from the episodes table."""
-    ep = records["episodes"]
-    names = list(scenario.payers)
-    keys = _keys(ep["patient_id"].to_numpy(), ep["episode"].to_numpy())
-    col = ep["payer"].to_numpy(dtype=object, na_value="")
-    code = {n: i for i, n in enumerate(names)}
+def _payer_of(records, scenario: Scenario):
+    """A function: (patient, episode) keys -> the index (in ``scenario.payers``) of each episode's payer."""
+    col = records["episodes"]["payer"].to_numpy(dtype=object, na_value="")
+    code = {n: i for i, n in enumerate(scenario.payers)}
     payer = np.fromiter((code.get(x, -1) for x in col), dtype=np.int64, count=len(col))
-    order = np.argsort(keys, kind="stable")
-    return keys[order], payer[order], names
+    order, sorted_keys = episode_index(records)
+
+    def payer_of(keys: np.ndarray) -> np.ndarray:  # every visit, service and attendance has its episode
+        return payer[_lookup(order, sorted_keys, keys)] if len(keys) else np.zeros(0, dtype=np.int64)
+
+    return payer_of
 
 
-def _lookup(sorted_keys, payer, keys) -> np.ndarray:
-    """The payer index of each key (-1 if the episode is unknown)."""
-    if not len(sorted_keys) or not len(keys):
-        return np.full(len(keys), -1, dtype=np.int64)
-    pos = np.clip(np.searchsorted(sorted_keys, keys), 0, len(sorted_keys) - 1)
-    return np.where(sorted_keys[pos] == keys, payer[pos], -1)
-
-
-def unit_quantities(records, scenario: Scenario, w0: float, horizon: float) -> dict[str, np.ndarray]:
+def unit_quantities(records, scenario: Scenario, w0: float, horizon: float, payer_of) -> dict[str, np.ndarray]:
     """Billable unit -> quantity delivered in the window to each payer's episodes (one number per payer)."""
-    sorted_keys, payer, names = _payer_index(records, scenario)
-    n = len(names)
+    n = len(scenario.payers)
 
     def per_payer(keys, weights=None) -> np.ndarray:
-        idx = _lookup(sorted_keys, payer, keys)
+        idx = payer_of(keys)
         ok = idx >= 0
         return np.bincount(idx[ok], weights=None if weights is None else weights[ok], minlength=n).astype(float)
 
@@ -82,7 +74,7 @@ def unit_quantities(records, scenario: Scenario, w0: float, horizon: float) -> d
     t_admit = v["t_admit"].to_numpy(dtype=float)
     t_leave = v["t_leave"].to_numpy(dtype=float)
     outcome = v["outcome"].to_numpy(dtype=object, na_value="")
-    stay = np.clip(np.minimum(np.where(np.isnan(t_leave), horizon, t_leave), horizon) - np.maximum(t_admit, w0), 0, None)
+    stay = days_in_window(t_admit, t_leave, w0, horizon)
     assessed = (stage == "intake") & (outcome == "assessed") & (t_leave >= w0)
     q["assessment"] = per_payer(vkeys[assessed])
 
@@ -118,7 +110,8 @@ def revenue_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict
     names = list(scenario.payers)
     payers = [scenario.payers[n] for n in names]
     net = np.array([(1.0 - p.denial_rate) * p.collection_rate for p in payers])
-    q = unit_quantities(records, scenario, w0, horizon)
+    payer_of = _payer_of(records, scenario)
+    q = unit_quantities(records, scenario, w0, horizon, payer_of)
     out: dict[str, float] = {}
     billed_by_payer = np.zeros(len(names))
     collected_unit: dict[str, float] = {}
@@ -145,20 +138,18 @@ def revenue_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict
     out["revenue_per_completed_program"] = out["revenue_total"] / completed if completed else math.nan
     out["margin_per_completed_program"] = margin / completed if completed else math.nan
 
-    out.update(_payer_mix(records, scenario, w0))
+    out.update(_payer_mix(records, names, w0, payer_of))
     if "iop" in scenario.stages.enabled():
         out.update(_break_even(records, scenario, w0, horizon, k, patient_days, collected_unit, margin))
     return out
 
 
-def _payer_mix(records, scenario: Scenario, w0: float) -> dict[str, float]:
+def _payer_mix(records, names: list[str], w0: float, payer_of) -> dict[str, float]:
     """Share of the episodes admitted to treatment in the window, by payer."""
-    sorted_keys, payer, names = _payer_index(records, scenario)
     v = records["visits"]
     stage = v["stage"].to_numpy(dtype=object, na_value="")
     admitted = np.isin(stage, TREATMENT_STAGES) & (v["t_admit"].to_numpy(dtype=float) >= w0)
-    keys = np.unique(_keys(v["patient_id"].to_numpy()[admitted], v["episode"].to_numpy()[admitted]))
-    idx = _lookup(sorted_keys, payer, keys)
+    idx = payer_of(np.unique(_keys(v["patient_id"].to_numpy()[admitted], v["episode"].to_numpy()[admitted])))
     counts = np.bincount(idx[idx >= 0], minlength=len(names)).astype(float)
     total = counts.sum()
     return {f"payer_mix_{n}": (float(c / total) if total else math.nan) for n, c in zip(names, counts)}
