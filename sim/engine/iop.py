@@ -151,7 +151,7 @@ class TrackedIOP(Stage):
     def __init__(self, model, name: str, cfg):
         super().__init__(model, name, cfg)
         self.tracks = {n: Track(self, n, t) for n, t in cfg.tracks.items()}
-        self._waiting: dict[str, deque] = {}  # availability class -> (number, waiter), see _enqueue
+        self._waiting: dict[str, deque] = {}  # queue key (see queue_key) -> (number, waiter), see _enqueue
         self._joined = 0
         self.capacity = sum(t.groups * t.max_group_size for t in cfg.tracks.values())
         prog = cfg.program
@@ -180,6 +180,7 @@ class TrackedIOP(Stage):
         self.barrier_rules_out = tb is not None and tb.effect == "rules_out"
         self.barrier_factor = tb.attendance_factor if tb is not None and tb.effect == "attendance" else 1.0
         self.attendance_u = model.streams.series("iop.attendance")
+        self.billed = model.rec.attendance if model.scenario.payers else None  # attended sessions, to bill
         self.seed = model.seed
         self.rep = model.replication
         self.pool = model.staff
@@ -393,8 +394,8 @@ class TrackedIOP(Stage):
         m.done.succeed(outcome)
 
     def _enqueue(self, w, deadline: float) -> None:
-        """Waiters are kept in one FIFO per availability class, numbered in order of joining,
-        so that filling a seat looks only at the classes its track accepts."""
+        """Waiters are kept in one FIFO per queue key (availability class, and barrier), numbered in
+        order of joining, so that filling a seat looks only at the queues its track takes from."""
         self._joined += 1
         key = self.queue_key(w.patient)
         q = self._waiting.get(key)
@@ -576,7 +577,7 @@ class TrackedIOP(Stage):
         prog = self.cfg.program
         expected = attended = 0
         leaving = []
-        billed = self.model.rec.attendance if self.model.scenario.payers else None
+        billed = self.billed
         for m in members:
             if m.finished:
                 continue

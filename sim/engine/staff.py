@@ -216,7 +216,7 @@ class StaffPool:
         self._changes: dict[str, list[int]] = {}
         self._slots: dict[tuple, list] = {}
         remote = remote_flags(scenario)
-        #: Roles with someone off site: their on-site work is fitted by a scan of the on-site members.
+        #: Roles with someone off site: their on-site work has slot indexes of the on-site members alone.
         self.remote_roles = {r for r, flags in remote.items() if any(flags)}
         for role, shift_lists in roles_of(scenario).items():
             people = []
@@ -255,17 +255,14 @@ class StaffPool:
         staff may run) remote members come first, the preferred ones first among
         them, so that the people on site stay free for the groups that need them.
         """
-        people = self.by_role.get(role, ())
-        if on_site:
-            prefer = [m for m in prefer if not m.remote]
-            people = [m for m in people if not m.remote] if role in self.remote_roles else people
-        elif role in self.remote_roles:  # remote preferred, other remote, on-site preferred, other on-site
-            prefer = [m for m in prefer if m.remote] + [m for m in people if m.remote] + [m for m in prefer if not m.remote]
-        chosen = [m for m in dict.fromkeys(prefer) if m.role == role and m not in exclude and m.available(start, end)][:count]
-        for m in people:
+        order = [m for m in dict.fromkeys([*prefer, *self.by_role.get(role, ())]) if m.role == role]
+        if role in self.remote_roles:  # on site: nobody remote; otherwise remote first (a stable sort)
+            order = [m for m in order if not m.remote] if on_site else sorted(order, key=lambda m: not m.remote)
+        chosen: list[StaffMember] = []
+        for m in order:
             if len(chosen) >= count:
                 break
-            if m not in chosen and m not in exclude and m.available(start, end):
+            if m not in exclude and m.available(start, end):
                 chosen.append(m)
         return chosen if len(chosen) >= count else None
 
@@ -277,28 +274,16 @@ class StaffPool:
         if not people:
             self.unmet(role, activity, earliest, hours)
             return None
-        if on_site and role in self.remote_roles:
-            # The earliest slot of an on-site member, ties to the first listed: what the index gives
-            # for a role without remote members (rare enough not to need an index of its own).
-            best = None
-            for m in people:
-                if not m.remote:
-                    s = m.find_slot(earliest, latest, duration)
-                    if s is not None and (best is None or s < best[0]):
-                        best = (s, m)
-            if best is None:
-                self.unmet(role, activity, earliest, hours)
-                return None
-            return self.book(best[1], activity, best[0], best[0] + duration, ref)
+        only_on_site = on_site and role in self.remote_roles  # an index of the on-site members alone
         changes = self._changes[role]
-        key = (role, earliest, latest, duration)
+        key = (role, earliest, latest, duration, only_on_site)
         index = self._slots.get(key)
         if index is None:
             if len(self._slots) >= _MAX_SLOT_INDEXES:
                 self._reset_slots()
             heap = []
             for i, m in enumerate(people):
-                s = m.find_slot(earliest, latest, duration)
+                s = None if only_on_site and m.remote else m.find_slot(earliest, latest, duration)
                 if s is not None:
                     heap.append((s, i, m.version))
             heapq.heapify(heap)
@@ -308,7 +293,7 @@ class StaffPool:
             if seen < len(changes):
                 for i in set(changes[seen:]):
                     m = people[i]
-                    s = m.find_slot(earliest, latest, duration)
+                    s = None if only_on_site and m.remote else m.find_slot(earliest, latest, duration)
                     if s is not None:
                         heapq.heappush(heap, (s, i, m.version))
                 index[1] = len(changes)
