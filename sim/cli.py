@@ -52,15 +52,9 @@ HEADLINE = (
     "iop_cost_per_episode",
     "labour_share_of_cost",
 )
-MONEY_KPIS = (
-    ("revenue_billed", "Billed"),
-    ("revenue_not_collected", "Denied or not collected"),
-    ("revenue_total", "Revenue collected"),
-    ("margin_total", "Margin (revenue - cost)"),
-    ("cost_recovery", "Revenue / cost"),
-    ("margin_per_completed_program", "Margin per completed program"),
-    ("break_even_iop_census", "Break-even IOP census"),
-)
+#: The rows of the revenue table (labels: ``SHORT_LABELS``), the payers after ``revenue_total``.
+MONEY_KPIS = ("revenue_billed", "revenue_not_collected", "revenue_total", "margin_total", "cost_recovery",
+              "margin_per_completed_program", "break_even_iop_census")
 STAGE_KPIS = (
     ("admissions", "Admissions"),
     ("share_lost_waiting", "Lost while waiting"),
@@ -216,9 +210,9 @@ def print_summary(summary, title: str, currency: str = "USD") -> None:
                  and k not in ("cost_per_patient_day", "cost_recovery")]
     tables.append(_grid(rows, "Cost breakdown", [("", "amount")], cost_rows, lambda c, k: k, currency))
     money_rows = []
-    for k, label in MONEY_KPIS:
+    for k in MONEY_KPIS:
         if k in rows.index:
-            money_rows.append((k, label))
+            money_rows.append((k, SHORT_LABELS[k]))
         if k == "revenue_total":  # then who it came from
             money_rows += [(p, "  from " + human(p[len("revenue_payer_"):])) for p in rows.index
                            if p.startswith("revenue_payer_")]

@@ -58,8 +58,12 @@ SHORT_LABELS = {
     "iop_waitlist_max": "IOP waitlist, longest",
     "iop_reneged": "Left the IOP waitlist",
     "iop_census_mean": "IOP census, average",
+    "revenue_billed": "Billed",
+    "revenue_not_collected": "Denied or not collected",
     "revenue_total": "Revenue collected",
     "margin_total": "Margin (revenue - cost)",
+    "cost_recovery": "Revenue / cost",
+    "margin_per_completed_program": "Margin per completed program",
     "break_even_iop_census": "Break-even IOP census",
 }
 

@@ -33,7 +33,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter  # no
 from iopsim.analysis.kpis import STAGE_LABELS, kpi_label  # noqa: E402
 from iopsim.analysis.stats import t_quantile  # noqa: E402
 from iopsim.analysis.verdict import BETTER, DECISION_KPIS, WORSE, judge  # noqa: E402
-from iopsim.outputs.answer import capital, factor_label, human, people_label, signed, symbol  # noqa: E402
+from iopsim.outputs.answer import capital, decap, factor_label, human, people_label, signed, symbol  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -350,10 +350,15 @@ COST_LABELS = {"cost_services": "Services (drug tests ...)", "cost_patient_days"
                "cost_assessments": "Intake assessments", "cost_overhead": "Fixed overhead"}
 
 
-def cost_figure(per_replication: pd.DataFrame, path: Path, currency: str = "USD", days: float | None = None) -> Path:
+def _cost_columns(per_replication: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The cost components of a run (labour role by role, then the rest) and their labels."""
     labour = [c for c in per_replication.columns if c.startswith("cost_labour_")]
     cols = labour + [c for c in COST_COMPONENTS if c in per_replication.columns]
-    labels = [f"Labour: {human(c[len('cost_labour_'):])}" for c in labour] + [COST_LABELS[c] for c in cols[len(labour):]]
+    return cols, [f"Labour: {human(c[len('cost_labour_'):])}" for c in labour] + [COST_LABELS[c] for c in cols[len(labour):]]
+
+
+def cost_figure(per_replication: pd.DataFrame, path: Path, currency: str = "USD", days: float | None = None) -> Path:
+    cols, labels = _cost_columns(per_replication)
     mean, half = _mean_ci_cols(per_replication, cols)
     keep = [i for i, m in enumerate(mean) if np.isfinite(m) and m != 0]
     none = [labels[i] for i in range(len(cols)) if i not in keep]
@@ -380,8 +385,7 @@ def money_figure(per_replication: pd.DataFrame, path: Path, currency: str = "USD
     if "revenue_total" not in per_replication.columns:
         return None
     years = (days or 365.0) / 365.0
-    labour = [c for c in per_replication.columns if c.startswith("cost_labour_")]
-    costs = labour + [c for c in COST_COMPONENTS if c in per_replication.columns]
+    costs, cost_labels = _cost_columns(per_replication)
     payers = [c for c in per_replication.columns if c.startswith("revenue_payer_")]
     cost_mean = np.nan_to_num(_mean_ci_cols(per_replication, costs)[0]) / years
     pay_mean = np.nan_to_num(_mean_ci_cols(per_replication, payers)[0]) / years
@@ -391,8 +395,7 @@ def money_figure(per_replication: pd.DataFrame, path: Path, currency: str = "USD
     fig, ax = plt.subplots(figsize=(8.5, 3.4))
     palette = plt.get_cmap("tab20").colors
     rows = ((pay_mean, [human(c[len("revenue_payer_"):]) for c in payers], palette[0::2]),
-            (cost_mean, [f"labour: {human(c[len('cost_labour_'):])}" for c in labour]
-             + [COST_LABELS[c].lower() for c in costs[len(labour):]], palette[1::2]))
+            (cost_mean, [decap(label) for label in cost_labels], palette[1::2]))
     for row, (values, names, colours) in enumerate(rows):
         left = 0.0
         for i, (v, name) in enumerate(zip(values, names)):
