@@ -367,9 +367,9 @@ def run(
     posterior: Optional[Path] = POSTERIOR,
 ) -> None:
     """Simulate a scenario, print KPIs with 95 % confidence intervals, write a run folder and report."""
+    _start_workers(jobs)  # first: the fork server imports the simulator while this process imports it too
     from iopsim import api
 
-    _start_workers(jobs)
     try:
         if targets is not None:
             from iopsim.analysis.calibration import load_targets
@@ -416,7 +416,7 @@ def run(
 def _start_workers(jobs: int) -> None:
     """With more than one job, start the worker processes' fork server while the scenario is read and checked."""
     if jobs > 1:
-        from iopsim.experiments.replications import start_worker_server
+        from iopsim.experiments.workers import start_worker_server
 
         start_worker_server()
 
@@ -472,9 +472,9 @@ def compare(
     posterior: Optional[Path] = POSTERIOR,
 ) -> None:
     """Compare scenarios with common random numbers: paired differences with CIs, and a report."""
+    _start_workers(jobs)  # first, as in `run`
     from iopsim import api
 
-    _start_workers(jobs)
     try:
         if len(scenarios) < 2:
             raise IopsimError("compare: give at least two scenario files (the first is the baseline)")
@@ -603,6 +603,7 @@ def sweep(
                                            "re-running with the same folder resumes."),
 ) -> None:
     """Run (or resume) a parameter sweep locally or on a Dask cluster; sensitivity indices if the file asks."""
+    _start_workers(jobs if scheduler is None else 1)  # first, as in `run`
     from iopsim import api
 
     try:
@@ -638,6 +639,7 @@ def plan(
     posterior: Optional[Path] = POSTERIOR,
 ) -> None:
     """Find the cheapest (or best) plan of staff, groups and places that meets every service target."""
+    _start_workers(jobs if scheduler is None else 1)  # first, as in `run`
     from iopsim import api
 
     try:

@@ -307,7 +307,7 @@ def test_code_without_a_script_file_runs_like_a_notebook(tmp_path, serial_referr
 
 
 def test_start_method_choice():
-    from iopsim.experiments import replications as rep
+    from iopsim.experiments import workers as rep
 
     assert rep._workers_import_this_package(), "the installed iopsim should be what workers import"
     tree = ast.parse("x = 1\nif __name__ == '__main__':\n    run()\nif '__main__' == __name__:\n    pass\n")

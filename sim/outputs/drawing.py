@@ -58,7 +58,7 @@ class Drawer:
     def _start(self) -> None:
         """Start the workers at once: each imports matplotlib while this process writes the
         tables the figures are drawn from, instead of after the first figure is asked for."""
-        from iopsim.experiments.replications import worker_context
+        from iopsim.experiments.workers import worker_context
 
         self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context(), initializer=_ready)
         for _ in range(self.jobs):  # the pool starts a process per submission, up to max_workers

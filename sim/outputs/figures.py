@@ -14,6 +14,8 @@ stage where nothing happened says so in a line instead of drawing an empty axis.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import logging
 import math
@@ -103,8 +105,19 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _scenario(folder: Path) -> dict:
+    """The folder's resolved scenario as a mapping (read-only: it is shared by the figures of a folder)."""
     p = Path(folder) / "scenario.yaml"
-    return (yaml.load(p.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}) if p.exists() else {}
+    try:
+        st = p.stat()
+    except OSError:
+        return {}
+    return _parsed(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, _mtime_ns: int, _size: int) -> dict:
+    """A scenario file parsed once per process and version of the file (a run's figures read it up to 8 times)."""
+    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
 
 
 def currency_of(folder: Path) -> str:
