@@ -91,7 +91,8 @@ def _reneging_runs():
     return run_replications(reneging_scenario(), 8, jobs=2)
 
 
-@pytest.mark.parametrize("kpi", ["referral_lost_before_admission", "referral_lost_at_iop", "iop_share_lost_waiting"])
+@pytest.mark.parametrize("kpi", ["referral_lost_before_admission", "referral_lost_at_iop", "iop_share_lost_waiting",
+                                 "referral_lost_after_assessment"])
 def test_share_lost_matches_erlang_a(kpi):
     theory = erlang_a_abandonment(LAM, 1 / MEAN_STAY, 1 / PATIENCE, C)
     values = [r.kpis[kpi] for r in _reneging_runs()]
@@ -124,6 +125,25 @@ def test_referral_outcomes_follow_every_episode():
     assert (r["days"] >= 0).all()
     waiting = r[r["outcome"] == "waiting"]
     assert np.allclose(waiting["days"], sc.horizon_days - waiting["t_referral"])
+
+
+def test_lost_after_assessment_leaves_out_those_lost_at_intake(repo_root):
+    """"Never start after intake": of those assessed and placed, the share lost before admission."""
+    from iopsim.api import load_scenario
+
+    sc = load_scenario(repo_root / "scenarios" / "established.yaml", {"horizon_days": 400})
+    res = run_replication(sc, 0)
+    k = res.kpis
+    r = referral_outcomes(res.records, sc, float(sc.warmup_days))
+    placed = r[r["placement"].isin(["residential", "php", "iop"])]
+    lost, waiting = (placed["outcome"] == "lost").sum(), (placed["outcome"] == "waiting").sum()
+    assert lost > 0 and waiting > 0 and k["referral_lost_at_intake"] > 0.05
+    # A cumulative incidence: between "the censored are never lost" and "the censored are all lost".
+    assert lost / len(placed) <= k["referral_lost_after_assessment"] <= (lost + waiting) / len(placed)
+    assert k["referral_lost_after_assessment"] < k["referral_lost_before_admission"]
+    # In a scenario without intake everyone is placed at referral: the two are the same.
+    k0 = _reneging_runs()[0].kpis
+    assert k0["referral_lost_after_assessment"] == k0["referral_lost_before_admission"]
 
 
 def test_no_patience_means_nobody_is_lost():

@@ -167,6 +167,7 @@ def access_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float)
     for d in WITHIN_DAYS:
         k[f"referral_admitted_within_{d}_days"] = cumulative_incidence(days, kinds, 1, d)
     k["referral_lost_before_admission"] = cumulative_incidence(days, kinds, 2, math.inf)
+    k["referral_lost_after_assessment"] = lost_after_assessment(r)
     lost_at = r["lost_at"].to_numpy()
     stages = [s for s in LOSS_STAGES if s == "intake" and scenario.intake is not None or s in scenario.stages.enabled()]
     for stage in stages:
@@ -180,6 +181,20 @@ def access_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float)
     k["referral_share_admitted_waiting_over_30_days"] = float((waits > 30).mean()) if waits.size else math.nan
     k.update(_first_session_kpis(records, scenario, w0, index))
     return k
+
+
+def lost_after_assessment(outcomes: pd.DataFrame) -> float:
+    """Of the referrals assessed and placed in residential, PHP or IOP, the share lost before admission.
+
+    The published "never start after intake" figure (``calibration/targets.yaml``:
+    ``never-start-after-intake``): those lost at intake are not in it, those
+    still waiting at the end of the run are censored (a cumulative incidence).
+    ``outcomes`` is :func:`referral_outcomes`.
+    """
+    placed = np.isin(outcomes["placement"].to_numpy(dtype=object), TREATMENT_STAGES)
+    outcome = outcomes["outcome"].to_numpy()[placed]
+    kinds = np.where(outcome == "admitted", 1, np.where(outcome == "lost", 2, 0))
+    return cumulative_incidence(outcomes["days"].to_numpy(dtype=float)[placed], kinds, 2, math.inf)
 
 
 def admitted_waits(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float, _index=None) -> np.ndarray:

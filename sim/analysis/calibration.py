@@ -23,7 +23,7 @@ from iopsim.schema.base import FrozenModel
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.files import read_manifest
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
-from iopsim.analysis.access import admitted_waits
+from iopsim.analysis.access import admitted_waits, lost_after_assessment, referral_outcomes
 from iopsim.analysis.stats import mean_ci
 
 STAY_OUTCOMES = ("completed", "dropped_out", "transferred", "terminated", "other", "relapsed")
@@ -126,7 +126,12 @@ def distance(values: dict[str, float], targets: list[Target]) -> float:
 
 
 class _Rep:
-    """The records of one replication, with the derived columns metrics share."""
+    """The records of one replication, with the derived tables metrics share.
+
+    Several metrics read the same derived table (the ended IOP stays, the
+    admitted waits, the ends of treatment); each is computed once per
+    replication and then shared.  The metrics only read them.
+    """
 
     def __init__(self, visits: pd.DataFrame, episodes: pd.DataFrame, levels: pd.DataFrame, sc: Scenario):
         self.sc = sc
@@ -135,25 +140,40 @@ class _Rep:
         self.visits = visits
         self.episodes = episodes
         self.levels = levels
+        self._cache: dict = {}
+
+    def _once(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     def ended_stays(self, stage: str) -> pd.DataFrame:
-        v = self.visits
-        m = (v["stage"] == stage) & v["t_admit"].notna() & (v["t_leave"] >= self.w0) & v["outcome"].isin(STAY_OUTCOMES)
-        out = v.loc[m]
-        return out.assign(stay=out["t_leave"] - out["t_admit"])
+        def make():
+            v = self.visits
+            m = ((v["stage"] == stage) & v["t_admit"].notna() & (v["t_leave"] >= self.w0)
+                 & v["outcome"].isin(STAY_OUTCOMES))
+            out = v.loc[m]
+            return out.assign(stay=out["t_leave"] - out["t_admit"])
+
+        return self._once(("ended_stays", stage), make)
 
     def admitted_waits(self) -> np.ndarray:
         """Referral-to-admission days of episodes admitted to treatment in the window (one definition with the KPIs)."""
-        return admitted_waits({"visits": self.visits, "episodes": self.episodes}, self.sc, self.w0)
+        return self._once("admitted_waits", lambda: admitted_waits(
+            {"visits": self.visits, "episodes": self.episodes}, self.sc, self.w0))
 
     def treatment_ends(self) -> pd.DataFrame:
         """Episodes that left treatment, with the time treatment ended."""
-        v = self.visits
-        tv = v[v["stage"].isin(TREATMENT_STAGES) & v["t_admit"].notna() & v["t_leave"].notna()]
-        last = tv.sort_values("t_leave").groupby(["patient_id", "episode"], as_index=False).last()
-        ends = last[["patient_id", "episode", "t_leave", "outcome"]].rename(columns={"t_leave": "t_end"})
-        ends = ends.merge(self.episodes[["patient_id", "episode", "t_relapse", "readmitted"]], on=["patient_id", "episode"])
-        return ends[ends["t_end"] >= self.w0]
+        def make():
+            v = self.visits
+            tv = v[v["stage"].isin(TREATMENT_STAGES) & v["t_admit"].notna() & v["t_leave"].notna()]
+            last = tv.sort_values("t_leave").groupby(["patient_id", "episode"], as_index=False).last()
+            ends = last[["patient_id", "episode", "t_leave", "outcome"]].rename(columns={"t_leave": "t_end"})
+            ends = ends.merge(self.episodes[["patient_id", "episode", "t_relapse", "readmitted"]],
+                              on=["patient_id", "episode"])
+            return ends[ends["t_end"] >= self.w0]
+
+        return self._once("treatment_ends", make)
 
 
 def _share(stage: str, outcome: str) -> Callable[[_Rep], float]:
@@ -200,6 +220,12 @@ def _wait_over_30(r: _Rep) -> float:
     """Of those admitted, the share who waited over 30 days: KPI ``referral_share_admitted_waiting_over_30_days``."""
     w = r.admitted_waits()
     return float((w > 30).mean()) if w.size else math.nan
+
+
+def _never_start(r: _Rep) -> float:
+    """Of those assessed and placed in a treatment stage, the share lost before admission:
+    KPI ``referral_lost_after_assessment``."""
+    return lost_after_assessment(referral_outcomes({"visits": r.visits, "episodes": r.episodes}, r.sc, r.w0))
 
 
 def _residential_step_down(r: _Rep) -> float:
@@ -249,6 +275,7 @@ METRICS: dict[str, Callable[[_Rep], float]] = {
     "iop_admissions_per_year": _iop_admissions_per_year,
     "wait_to_treatment_mean_days": _wait_mean,
     "share_waiting_over_30_days": _wait_over_30,
+    "share_never_starting_after_intake": _never_start,
     "residential_share_stepping_down": _residential_step_down,
     "readmission_within_90_days": _readmit_90,
     "relapse_within_365_days": _relapse_365,

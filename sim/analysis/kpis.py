@@ -89,6 +89,8 @@ KPI_UNITS = {
     "referral_admitted_within_14_days": ("Share of referrals admitted to treatment within 14 days", "fraction"),
     "referral_admitted_within_30_days": ("Share of referrals admitted to treatment within 30 days", "fraction"),
     "referral_lost_before_admission": ("Share of referrals lost before admission", "fraction"),
+    "referral_lost_after_assessment": ("Of those assessed and placed in care, the share lost before admission",
+                                       "fraction"),
     "referral_to_admission_median_days": ("Median referral to admission, everyone referred (Kaplan-Meier)", "days"),
     "referral_to_admission_p90_days": ("90th percentile referral to admission, everyone referred (Kaplan-Meier)", "days"),
     "referral_to_admission_mean_days_admitted": ("Mean referral to admission of those admitted", "days"),

@@ -46,8 +46,8 @@ from pydantic import Field, ValidationError, model_validator
 from iopsim.analysis.calibration import METRICS, Target, Targets, distance, load_targets, replication_metrics
 from iopsim.analysis.stats import mean_ci
 from iopsim.errors import IopsimError, ScenarioError
-from iopsim.experiments.replications import Runner, run_replication
-from iopsim.experiments.executor import check_scheduler
+from iopsim.engine.model import Model
+from iopsim.experiments.executor import Executor, check_scheduler
 from iopsim.files import atomic_write_text, claim_results_folder, manifest, read_manifest, safe_name
 from iopsim.schema.base import FieldError as _FieldErr
 from iopsim.schema.base import FrozenModel
@@ -231,9 +231,11 @@ def load_spec(path: str | Path) -> Spec:
                 raise ScenarioError(str(path), f"only.{i}", f"no target {tid!r}; allowed: {', '.join(ids)}")
         targets = [t for t in targets if t.id in cf.only]
     name = cf.name or path.stem
-    # The budget is left out: raising it and running again continues the same calibration.
+    # The budget is left out: raising it and running again continues the same calibration.  The order
+    # of the parameters is in: they are pyabc's p0, p1, ... in that order, in the stored populations.
     what = {k: v for k, v in raw.items() if k != "budget"}
-    digest = hashlib.sha256(json.dumps({"file": what, "base": base_raw, "targets": [t.model_dump() for t in targets]},
+    digest = hashlib.sha256(json.dumps({"file": what, "order": list(cf.parameters), "base": base_raw,
+                                        "targets": [t.model_dump() for t in targets]},
                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Spec(path, cf, name, base_path, base_raw, base, targets, digest)
 
@@ -273,16 +275,20 @@ class Simulator:
             set_path(raw, q.split("."), v, self.source)
         return validate_raw(raw, self.source)
 
+    def replication(self, sc: Scenario, replication: int, seed: int | None = None) -> dict:
+        """The targets' metrics of one replication of ``sc`` (by target id), and its number.
+
+        Only the records are built: the targets' metrics are computed from them,
+        the run's KPIs are not needed.
+        """
+        records = Model(sc, replication, self.seed if seed is None else seed).run()
+        m = replication_metrics(records, sc, {t.metric for t in self.targets})
+        return {"replication": replication, **{t.id: m[t.metric] for t in self.targets}}
+
     def metrics(self, theta: dict[str, float], replications: range, seed: int | None = None) -> pd.DataFrame:
         """Per-replication metrics of the targets (columns: target ids)."""
         sc = self.scenario(theta)
-        wanted = {t.metric for t in self.targets}
-        rows = []
-        for r in replications:
-            res = run_replication(sc, r, self.seed if seed is None else seed)
-            m = replication_metrics(res.records, sc, wanted)
-            rows.append({"replication": r, **{t.id: m[t.metric] for t in self.targets}})
-        return pd.DataFrame(rows)
+        return pd.DataFrame([self.replication(sc, r, seed) for r in replications])
 
     def __call__(self, parameter) -> dict[str, float]:
         """pyabc's model: the mean of each target's metric over the replications (NaN if the set is invalid)."""
@@ -310,24 +316,6 @@ def met_count(values: dict[str, float], targets: list[Target]) -> int:
 
 
 # --------------------------------------------------------------------------- running
-
-
-def _sampler(jobs: int, scheduler: str | None):
-    from pyabc import sampler as samplers
-
-    if scheduler:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise IopsimError("--scheduler needs Dask's 'distributed' package: pip install 'iopsim[cluster]'") from None
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise IopsimError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
-        return samplers.DaskDistributedSampler(dask_client=client), client
-    if jobs > 1:
-        return samplers.MulticoreEvalParallelSampler(n_procs=jobs), None
-    return samplers.SingleCoreSampler(), None
 
 
 def _check_folder(folder: Path, spec: Spec) -> bool:
@@ -372,16 +360,16 @@ def run_calibration(
         targets=[t.id for t in spec.targets], budget=spec.file.budget.model_dump(), jobs=jobs, scheduler=scheduler,
         references=spec.base.references,
     ), indent=2, default=str) + "\n")
+    from iopsim.experiments.abc_sampler import ExecutorSampler
+
     sim = Simulator(spec)
     prior = pyabc.Distribution(**{f"p{i}": pyabc.RV(*_rv(par)) for i, par in enumerate(spec.parameters)})
-    sampler, client = _sampler(jobs, scheduler)
     budget = spec.file.budget
     t0 = time.perf_counter()
-    try:
+    with Executor(jobs, scheduler) as executor:
         abc = pyabc.ABCSMC(sim, prior, TargetDistance(spec.targets), population_size=budget.population_size,
-                           sampler=sampler)
+                           sampler=ExecutorSampler(executor, spec.file.seed))
         db = "sqlite:///" + str((folder / DB_NAME).resolve())
-        np.random.seed(spec.file.seed % 2**32)
         if resume:
             history = abc.load(db, 1)
             log.info("resuming %s after population %d", folder, history.max_t)
@@ -394,13 +382,10 @@ def run_calibration(
             history = abc.run(minimum_epsilon=budget.min_epsilon, max_nr_populations=remaining,
                               max_total_nr_simulations=evaluations,
                               max_walltime=_walltime(budget.minutes))
-    finally:
-        if client is not None:
-            client.close()
-    elapsed = time.perf_counter() - t0
-    if history.max_t is None or history.max_t < 0:
-        raise IopsimError(f"{folder}: no population finished within the budget; raise budget.minutes or budget.evaluations")
-    return summarise(folder, spec, history, jobs, elapsed)
+        elapsed = time.perf_counter() - t0
+        if history.max_t is None or history.max_t < 0:
+            raise IopsimError(f"{folder}: no population finished within the budget; raise budget.minutes or budget.evaluations")
+        return summarise(folder, spec, history, executor, elapsed)
 
 
 def _quiet_pyabc() -> None:
@@ -451,7 +436,7 @@ def ess(w: np.ndarray) -> float:
     return float(w.sum() ** 2 / (w**2).sum()) if len(w) and (w**2).sum() > 0 else 0.0
 
 
-def summarise(folder: Path, spec: Spec, history, jobs: int = 1, elapsed: float = 0.0) -> dict:
+def summarise(folder: Path, spec: Spec, history, executor: Executor, elapsed: float = 0.0) -> dict:
     """Posterior, populations, point estimate checked with fresh replications, fit and identifiability tables."""
     df, w = history.get_distribution(m=0)
     w = np.asarray(w, dtype=float)
@@ -473,7 +458,7 @@ def summarise(folder: Path, spec: Spec, history, jobs: int = 1, elapsed: float =
     values = sim.values(point)
     # The point estimate checked with fresh replications (numbers after those the fit used).
     n = spec.file.checks
-    check = _check_point(sim, point, range(spec.file.replications, spec.file.replications + n), jobs)
+    check = _check_point(sim, point, range(spec.file.replications, spec.file.replications + n), executor)
     atomic_write_text(folder / "check.csv", check.to_csv(index=False))
     weights, stats = history.get_weighted_sum_stats()
     weights = np.asarray(weights, dtype=float)
@@ -494,16 +479,13 @@ def summarise(folder: Path, spec: Spec, history, jobs: int = 1, elapsed: float =
             "identifiability": ident, "summary": summary}
 
 
-def _check_point(sim: Simulator, theta: dict, reps: range, jobs: int) -> pd.DataFrame:
+def _check_point(sim: Simulator, theta: dict, reps: range, executor: Executor) -> pd.DataFrame:
     sc = sim.scenario(theta)
-    wanted = {t.metric for t in sim.targets}
-    with Runner(min(jobs, len(reps))) as runner:
-        results = runner.run([(sc, r, sim.seed) for r in reps])
-    rows = []
-    for res in results:
-        m = replication_metrics(res.records, sc, wanted)
-        rows.append({"replication": res.replication, **{t.id: m[t.metric] for t in sim.targets}})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(list(executor.ordered(_check_replication, ((sc, r) for r in reps), shared=sim)))
+
+
+def _check_replication(sim: Simulator, sc: Scenario, replication: int) -> dict:
+    return sim.replication(sc, replication)
 
 
 def fit_table(targets: list[Target], stats: list[dict], weights: np.ndarray, check: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,9 @@ never lose finished work.  This module is that one executor.
 * :class:`Executor` owns a worker pool (or a Dask client) for its lifetime, so
   a sequential procedure that submits batch after batch pays start-up once.
   Results reach the caller's ``handle`` in the parent process, in completion
-  order, one task at a time.
+  order, one task at a time.  :meth:`Executor.ordered` runs any pure function
+  the same way, for a caller that consumes results in order and may stop early
+  (calibration's sampler, :mod:`iopsim.experiments.abc_sampler`).
 * :func:`write_part` / :func:`read_part` store a task's rows atomically as one
   Parquet file: a process killed mid-write leaves a temp file, never a part
   that looks finished.
@@ -24,10 +26,11 @@ import logging
 import os
 import re
 import traceback
+from collections import deque
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 
@@ -125,22 +128,71 @@ class Executor(Runner):
             for fut in as_completed(futures):
                 handle(futures[fut], fut.result())
 
-    def _map_dask(self, tasks: list[Task], handle: Handle) -> None:
-        try:
-            from distributed import Client, as_completed as dask_completed
-        except ImportError:
-            raise IopsimError("--scheduler needs Dask's 'distributed' package: pip install 'iopsim[cluster]'") from None
+    def _dask(self):
+        """The Dask client, connected on first use (one line if it cannot be)."""
         if self._client is None:
+            try:
+                from distributed import Client
+            except ImportError:
+                raise IopsimError("--scheduler needs Dask's 'distributed' package: pip install 'iopsim[cluster]'") from None
             try:
                 self._client = Client(self.scheduler, timeout="10s")
             except (OSError, TimeoutError, ValueError) as exc:
                 raise IopsimError(f"--scheduler {self.scheduler}: cannot connect ({exc})") from None
+        return self._client
+
+    def _map_dask(self, tasks: list[Task], handle: Handle) -> None:
+        client = self._dask()  # first: without distributed, the one line that says how to install it
+        from distributed import as_completed as dask_completed
+
         futures = {}
         for t in tasks:
-            fut = self._client.submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags, t.posterior, pure=False)
+            fut = client.submit(run_task, t.scenario, t.seed, t.first, t.count, t.tags, t.posterior, pure=False)
             futures[fut] = t
         for fut in dask_completed(list(futures)):
             handle(futures[fut], fut.result())
+
+    def ordered(self, fn: Callable, items: Iterable[tuple], shared: Any = None, ahead: int | None = None) -> Iterator:
+        """``fn(shared, *item)`` for each item, yielded in the items' order, computed ahead on the workers.
+
+        At most ``ahead`` calls (default: twice the workers) are submitted and
+        not yet consumed, so ``items`` may be endless: a caller that has what
+        it needs closes the generator (or leaves its loop), and calls still
+        queued are cancelled.  Because results come in order, what the caller
+        consumes does not depend on which worker finished first.  ``shared``
+        (e.g. a large pickled function) is sent to a Dask cluster once.  With
+        one job the calls run here, one at a time, as they are consumed.
+        """
+        items = iter(items)
+        if self.scheduler is None and self.jobs <= 1:
+            for item in items:
+                yield fn(shared, *item)
+            return
+        if self.scheduler is not None:
+            client = self._dask()
+            shared_ref = client.scatter(shared, broadcast=True) if shared is not None else None
+
+            def submit(item):
+                return client.submit(fn, shared_ref, *item, pure=False)
+            workers = max(1, sum(client.nthreads().values()))
+        else:
+            pool = self.pool()
+
+            def submit(item):
+                return pool.submit(fn, shared, *item)
+            workers = self.jobs
+        window = max(1, ahead if ahead is not None else 2 * workers)
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(submit(item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
 
 
 def write_part(path: Path, rows: list[dict] | pd.DataFrame) -> None:
