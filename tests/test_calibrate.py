@@ -143,6 +143,9 @@ def test_outputs_of_a_calibration(fits):
     assert res.summary["evaluations"] >= int(pops["evaluations"].sum())
     html = (folder / "report.html").read_text()
     assert "What the targets pin down" in html and "data:image/png;base64," in html
+    # The answer names the targets the point estimate misses, and only those.
+    missed = res.fit.loc[~res.fit["met"], "id"].tolist()
+    assert ("it misses" in html) == bool(missed) and all(m in html.split("it misses")[-1][:400] for m in missed)
     assert iopsim.report(folder) == folder / "report.html"
 
 

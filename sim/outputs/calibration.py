@@ -294,6 +294,8 @@ def write_calibration_report(folder: Path, man: dict | None = None) -> Path:
                  "point": g(r["point_mean"]), "ci": f"{g(r['point_ci_low'])}–{g(r['point_ci_high'])}"}
                 for r in fit.to_dict(orient="records")],
         "ident": ident.to_dict(orient="records"),
+        "missed": [f"{r['id']} ({g(r['point_mean'])} against {r['target']})"
+                   for r in fit.to_dict(orient="records") if not r["met"]],
         "pops": [{"population": int(r["population"]), "epsilon": g(r["epsilon"]), "evaluations": int(r["evaluations"]),
                   "ess": f"{r['ess']:.1f}"} for r in pops.to_dict(orient="records")],
         "figures": [{"src": _img(figs / f), "caption": c} for f, c in (
