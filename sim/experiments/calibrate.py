@@ -481,11 +481,7 @@ def summarise(folder: Path, spec: Spec, history, executor: Executor, elapsed: fl
 
 def _check_point(sim: Simulator, theta: dict, reps: range, executor: Executor) -> pd.DataFrame:
     sc = sim.scenario(theta)
-    return pd.DataFrame(list(executor.ordered(_check_replication, ((sc, r) for r in reps), shared=sim)))
-
-
-def _check_replication(sim: Simulator, sc: Scenario, replication: int) -> dict:
-    return sim.replication(sc, replication)
+    return pd.DataFrame(list(executor.ordered(Simulator.replication, ((sc, r) for r in reps), shared=sim)))
 
 
 def fit_table(targets: list[Target], stats: list[dict], weights: np.ndarray, check: pd.DataFrame) -> pd.DataFrame:
