@@ -87,7 +87,7 @@ def _keys(patient_id: np.ndarray, episode: np.ndarray) -> np.ndarray:
     return patient_id.astype(np.int64) * (1 << 20) + episode.astype(np.int64)
 
 
-def _episode_rows(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def episode_rows(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(order, sorted keys, first admissions) of the episodes table.
 
     ``order`` and the sorted keys look visits up with ``_lookup``; the first
@@ -134,7 +134,7 @@ def referral_outcomes(records: dict[str, pd.DataFrame], scenario: Scenario, w0: 
     """
     horizon = float(scenario.horizon_days)
     ep = records["episodes"]
-    order, sorted_keys, first = _index if _index is not None else _episode_rows(records)
+    order, sorted_keys, first = _index if _index is not None else episode_rows(records)
     t_ref = ep["t_referral"].to_numpy(dtype=float)
     placement = ep["placement"].to_numpy(dtype=object, na_value="")
     # Sent elsewhere at assessment (outpatient care, not eligible): never waiting for this program.
@@ -158,7 +158,7 @@ def referral_outcomes(records: dict[str, pd.DataFrame], scenario: Scenario, w0: 
 
 def access_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> dict[str, float]:
     """Referral-to-admission KPIs of one replication (see the module docstring for definitions)."""
-    index = _episode_rows(records)
+    index = episode_rows(records)
     r = referral_outcomes(records, scenario, w0, index)
     days = r["days"].to_numpy(dtype=float)
     outcome = r["outcome"].to_numpy()
@@ -203,7 +203,7 @@ def admitted_waits(records: dict[str, pd.DataFrame], scenario: Scenario, w0: flo
     Admitted patients only: the definition of the published waits
     (``calibration/targets.yaml``: ``wait-to-treatment``, ``wait-over-30-days``).
     """
-    order, sorted_keys, first = _index if _index is not None else _episode_rows(records)
+    order, sorted_keys, first = _index if _index is not None else episode_rows(records)
     t_ref = records["episodes"]["t_referral"].to_numpy(dtype=float)
     m = np.isfinite(first) & ~np.isnan(t_ref) & (first >= w0)
     m_sorted = order[m[order]]  # in (patient, episode) order, so sums are the same to the last bit
@@ -222,7 +222,7 @@ def _first_session_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0
     if iop is None or iop.tracks is None:
         return {}
     horizon = float(scenario.horizon_days)
-    order, sorted_keys, _first = _index if _index is not None else _episode_rows(records)
+    order, sorted_keys, _first = _index if _index is not None else episode_rows(records)
     ep = records["episodes"]
     t_ref_ep = ep["t_referral"].to_numpy(dtype=float)
     direct = (t_ref_ep >= w0) & (ep["placement"].to_numpy(dtype=object, na_value="") == "iop")

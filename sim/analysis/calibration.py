@@ -23,7 +23,7 @@ from iopsim.schema.base import FrozenModel
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.files import read_manifest
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
-from iopsim.analysis.access import admitted_waits, lost_after_assessment, referral_outcomes
+from iopsim.analysis.access import admitted_waits, episode_rows, lost_after_assessment, referral_outcomes
 from iopsim.analysis.stats import mean_ci
 
 STAY_OUTCOMES = ("completed", "dropped_out", "transferred", "terminated", "other", "relapsed")
@@ -157,10 +157,22 @@ class _Rep:
 
         return self._once(("ended_stays", stage), make)
 
+    def _records(self) -> dict[str, pd.DataFrame]:
+        return {"visits": self.visits, "episodes": self.episodes}
+
+    def _index(self):
+        """The episode index and first admissions the access functions share (as the KPIs share them)."""
+        return self._once("episode_rows", lambda: episode_rows(self._records()))
+
     def admitted_waits(self) -> np.ndarray:
         """Referral-to-admission days of episodes admitted to treatment in the window (one definition with the KPIs)."""
-        return self._once("admitted_waits", lambda: admitted_waits(
-            {"visits": self.visits, "episodes": self.episodes}, self.sc, self.w0))
+        return self._once("admitted_waits", lambda: admitted_waits(self._records(), self.sc, self.w0,
+                                                                   self._index()))
+
+    def referral_outcomes(self) -> pd.DataFrame:
+        """Every episode referred in the window, admitted, lost or still waiting (as the access KPIs follow them)."""
+        return self._once("referral_outcomes", lambda: referral_outcomes(self._records(), self.sc, self.w0,
+                                                                         self._index()))
 
     def treatment_ends(self) -> pd.DataFrame:
         """Episodes that left treatment, with the time treatment ended."""
@@ -225,7 +237,7 @@ def _wait_over_30(r: _Rep) -> float:
 def _never_start(r: _Rep) -> float:
     """Of those assessed and placed in a treatment stage, the share lost before admission:
     KPI ``referral_lost_after_assessment``."""
-    return lost_after_assessment(referral_outcomes({"visits": r.visits, "episodes": r.episodes}, r.sc, r.w0))
+    return lost_after_assessment(r.referral_outcomes())
 
 
 def _residential_step_down(r: _Rep) -> float:
