@@ -26,6 +26,7 @@ import functools
 import io
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -745,8 +746,6 @@ def _plain(v: Any) -> str:
         return "[" + ", ".join(_plain(x) for x in v) + "]"
     s = str(v)
     special = {"true", "false", "yes", "no", "on", "off", "null", "~", ""}
-    import re
-
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .\-]*", s) and s.lower() not in special and s == s.strip():
         return s
     return json.dumps(s, ensure_ascii=False)
