@@ -137,6 +137,18 @@ def _fill(box, value) -> None:
     _idle(page)
 
 
+def _start(page, sidebar, name: str, done_heading: str) -> None:
+    """Open the page ``name``, ask for 2 replications on 1 worker, press its button and wait for ``done_heading``."""
+    sidebar.get_by_text(name, exact=True).click()
+    page.get_by_role("heading", name=name, exact=True).wait_for(timeout=30_000)
+    _idle(page)
+    _fill(page.get_by_role("spinbutton", name="Replications", exact=True), 2)
+    _fill(page.get_by_role("spinbutton", name="Worker processes", exact=True), 1)
+    page.get_by_role("button", name=name, exact=True).click()
+    page.get_by_role("heading", name=done_heading).wait_for(timeout=RUN * 1000)
+    _idle(page)
+
+
 def test_a_new_user_describes_a_site_runs_it_and_downloads_the_report(server, browser, tmp_path):  # noqa: F811 (the imported fixture)
     outside: list[str] = []
     problems: list[str] = []
@@ -169,14 +181,7 @@ def test_a_new_user_describes_a_site_runs_it_and_downloads_the_report(server, br
                     top=page.get_by_role("heading", name="Describe the site"))
         _screenshot(page, "app-staff.png", shots, height=1100, top=page.get_by_role("heading", name="Staff"))
 
-        sidebar.get_by_text("Run", exact=True).click()
-        page.get_by_role("heading", name="Run", exact=True).wait_for(timeout=30_000)
-        _idle(page)
-        _fill(page.get_by_role("spinbutton", name="Replications", exact=True), 2)
-        _fill(page.get_by_role("spinbutton", name="Worker processes", exact=True), 1)
-        page.get_by_role("button", name="Run", exact=True).click()
-        page.get_by_role("heading", name="my-site: the answer").wait_for(timeout=RUN * 1000)
-        _idle(page)
+        _start(page, sidebar, "Run", "my-site: the answer")
         main = page.locator('[data-testid="stMain"]')
         text = main.inner_text()
         assert "With 1 intake clinician, 3 counselors and 1 nurse, and 2 IOP groups (day and evening)" in text, text[:3000]
@@ -202,14 +207,7 @@ def test_a_new_user_describes_a_site_runs_it_and_downloads_the_report(server, br
         assert f"outputs/{folders[0].name}" in text
 
         # their site against the baseline it started from, on the same simulated patients
-        sidebar.get_by_text("Compare", exact=True).click()
-        page.get_by_role("heading", name="Compare", exact=True).wait_for(timeout=30_000)
-        _idle(page)
-        _fill(page.get_by_role("spinbutton", name="Replications", exact=True), 2)
-        _fill(page.get_by_role("spinbutton", name="Worker processes", exact=True), 1)
-        page.get_by_role("button", name="Compare", exact=True).click()
-        page.get_by_role("heading", name="The verdict").wait_for(timeout=RUN * 1000)
-        _idle(page)
+        _start(page, sidebar, "Compare", "The verdict")
         verdict = main.inner_text()
         assert "my-site" in verdict and "decisive measures" in verdict, verdict[:2000]
         _screenshot(page, "app-compare.png", shots, height=1400, top=page.get_by_role("heading", name="Compare", exact=True))
