@@ -488,6 +488,7 @@ def plan(
     progress: Callable[[int, int, str], None] | None = None,
     robust: bool = False,
     posterior: str | Path | None = None,
+    report: bool = True,
 ) -> PlanResults:
     """Find the best plan of levers that meets every target of a plan file, with its confidence.
 
@@ -503,6 +504,8 @@ def plan(
     With ``posterior`` (a calibration folder) every replication of every plan draws
     the calibration's free parameters from its posterior (second-order Monte
     Carlo): the confidence then covers what the published figures leave unknown.
+    With ``report=False`` the figure and ``report.html`` are not written (and
+    ``sentence`` stays empty); :func:`report` writes them from the folder later.
     """
     from iopsim.experiments.calibrate import PosteriorDraws
     from iopsim.experiments.plan import execute_plan
@@ -511,7 +514,8 @@ def plan(
     draws = PosteriorDraws(posterior) if posterior is not None else None
     res = execute_plan(Path(plan_file), Path(out) if out is not None else None, jobs=jobs, scheduler=scheduler,
                        progress=progress, robust=robust, posterior=draws)
-    res.sentence = write_plan_outputs(res.folder)
+    if report:
+        res.sentence = write_plan_outputs(res.folder)
     return res
 
 

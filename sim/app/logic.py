@@ -859,8 +859,9 @@ def _restructure(text: str, overrides: dict[str, Any], edited: dict, base: dict)
 # --------------------------------------------------------------------------- long work
 
 
-#: pyplot is not thread-safe: the figures of runs that finish at once in two sessions are drawn one
-#: run at a time (with more than one worker process they are drawn in those processes anyway).
+#: pyplot is not thread-safe: the figures of jobs (runs, comparisons, plans) that finish at once in two
+#: sessions are drawn one job at a time (with more than one worker process a run's are drawn in those
+#: processes anyway).
 _DRAWING = threading.Lock()
 
 
@@ -1066,7 +1067,9 @@ def start_plan(plan: dict, base: Path, site_overrides: dict[str, Any], outputs: 
     def work(job: Job) -> Path:
         dest = claim_folder(outputs, f"plan-{name}")
         try:
-            result = api.plan(plan_file, dest, jobs=jobs, progress=job.progress)
+            result = api.plan(plan_file, dest, jobs=jobs, progress=job.progress, report=False)
+            with _DRAWING:  # the Pareto figure, one job's figures at a time like a run's
+                api.report(result.folder)
             return result.folder
         except BaseException:
             release_folder(dest)
