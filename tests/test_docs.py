@@ -395,10 +395,12 @@ def kpi_patterns(names: list[str], scenario) -> list[re.Pattern]:
     tracks = list(scenario.stages.iop.tracks) if scenario.stages.iop is not None and scenario.stages.iop.tracks else []
     roles = [*(scenario.staff.roles if scenario.staff is not None else {}), "intake_clinician"]
     services = list(scenario.stages.iop.services) if scenario.stages.iop is not None else []
+    from iopsim.analysis.kpis import STAY_OUTCOMES
     from iopsim.schema.scenario import BILLING_UNITS
 
     words = {"<stage>": stages, "<track>": tracks, "<role>": roles, "<activity>": ["intake", "group", *services],
-             "<payer>": list(scenario.payers), "<unit>": list(BILLING_UNITS)}
+             "<payer>": list(scenario.payers), "<unit>": list(BILLING_UNITS),
+             "<outcome>": list(STAY_OUTCOMES)}
     patterns = []
     for name in names:
         rx = re.escape(name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 
 import numpy as np
 import pandas as pd
@@ -136,6 +137,28 @@ def test_shortening_at_a_review_takes_off_exactly_its_weeks():
     assert (cut | same).all(), "a stay is its plan, or its plan less one week"
     lo, hi = stats.binom.ppf([0.0005, 0.9995], len(long_plans), 0.5)
     assert lo <= cut.sum() <= hi
+    assert (long_plans["shortenings"][cut] == 1).all() and (long_plans["shortenings"][same] == 0).all(), \
+        "the records say which plans a review shortened"
+    assert (v["extensions"] == 0).all()
+
+
+def test_planned_and_actual_stays_by_outcome_and_their_medians():
+    """KPIs by every way a stay ends: completers' medians equal their plans' (no extension, no exit)."""
+    from iopsim.analysis.kpis import STAY_OUTCOMES, replication_kpis
+
+    sc, res = _review_run(0.0, 0.5)
+    k = replication_kpis(res.records, sc)
+    v = res.records["visits"]
+    ended = v[(v["stage"] == "iop") & v["t_admit"].notna() & v["t_leave"].notna() & (v["t_admit"] >= sc.warmup_days)]
+    done = ended[ended["outcome"] == "completed"]
+    stays = done["t_leave"] - done["t_admit"]
+    assert k["iop_stay_median_days_completed"] == pytest.approx(float(np.median(stays)), rel=1e-12)
+    assert k["iop_planned_stay_median_days_completed"] == pytest.approx(float(np.median(done["planned_days"])))
+    assert k["iop_share_shortened"] == pytest.approx(float((ended["shortenings"] > 0).mean()))
+    assert 0.2 < k["iop_share_shortened"] < 0.6 and k["iop_share_extended"] == 0.0
+    for o in STAY_OUTCOMES:
+        if not (ended["outcome"] == o).any():  # no such exit in this scenario: undefined, not zero
+            assert math.isnan(k[f"iop_stay_mean_days_{o}"]) and math.isnan(k[f"iop_planned_stay_median_days_{o}"])
 
 
 def test_missed_sessions_extend_the_plan():

@@ -61,7 +61,23 @@ def _clock(day: int, hour: float) -> str:
 def scenario_findings(scenario: Scenario) -> list[Finding]:
     """Everything that makes the scenario's plan unworkable, found without running it."""
     return [*_facilitator_findings(scenario), *_availability_findings(scenario), *_load_findings(scenario),
-            *_on_site_findings(scenario), *_payer_findings(scenario)]
+            *_on_site_findings(scenario), *_payer_findings(scenario), *_review_findings(scenario)]
+
+
+def _review_findings(scenario: Scenario) -> list[Finding]:
+    """Progress reviews that would change a plan but by nothing: a trigger without weeks."""
+    iop = scenario.stages.iop
+    plan = iop.program.plan if iop is not None and iop.tracks is not None else None
+    out = []
+    for i, r in enumerate(plan.reviews if plan is not None else ()):
+        at = f"stages.iop.program.plan.reviews.{i}"
+        if (r.extend_probability > 0 or r.extend_if_missed is not None) and r.extend_weeks == 0:
+            out.append(Finding(f"{at}.extend_weeks", "the review extends plans (extend_probability or "
+                                                     "extend_if_missed) by 0 weeks, so it extends none"))
+        if r.shorten_probability > 0 and r.shorten_weeks == 0:
+            out.append(Finding(f"{at}.shorten_weeks", "the review shortens plans (shorten_probability) by 0 weeks, "
+                                                      "so it shortens none"))
+    return out
 
 
 def assumption_findings(scenario: Scenario) -> list[Finding]:
@@ -192,32 +208,80 @@ def _availability_findings(scenario: Scenario) -> list[Finding]:
     return out
 
 
-def _mean_stay(stage) -> float:
-    """Mean length of an admitted stay: the planned stay raced by the early exits (quantile average)."""
-    if stage.tracks is not None:
-        planned = np.full(_QUANTILES.size, float(sum(ph.weeks for ph in stage.program.phases) * 7.0))
-    else:
-        planned = np.asarray(stage.los_days.ppf(_QUANTILES), dtype=float)
-    total = sum(e.probability for e in stage.exits.values())
-    stay = (1.0 - total) * planned.mean()
-    u = _QUANTILES[::8][:, None]  # the exit time's own quantiles, independent of the planned stay's
-    for ex in stage.exits.values():
-        p = np.asarray(ex.days.cdf(planned), dtype=float)[None, :]
-        early = np.broadcast_to(np.asarray(ex.days.ppf(u * p), dtype=float), (u.size, planned.size))
-        early = np.where(p <= 0.0, planned[None, :], np.minimum(early, planned[None, :]))  # as truncated_ppf
-        stay += ex.probability * float(early.mean())
-    return stay
+def _mean_stay(stage, planned_parts: list[tuple[float, np.ndarray]] | None = None) -> float:
+    """Mean length of an admitted stay: the planned stay raced by the early exits (quantile average).
 
-
-def stage_arrivals(scenario: Scenario) -> dict[str, float]:
-    """Expected admissions per day to each stage if every placed referral is admitted.
-
-    The traffic equations of the routing: external arrivals from the referral
-    rate (averaged over the weekday profile and the months) and placements,
-    plus completed stays routed on and exits with ``to``.  Overflow, reneging
-    and returns after relapse are left out, so this is the demand a plan must
-    meet, not what a crowded site ends up admitting.
+    ``planned_parts``: the planned stay as weighted quantile arrays (see :func:`_planned_parts`);
+    by default the stage's one planned length (``los_days``, or a tracked IOP's phases).
     """
+    if planned_parts is None:
+        if stage.tracks is not None:
+            planned_parts = [(1.0, np.full(_QUANTILES.size, float(sum(ph.weeks for ph in stage.program.phases) * 7.0)))]
+        else:
+            planned_parts = [(1.0, np.asarray(stage.los_days.ppf(_QUANTILES), dtype=float))]
+    total = sum(e.probability for e in stage.exits.values())
+    u = _QUANTILES[::8][:, None]  # the exit time's own quantiles, independent of the planned stay's
+    weight = sum(w for w, _ in planned_parts)
+    mean = 0.0
+    for w, planned in planned_parts:
+        stay = (1.0 - total) * planned.mean()
+        for ex in stage.exits.values():
+            p = np.asarray(ex.days.cdf(planned), dtype=float)[None, :]
+            early = np.broadcast_to(np.asarray(ex.days.ppf(u * p), dtype=float), (u.size, planned.size))
+            early = np.where(p <= 0.0, planned[None, :], np.minimum(early, planned[None, :]))  # as truncated_ppf
+            stay += ex.probability * float(early.mean())
+        mean += w / weight * stay
+    return mean
+
+
+def _planned_parts(scenario: Scenario, name: str, lam: dict[str, float],
+                   routing: np.ndarray, names: list[str]) -> list[tuple[float, np.ndarray]] | None:
+    """A tracked IOP's individual plans as weighted quantile arrays of the planned days; None without a plan.
+
+    Each flow of clients gets the plan the engine would give it: those stepping
+    down from a stage with ``after[stage]``, the others by their referral source
+    (``by_source``, else ``weeks``; for clients coming from another stage, the
+    referral sources' shares).  Each severity class stretches the lengths by its
+    factor, and each review adds its expected change to the plans still running
+    at its week (extensions by probability only: those for missed sessions
+    depend on attendance, which this check does not model).
+    """
+    st = scenario.stages.enabled()[name]
+    plan = st.program.plan if st.tracks is not None else None
+    if plan is None:
+        return None
+    ref = scenario.referrals
+    per_day = ref.referrals_per_week / 7.0 * float(np.mean(ref.month_multipliers))
+
+    def weeks(dist) -> np.ndarray:
+        return 7.0 * np.asarray(dist.ppf(_QUANTILES), dtype=float)
+
+    by_source = [(s.share, weeks(plan.by_source.get(src, plan.weeks))) for src, s in ref.sources.items()]
+    flows = [(per_day * s.share * s.placement.get(name, 0.0), weeks(plan.by_source.get(src, plan.weeks)))
+             for src, s in ref.sources.items()]
+    j = names.index(name)
+    for i, other in enumerate(names):
+        into = lam[other] * routing[i, j]
+        if into > 0 and other in plan.after:
+            flows.append((into, weeks(plan.after[other])))
+        elif into > 0:
+            flows += [(into * share, days) for share, days in by_source]
+    classes = [(c.share, c.length_factor) for c in plan.severity.values()] or [(1.0, 1.0)]
+    parts = []
+    for w, days in flows:
+        for share, factor in classes:
+            planned = days * factor
+            for r in sorted(plan.reviews, key=lambda r: r.week):
+                change = (r.extend_probability * r.extend_weeks
+                          - (1.0 - r.extend_probability) * r.shorten_probability * r.shorten_weeks) * 7.0
+                planned = np.where(planned > 7.0 * r.week, np.maximum(planned + change, 7.0 * r.week), planned)
+            if w * share > 0:
+                parts.append((w * share, planned))
+    return parts or None
+
+
+def _routing(scenario: Scenario) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The enabled stages in order, their external admissions a day, and the routing matrix between them."""
     enabled = scenario.stages.enabled()
     names = [n for n in STAGE_ORDER if n in enabled]
     ref = scenario.referrals
@@ -230,6 +294,19 @@ def stage_arrivals(scenario: Scenario) -> dict[str, float]:
         for j, m in enumerate(names):
             p[i, j] += completed * st.step_down.get(m, 0.0)
             p[i, j] += sum(e.probability for e in st.exits.values() if e.to == m)
+    return names, gamma, p
+
+
+def stage_arrivals(scenario: Scenario) -> dict[str, float]:
+    """Expected admissions per day to each stage if every placed referral is admitted.
+
+    The traffic equations of the routing: external arrivals from the referral
+    rate (averaged over the weekday profile and the months) and placements,
+    plus completed stays routed on and exits with ``to``.  Overflow, reneging
+    and returns after relapse are left out, so this is the demand a plan must
+    meet, not what a crowded site ends up admitting.
+    """
+    names, gamma, p = _routing(scenario)
     try:
         lam = np.linalg.solve(np.eye(len(names)) - p.T, gamma)
     except np.linalg.LinAlgError:  # a closed loop that never discharges: unbounded
@@ -240,12 +317,13 @@ def stage_arrivals(scenario: Scenario) -> dict[str, float]:
 def _load_findings(scenario: Scenario) -> list[Finding]:
     out = []
     arrivals = stage_arrivals(scenario)
+    names, _, routing = _routing(scenario)
     for name, st in scenario.stages.enabled().items():
         places = sum(t.groups * t.max_group_size for t in st.tracks.values()) if st.tracks else st.capacity
         if places is None:
             continue
         lam = arrivals[name]
-        stay = _mean_stay(st)
+        stay = _mean_stay(st, _planned_parts(scenario, name, arrivals, routing, names))
         load = lam * stay / places
         if load >= 1.0:
             out.append(Finding(f"stages.{name}", f"offered load {load:.2f} >= 1 ({lam:.2f} admissions a day x "

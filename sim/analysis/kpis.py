@@ -78,12 +78,18 @@ KPI_UNITS = {
     "census_max": ("Peak census", "patients"),
     "occupancy": ("Occupancy", "fraction"),
     "stepped_up": ("Stepped up (moved to a more intensive level)", "patients"),
+    "stay_median_days": ("Median length of stay", "days"),
     "planned_stay_mean_days": ("Mean planned length of stay (ended stays)", "days"),
-    "stay_mean_days_completed": ("Mean length of completed stays", "days"),
-    "planned_stay_mean_days_completed": ("Mean planned length of completed stays", "days"),
-    "stay_mean_days_dropped_out": ("Mean length of stays ended by dropout", "days"),
-    "planned_stay_mean_days_dropped_out": ("Mean planned length of stays ended by dropout", "days"),
+    "planned_stay_median_days": ("Median planned length of stay (ended stays)", "days"),
+    **{f"{what}_{stat}_days_{o}": (f"{stat.capitalize()} {'planned ' if what == 'planned_stay' else ''}length of "
+                                   f"stays ended {phrase}", "days")
+       for o, phrase in (("completed", "by completing them"), ("dropped_out", "by dropout"),
+                         ("transferred", "by a transfer out"), ("terminated", "by termination"),
+                         ("other", "by another early exit"), ("stepped_up", "by a step-up"),
+                         ("relapsed", "by a relapse"))
+       for what in ("stay", "planned_stay") for stat in ("mean", "median")},
     "share_extended": ("Share of ended stays whose plan was extended", "fraction"),
+    "share_shortened": ("Share of ended stays whose plan was shortened", "fraction"),
     "referral_cohort": ("Referrals followed for access (placed in a level of care, or lost at intake)", "patients"),
     "referral_admitted_within_7_days": ("Share of referrals admitted to treatment within 7 days", "fraction"),
     "referral_admitted_within_14_days": ("Share of referrals admitted to treatment within 14 days", "fraction"),
@@ -249,6 +255,7 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
     outcome_col = visits["outcome"].to_numpy(dtype=object)
     planned = visits["planned_days"].to_numpy(dtype=float)
     extensions = visits["extensions"].to_numpy()
+    shortenings = visits["shortenings"].to_numpy()
     lv_stage = levels["stage"].to_numpy(dtype=object) if len(levels) else np.array([], dtype=object)
     lv_day = levels["day"].to_numpy() if len(levels) else np.array([])
     lv_wait_mean, lv_wait_max, lv_census_mean, lv_census_max = (
@@ -275,7 +282,8 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
         stays = t_leave[ended] - t_admit[ended]
         k[f"{stage}_stay_mean_days"] = float(stays.mean()) if stays.size else math.nan
         if stage != "intake":
-            k.update(_plan_kpis(stage, ended, t_admit, t_leave, planned, outcome_col, extensions))
+            k.update(_plan_kpis(stage, ended, t_admit, t_leave, planned, outcome_col, extensions,
+                                     shortenings))
         k[f"{stage}_share_lost_waiting"] = _share_lost_waiting(m & (t_join >= w0), t_join, t_admit, t_leave,
                                                                outcome_col, horizon)
         at_stage = lv_stage == stage
@@ -305,17 +313,28 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
     return k
 
 
-def _plan_kpis(stage, ended, t_admit, t_leave, planned, outcome, extensions) -> dict[str, float]:
-    """Planned and actual length of the stays that ended in the window, overall and by outcome."""
+#: How a stay that was admitted can end: the outcomes its planned and actual lengths are reported by.
+STAY_OUTCOMES: tuple[str, ...] = ("completed", *EXITS, "relapsed")
+
+
+def _plan_kpis(stage, ended, t_admit, t_leave, planned, outcome, extensions, shortenings) -> dict[str, float]:
+    """Planned and actual length of the stays that ended in the window: mean and median, overall and
+    by every way a stay ends (an outcome no stay ended with is NaN: undefined, not zero)."""
     k = {}
     stays = t_leave - t_admit
     nan = math.nan
+    k[f"{stage}_stay_median_days"] = float(np.median(stays[ended])) if ended.any() else nan
     k[f"{stage}_planned_stay_mean_days"] = float(planned[ended].mean()) if ended.any() else nan
-    for o in ("completed", "dropped_out"):
+    k[f"{stage}_planned_stay_median_days"] = float(np.median(planned[ended])) if ended.any() else nan
+    for o in STAY_OUTCOMES:
         m = ended & (outcome == o)
-        k[f"{stage}_stay_mean_days_{o}"] = float(stays[m].mean()) if m.any() else nan
-        k[f"{stage}_planned_stay_mean_days_{o}"] = float(planned[m].mean()) if m.any() else nan
+        some = m.any()
+        k[f"{stage}_stay_mean_days_{o}"] = float(stays[m].mean()) if some else nan
+        k[f"{stage}_stay_median_days_{o}"] = float(np.median(stays[m])) if some else nan
+        k[f"{stage}_planned_stay_mean_days_{o}"] = float(planned[m].mean()) if some else nan
+        k[f"{stage}_planned_stay_median_days_{o}"] = float(np.median(planned[m])) if some else nan
     k[f"{stage}_share_extended"] = float((extensions[ended] > 0).mean()) if ended.any() else nan
+    k[f"{stage}_share_shortened"] = float((shortenings[ended] > 0).mean()) if ended.any() else nan
     return k
 
 

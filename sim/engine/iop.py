@@ -310,6 +310,7 @@ class TrackedIOP(Stage):
             days = max(m.plan_days - 7.0 * r.shorten_weeks, now - m.t_first)
             m.plan_days = days
             m.phase_ends = [min(e, days) for e in m.phase_ends[:-1]] + [days]
+            m.rec[13] += 1
             self.env.timeout(max(m.t_first + days - now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
 
     def _complete(self, m: Member) -> None:

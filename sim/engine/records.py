@@ -6,7 +6,7 @@ Everything the results report is computed from these (see :mod:`iopsim.analysis.
   patient joined the stage's waitlist, was admitted (NaN if never), left (NaN
   if still there at the end of the run), the outcome and where they went next;
   the planned length of the stay (days: the drawn length of stay, or an IOP
-  client's individual plan) and how often the plan was extended.
+  client's individual plan) and how often a progress review extended or shortened it.
 * **Episode record** -- one per referral (a readmission is a new episode of the
   same patient): referral time, where intake placed them, when they left the
   system and why, whether the episode completed a program, relapse and return.
@@ -45,6 +45,7 @@ VISIT_COLUMNS = (
     "t_first_session",
     "planned_days",
     "extensions",
+    "shortenings",
 )
 EPISODE_COLUMNS = (
     "patient_id",
@@ -165,7 +166,7 @@ class Recorder:
         self.attendance: list[tuple] = []
 
     def open_visit(self, patient_id, episode, stage, intended, t_join) -> list:
-        rec = [patient_id, episode, stage, intended, t_join, NAN, NAN, IN_SYSTEM, None, None, NAN, NAN, 0]
+        rec = [patient_id, episode, stage, intended, t_join, NAN, NAN, IN_SYSTEM, None, None, NAN, NAN, 0, 0]
         self.visits.append(rec)
         return rec
 
@@ -177,7 +178,7 @@ class Recorder:
     def finish(self) -> dict[str, pd.DataFrame]:
         for lvl in (*self.waitlist.values(), *self.census.values()):
             lvl.close(float(self.horizon))
-        visits = _frame(self.visits, VISIT_COLUMNS, ints=("patient_id", "episode", "extensions"),
+        visits = _frame(self.visits, VISIT_COLUMNS, ints=("patient_id", "episode", "extensions", "shortenings"),
                         strings=("stage", "intended_stage", "outcome", "next", "track"))
         episodes = _frame(self.episodes, EPISODE_COLUMNS, ints=("patient_id", "episode"),
                           strings=("source", "placement", "exit_stage", "exit_outcome", "payer"), bools=("readmitted",))

@@ -14,6 +14,7 @@ Day 0 of a run is a Monday at 00:00.
 from __future__ import annotations
 
 import copy
+import math
 import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -347,6 +348,16 @@ class Review(FrozenModel):
     """Length taken off the plan when it is shortened, in weeks (never ending it before the review)."""
     shorten_probability: Probability = 0.0
     """Probability that a plan not extended is shortened at this review (share 0-1)."""
+
+    @model_validator(mode="after")
+    def _bounded_and_effective(self):
+        weeks = limit("horizon_days") / 7.0  # nothing in a run lasts longer than the longest horizon
+        for name in ("week", "extend_weeks", "shorten_weeks"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value > weeks:
+                raise _FieldError(name, f"{value:g} weeks is longer than the longest horizon allowed "
+                                        f"({weeks:,.0f} weeks; see IOPSIM_LIMIT_HORIZON_DAYS)")
+        return self
 
 
 class TreatmentPlan(FrozenModel):
