@@ -19,10 +19,12 @@ works in a notebook and in a plain script, with or without an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from iopsim.analysis.checks import Finding, scenario_findings
@@ -87,6 +89,8 @@ def load_scenario(path: str | Path, overrides: Overrides | None = None) -> Scena
     Raises:
         ScenarioError: one line naming the file, the field and what is allowed.
     """
+    if isinstance(overrides, str):  # one `--set` string, not a sequence of characters
+        overrides = [overrides]
     if overrides is not None and not isinstance(overrides, Mapping):
         overrides = list(overrides)
     return _load(path, dict(overrides) if isinstance(overrides, Mapping) else overrides)
@@ -140,26 +144,32 @@ class Results:
 
     @property
     def scenario(self) -> Scenario:
+        """The scenario as run (its ``warmup_days`` is the warm-up used)."""
         return self._run.scenario
 
     @property
     def summary(self) -> pd.DataFrame:
+        """One row per KPI: ``kpi``, ``label``, ``unit``, ``mean``, ``sd``, ``ci_low``, ``ci_high``, ``half_width`` (95 %), ``n``."""
         return self._run.summary
 
     @property
     def per_replication(self) -> pd.DataFrame:
+        """One row of KPIs per replication (column ``replication``, then every KPI)."""
         return self._run.per_replication
 
     @property
     def seed(self) -> int:
+        """The base seed the replications were run with."""
         return self._run.plan.seed
 
     @property
     def replications(self) -> int:
+        """How many replications were run (more than asked for if ``precision`` added some)."""
         return len(self._run.replications)
 
     @property
     def warmup(self) -> int:
+        """Days discarded before the KPIs were measured."""
         return self._run.warmup
 
     @property
@@ -244,10 +254,12 @@ class Comparison:
 
     @property
     def names(self) -> list[str]:
+        """The scenarios' names, the first being the one the others are compared with."""
         return self._cmp.names
 
     @property
     def differences(self) -> pd.DataFrame:
+        """One row per KPI and scenario: both means, the paired difference with its 95 % CI, p-values, significance and the verdict (better, worse or no significant difference)."""
         return self._cmp.differences
 
     summary = differences
@@ -259,6 +271,7 @@ class Comparison:
 
     @property
     def selection(self) -> dict | None:
+        """The Nelson-Matejcik pick when ``select`` was asked for, else ``None``."""
         return self._cmp.selection
 
     @property
@@ -269,10 +282,12 @@ class Comparison:
 
     @property
     def replications(self) -> int:
+        """How many replications each scenario ran (the same replication numbers in every one)."""
         return len(next(iter(self._cmp.runs.values())).replications)
 
     @property
     def warmup(self) -> int:
+        """Days discarded before the KPIs were measured, the same for every scenario."""
         return self._cmp.warmup
 
     def save(self, folder: str | Path | None = None, report: bool = True) -> Path:
@@ -314,18 +329,32 @@ def _posterior(plan: Plan, posterior: str | Path | None, scenarios) -> Plan:
     return plan
 
 
+def _whole(name: str, value, low: int) -> int:
+    """``value`` as a whole number of at least ``low``, or a one-line error naming the argument."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if ok and isinstance(value, (float, np.floating)):
+        ok = math.isfinite(value) and float(value).is_integer()
+    if not ok or value < low:
+        raise IopsimError(f"{name}: must be a whole number, {low} or more (got {value!r})")
+    return int(value)
+
+
 def _plan(first: Scenario, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold,
           select=None) -> Plan:
-    if replications is not None and (isinstance(replications, bool) or int(replications) < 1):
-        raise IopsimError(f"replications: must be 1 or more (got {replications!r})")
-    if int(jobs) < 1:
-        raise IopsimError(f"jobs: must be 1 or more (got {jobs!r})")
+    replications = None if replications is None else _whole("replications", replications, 1)
+    jobs = _whole("jobs", jobs, 1)
+    seed = first.seed if seed is None else _whole("seed", seed, 0)
+    max_replications = _whole("max_replications", max_replications, 1)
     for name, value in (("replications", replications), ("max_replications", max_replications)):
-        if value is not None and int(value) > limit("replications"):
-            raise IopsimError(f"{name}: " + over("replications", int(value)))
-    return Plan(replications=int(replications or first.replications), seed=first.seed if seed is None else int(seed),
-                jobs=int(jobs), warmup=_warmup(warmup), precision=precision, kpi=kpi,
-                max_replications=int(max_replications), threshold=float(threshold), select=select)
+        if value is not None and value > limit("replications"):
+            raise IopsimError(f"{name}: " + over("replications", value))
+    for name, value in (("precision", precision), ("threshold", threshold)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                                  or not math.isfinite(value) or value <= 0):
+            raise IopsimError(f"{name}: must be a number above 0 (got {value!r})")
+    return Plan(replications=replications or first.replications, seed=seed, jobs=jobs, warmup=_warmup(warmup),
+                precision=precision, kpi=kpi, max_replications=max_replications, threshold=float(threshold),
+                select=select)
 
 
 def run(

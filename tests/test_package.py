@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import subprocess
@@ -243,9 +244,14 @@ def test_compare_api_pairs_replications(tmp_path):
 def test_api_refuses_bad_arguments_in_one_line():
     sc = _short()
     for kwargs, fragment in (({"replications": 0}, "replications"), ({"warmup": -1}, "warmup"),
-                             ({"jobs": 0}, "jobs")):
+                             ({"jobs": 0}, "jobs"), ({"seed": -1}, "seed"), ({"jobs": "two"}, "jobs"),
+                             ({"replications": 1.5}, "replications"), ({"jobs": True}, "jobs"),
+                             ({"seed": 1.9}, "seed"), ({"replications": float("nan")}, "replications"),
+                             ({"precision": -0.1}, "precision"), ({"max_replications": "x"}, "max_replications")):
         with pytest.raises(IopsimError, match=fragment):
             iopsim.run(sc, **kwargs)
+    assert iopsim.run(sc, replications=2.0, seed=3.0).replications == 2, "a whole float is a whole number"
+    assert iopsim.load_scenario(BASELINE, overrides="horizon_days=30").horizon_days == 30, "one --set string"
     with pytest.raises(IopsimError, match="at least two"):
         iopsim.compare([sc])
     with pytest.raises(IopsimError, match="indifference"):
@@ -301,9 +307,44 @@ def test_guarded_script_with_two_jobs_uses_the_fork_server(tmp_path, serial_refe
     assert _referrals(_python([str(script)], tmp_path)) == serial_referrals
 
 
-def test_code_without_a_script_file_runs_like_a_notebook(tmp_path, serial_referrals):
-    """A notebook kernel's ``__main__`` has no file: `python -` (code on stdin) is the same case."""
+def test_unguarded_module_run_with_python_m_runs_once_and_equals_serial(tmp_path, serial_referrals):
+    """`python -m mod`: a fork server's workers import the main module again by name, so it is forked too."""
+    (tmp_path / "unguarded_mod.py").write_text(SCRIPT.format(path=str(BASELINE)), encoding="utf-8")
+    assert _referrals(_python(["-m", "unguarded_mod"], tmp_path)) == serial_referrals
+
+
+def test_code_on_standard_input_runs_once(tmp_path, serial_referrals):
+    """`python -` (code on stdin): there is no file to look for a guard in, so workers are forked."""
     assert _referrals(_python(["-"], tmp_path, stdin=SCRIPT.format(path=str(BASELINE)))) == serial_referrals
+
+
+def test_a_jupyter_kernel_runs_two_jobs_on_the_fork_server(tmp_path, serial_referrals):
+    """A real notebook kernel: its ``__main__`` has no file, so workers come from the fork server."""
+    manager = pytest.importorskip("jupyter_client.manager")
+    pytest.importorskip("ipykernel")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    km, kc = manager.start_new_kernel(startup_timeout=120, kernel_name="python3", cwd=str(tmp_path), env=env)
+    out: list[str] = []
+
+    def keep(msg):
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("\n".join(msg["content"]["traceback"]))
+
+    try:
+        code = SCRIPT.format(path=str(BASELINE)) + (
+            "from iopsim.experiments.workers import worker_context\n"
+            "print('METHOD', worker_context().get_start_method())\n")
+        reply = kc.execute_interactive(code, timeout=300, output_hook=keep)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    text = "".join(out)
+    assert reply["content"]["status"] == "ok", text
+    assert "METHOD forkserver" in text, text
+    lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
+    assert len(lines) == 1 and json.loads(lines[0][len("RESULT "):]) == serial_referrals, text
 
 
 def test_start_method_choice():
@@ -352,6 +393,27 @@ def test_schema_validates_the_shipped_scenarios():
 
     for name in ("baseline", "evening", "weekend"):
         jsonschema.validate(resolve_raw(REPO_ROOT / "scenarios" / f"{name}.yaml"), schema)
+
+
+def test_schema_checks_a_child_file_as_a_part_and_a_whole_file_in_full():
+    """What an editor sees: a file with `extends:` needs no required field, but its names and types are checked."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(iopsim.scenario_schema())
+    for path in sorted((REPO_ROOT / "scenarios").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert not list(validator.iter_errors(raw)), f"{path.name} as written: {next(validator.iter_errors(raw))}"
+    child = yaml.safe_load((REPO_ROOT / "scenarios" / "evening.yaml").read_text(encoding="utf-8"))
+    assert "extends" in child
+    wrong = copy.deepcopy(child)
+    wrong["stages"]["iop"]["tracks"]["evening"]["groupz"] = 1
+    assert list(validator.iter_errors(wrong)), "a misspelt field deep in a child file"
+    wrong = copy.deepcopy(child)
+    wrong["horizon_days"] = "two years"
+    assert list(validator.iter_errors(wrong)), "a wrong type in a child file"
+    whole = yaml.safe_load(BASELINE.read_text(encoding="utf-8"))
+    del whole["stages"]["iop"]["tracks"]["day"]["sessions"]
+    assert list(validator.iter_errors(whole)), "a whole file still needs its nested required fields"
 
 
 def test_scheduler_without_distributed_says_how_to_install(tmp_path, monkeypatch):

@@ -349,8 +349,13 @@ def run_calibration(
     resume = _check_folder(folder, spec)
     try:
         import pyabc
-    except ImportError:  # pragma: no cover - a dependency
-        raise IopsimError("calibration needs pyabc: pip install pyabc") from None
+    except ImportError as exc:
+        missing = (exc.name or "pyabc").split(".")[0]
+        if missing == "pyabc":
+            raise IopsimError("calibration needs pyabc, an optional dependency: pip install 'iopsim[calibrate]'") \
+                from None
+        raise IopsimError(f"calibration needs pyabc, which cannot import {missing!r}: {exc}; "
+                          f"pip install 'iopsim[calibrate]'") from None
     _quiet_pyabc()
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "manifest.json", json.dumps(manifest(

@@ -102,8 +102,13 @@ def _called_from_unguarded_main() -> bool:
     """True if the current call stack starts in top-level code of a ``__main__`` script outside a guard."""
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
-    if main is None or path is None or getattr(main, "__spec__", None) is not None:
-        return False  # interactive, a notebook, `python -c`, or `python -m` (imported by name)
+    if main is None or path is None:
+        return False  # interactive, a notebook or `python -c`: a worker re-runs nothing
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None and (name == "__main__" or name.endswith(".__main__")):
+        return False  # a package's __main__ (`python -m pkg`): multiprocessing never re-runs it in a worker
+    # A script, or a module run with `python -m mod`: a fork server's (or spawn's) workers import it
+    # again, by path or by name, so its top-level code outside a guard would run again in each.
     frame = sys._getframe(1)
     while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"):
         frame = frame.f_back

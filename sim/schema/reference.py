@@ -60,12 +60,46 @@ _UNITS: tuple[tuple[str, str], ...] = (
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a scenario file."""
+    """The JSON Schema (draft 2020-12) of a scenario file.
+
+    A file that ``extends:`` another holds only part of a scenario, so the
+    schema has two levels.  Every file is checked as a *part*: field names,
+    types, allowed values and bounds at every depth, nothing required.  A file
+    without ``extends`` must also be *whole*: the required fields at every depth.
+    """
     schema = Scenario.model_json_schema(by_alias=True, mode="validation")
     props = schema.setdefault("properties", {})
     props.setdefault("extends", {"type": "string", "description": EXTENDS_DESCRIPTION})
+    defs = schema.pop("$defs", {})
+    whole = {k: schema[k] for k in ("properties", "required") if k in schema}
+    part = {k: v for k, v in _partial(schema).items() if k != "title"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
-            "title": "iopsim scenario", **schema}
+            "title": "iopsim scenario", **part,
+            "if": {"not": {"required": ["extends"]}}, "then": whole,
+            "$defs": {**defs, **{name + PART: _partial(d) for name, d in defs.items()}}}
+
+
+#: Suffix of the schema definitions of a part of a scenario (no field required).
+PART = "_part"
+
+
+def _partial(node: Any, in_properties: bool = False) -> Any:
+    """A copy of a JSON Schema node with nothing required, its references pointing at the parts' definitions."""
+    if isinstance(node, list):
+        return [_partial(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    if in_properties:  # keys are field names, each value a schema
+        return {name: _partial(sub) for name, sub in node.items()}
+    out = {}
+    for key, value in node.items():
+        if key == "required" and isinstance(value, list):
+            continue
+        if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
+            out[key] = value + PART
+        else:
+            out[key] = _partial(value, in_properties=key in ("properties", "patternProperties", "$defs"))
+    return out
 
 
 def json_schema_text() -> str:
