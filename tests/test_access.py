@@ -167,6 +167,36 @@ def test_sent_elsewhere_at_intake_is_not_in_the_cohort():
     assert k["referral_cohort"] == placed
 
 
+def test_first_attended_session_is_the_first_attendance_and_the_kpi_uses_it():
+    """`t_first_attended` is the client's first attendance record; the KPI counts it, not the group's first session."""
+    from iopsim.analysis.access import access_kpis
+
+    sc = validate_raw(shipped_raw("baseline"), "baseline")
+    res = run_replication(sc, 0)
+    v, att = res.records["visits"], res.records["attendance"]
+    assert len(att), "the baseline bills sessions, so attendance is recorded"
+    iop = v[(v["stage"] == "iop") & v["t_first_session"].notna()]
+    once = iop[~iop.duplicated(["patient_id", "episode"], keep=False)]  # episodes with one IOP stay
+    first = att.groupby(["patient_id", "episode"])["t"].min()
+    expected = np.array([first.get((p, e), np.nan) for p, e in zip(once["patient_id"], once["episode"])])
+    got = once["t_first_attended"].to_numpy(dtype=float)
+    seen = once["t_first_session"].to_numpy(dtype=float) >= 0  # not in care on day 0
+    assert np.array_equal(np.isnan(got[seen]), np.isnan(expected[seen]))
+    assert np.allclose(got[seen][~np.isnan(got[seen])], expected[seen][~np.isnan(expected[seen])], rtol=0, atol=0)
+    started = iop["t_first_attended"].notna()
+    assert (iop.loc[started, "t_first_attended"] >= iop.loc[started, "t_first_session"]).all()
+    assert (iop.loc[started, "t_first_attended"] > iop.loc[started, "t_first_session"]).any(), \
+        "at this attendance some clients miss their group's first session"
+    k = access_kpis(res.records, sc, float(sc.warmup_days))
+    as_held = dict(res.records, visits=v.assign(t_first_attended=v["t_first_session"]))
+    k_held = access_kpis(as_held, sc, float(sc.warmup_days))
+    for track in sc.stages.iop.tracks:
+        for q in ("median", "p90"):
+            name = f"iop_track_{track}_referral_to_first_session_{q}_days"
+            assert k[name] >= k_held[name], (name, k[name], k_held[name])
+    assert any(k[n] > k_held[n] for n in k if n.startswith("iop_track_")), "first attended is later than first held"
+
+
 def test_tracked_iop_reports_referral_to_first_session_per_track():
     sc = validate_raw(shipped_raw("baseline"), "baseline")
     k = run_replication(sc, 0).kpis
@@ -174,3 +204,28 @@ def test_tracked_iop_reports_referral_to_first_session_per_track():
         med = k[f"iop_track_{track}_referral_to_first_session_median_days"]
         p90 = k[f"iop_track_{track}_referral_to_first_session_p90_days"]
         assert 0 <= med <= p90 < 60, (track, med, p90)
+
+
+def test_a_quantile_not_reached_in_some_replication_has_no_mean():
+    """A Kaplan-Meier quantile missing from a replication is beyond what it observed: no mean over the others."""
+    import pandas as pd
+
+    from iopsim.analysis.compare import paired_differences
+    from iopsim.analysis.stats import summarise
+    from iopsim.outputs.answer import Facts
+
+    nan = math.nan
+    per = pd.DataFrame({"replication": [0, 1, 2], "referral_to_admission_p90_days": [2.6, nan, 3.0],
+                        "referral_to_admission_median_days": [1.0, 1.2, 1.1],
+                        "iop_track_day_referral_to_first_session_p90_days": [4.0, 5.0, nan],
+                        "iop_stay_mean_days_transferred": [3.0, nan, 5.0]})
+    s = summarise(per).set_index("kpi")
+    for kpi in ("referral_to_admission_p90_days", "iop_track_day_referral_to_first_session_p90_days"):
+        assert math.isnan(s.loc[kpi, "mean"]) and math.isnan(s.loc[kpi, "ci_low"]) and s.loc[kpi, "n"] == 2
+    assert s.loc["referral_to_admission_median_days", "mean"] == pytest.approx(1.1)
+    assert s.loc["iop_stay_mean_days_transferred", "mean"] == 4.0, "other undefined KPIs average where defined"
+    d = paired_differences({"a": per, "b": per.assign(referral_to_admission_p90_days=[2.0, 2.0, 2.0])})
+    row = d[(d["kpi"] == "referral_to_admission_p90_days") & (d["scenario"] == "b")].iloc[0]
+    assert row["mean"] == 2.0 and math.isnan(row["diff"]) and not row["significant"]
+    f = Facts("a", s.reset_index(), per, {})
+    assert f.unreached("referral_to_admission_p90_days", "90 %").startswith("in 1 of 3 replications fewer than 90 %")

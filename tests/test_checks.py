@@ -37,6 +37,22 @@ def test_two_day_groups_with_one_day_counselor_warn():
     assert "need 2 counselor facilitators" in msg and "at most 1" in msg, msg
 
 
+def test_sessions_two_counselors_can_share_do_not_warn():
+    """Day 9-11 and 11:30-13:30 with an evening session 13-14: the day counselor (8:30-17) takes the day
+    sessions and the late one (12:30-21) the evening session, so no moment is short (a matching, not a count)."""
+    sets = {"stages.iop.tracks.day.sessions": [{"days": ["mon"], "start_hour": 9, "hours": 2},
+                                               {"days": ["mon"], "start_hour": 11.5, "hours": 2}],
+            "stages.iop.tracks.evening.sessions": [{"days": ["mon"], "start_hour": 13, "hours": 1}]}
+    sc = iopsim.load_scenario(BASELINE, sets)
+    assert not [f for f in iopsim.check(sc) if f.field.startswith("stages.iop.tracks.")], \
+        [str(f) for f in iopsim.check(sc)]
+    # Both counselors are needed at 13:00; put the evening session where only the day counselor works
+    # and one of the three cannot be led.
+    late = dict(sets, **{"staff.roles.counselor.teams.1.shifts.0.start_hour": 13.5})
+    f = {x.field: x.message for x in iopsim.check(iopsim.load_scenario(BASELINE, late))}
+    assert any("need 2 counselor facilitators but at most 1" in m for m in f.values()), f
+
+
 def test_session_outside_every_shift_warns():
     sc = iopsim.load_scenario(BASELINE, {"stages.iop.tracks.evening.sessions.0.start_hour": 20.5})
     f = {x.field: x.message for x in iopsim.check(sc)}
@@ -57,6 +73,15 @@ def test_offered_load_at_or_above_one_warns():
     assert "offered load" in f["stages.residential"] and "grow without bound" in f["stages.residential"]
     ok = iopsim.load_scenario(BASELINE, {"stages.residential.capacity": 4})
     assert "stages.residential" not in fields(iopsim.check(ok))
+
+
+def test_intake_offered_load_at_or_above_one_warns():
+    """40 referrals a week of 1.67-hour assessments on one 40-hour clinician: 67 hours of work for 40."""
+    f = {x.field: x.message for x in iopsim.check(iopsim.load_scenario(BASELINE, {"referrals.referrals_per_week": 40}))}
+    msg = f["staff.roles.intake_clinician"]
+    assert "intake offered load 1.67 >= 1" in msg and "40 rostered hours" in msg, msg
+    two = {"referrals.referrals_per_week": 40, "staff.roles.intake_clinician.teams.0.headcount": 2}
+    assert "staff.roles.intake_clinician" not in fields(iopsim.check(iopsim.load_scenario(BASELINE, two)))
 
 
 def test_stage_arrivals_solve_the_traffic_equations():
@@ -99,6 +124,11 @@ def test_after_a_run_cancelled_sessions_and_unbooked_work_warn(tmp_path):
     folder = res.save(tmp_path / "run", report=False)
     man = json.loads((folder / "manifest.json").read_text())
     assert any("cancelled for want of staff" in w for w in man["warnings"])
+    assert "staff.roles.counselor" not in f, "sessions short of staff are cancellations, not unbooked services"
+    nurse = iopsim.load_scenario(BASELINE, {"horizon_days": 120, "warmup_days": 0,
+                                            "staff.roles.nurse.teams.0.shifts.0.end_hour": 9.5})
+    g = {x.field: x.message for x in iopsim.run(nurse, replications=1, jobs=1).warnings}
+    assert "nurse work could not be booked" in g["staff.roles.nurse"], g
 
 
 def test_groups_below_minimum_warn():

@@ -215,8 +215,9 @@ def _first_session_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0
     """Per IOP track: referral to first attended session, of episodes referred straight to IOP.
 
     A visit waiting for (or lost while waiting for) several tracks counts for each
-    of them; one seated in a group counts for its track.  Leaving before the
-    first session, or the end of the run, censors the time.
+    of them; one seated in a group counts for its track.  The first session the
+    client *attended* (``t_first_attended``), not the first their group held:
+    leaving before attending one, or the end of the run, censors the time.
     """
     iop = scenario.stages.iop
     if iop is None or iop.tracks is None:
@@ -234,7 +235,7 @@ def _first_session_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0
     _, firsts = np.unique(rows[by_join], return_index=True)
     pick = by_join[firsts]  # the first IOP visit of each episode
     pick = pick[direct[rows[pick]]]
-    first = v["t_first_session"].to_numpy(dtype=float)[m][pick]
+    first = v["t_first_attended"].to_numpy(dtype=float)[m][pick]
     leave = v["t_leave"].to_numpy(dtype=float)[m][pick]
     t_ref = t_ref_ep[rows[pick]]
     started = ~np.isnan(first)

@@ -99,50 +99,88 @@ def assumption_findings(scenario: Scenario) -> list[Finding]:
 
 
 def _facilitator_findings(scenario: Scenario) -> list[Finding]:
-    """Group sessions outside every shift of the role they need, or needing more facilitators than are rostered."""
+    """Group sessions outside every shift of the role they need, or needing more facilitators than can be found.
+
+    A facilitator must be on shift for the whole session and can lead one
+    group at a time.  At every moment of the week, the groups meeting then
+    need their facilitators from the people who could each lead one of them
+    whole: a matching of people to groups (:func:`_most_staffed`).  If even the
+    best matching leaves a group without its facilitators, that moment cannot
+    be staffed, whatever the weekly plan does; a plan that passes may still
+    fall short when the weekly booking chooses badly, which the run reports.
+    """
     iop = scenario.stages.iop
     if iop is None or iop.tracks is None:
         return []
+    tracks = iop.tracks
     remote = remote_flags(scenario)
-    calendars = {role: [(WeeklyCalendar(Roster(shifts=s)), j < len(remote.get(role, ())) and remote[role][j])
-                        for j, s in enumerate(people)] for role, people in roles_of(scenario).items()}
+    people = {role: [(WeeklyCalendar(Roster(shifts=s)), j < len(remote.get(role, ())) and remote[role][j])
+                     for j, s in enumerate(shifts)] for role, shifts in roles_of(scenario).items()}
     sessions = []  # (track, start, end, session index) in days, in week 1 (so spans from week 0 count)
-    for name, track in iop.tracks.items():
+    for name, track in tracks.items():
         for i, st in enumerate(track.sessions):
             for d in st.days:
                 a = 7.0 + WEEKDAYS.index(d) + st.start_hour / 24.0
                 sessions.append((name, a, a + st.hours / 24.0, i))
+    short = "cancelled" if iop.when_short == "cancel" else "merged or cancelled"
     out: list[Finding] = []
     reported: set[tuple[str, int, str]] = set()
-    for name, a, b, i in sessions:
-        track = iop.tracks[name]
-        for fac in track.facilitators:
-            role = fac.role
-            # Remote staff run only virtual tracks that allow it (remote_facilitators).
-            on = sum(1 for cal, off_site in calendars.get(role, [])
-                     if (track.remote_facilitators or not off_site) and _covers(cal, a, b))
-            on_site = "" if track.remote_facilitators or not any(r for _c, r in calendars.get(role, [])) else "on-site "
-            # Facilitators this role must supply at the same time: every group of every track meeting
-            # then (for a track that needs people on site, only the groups that need them too).
-            need = sum(scenario.stages.iop.tracks[n2].groups * f2.count
-                       for n2, a2, b2, _ in sessions if a2 < b and a < b2
-                       and (track.remote_facilitators or not scenario.stages.iop.tracks[n2].remote_facilitators)
-                       for f2 in scenario.stages.iop.tracks[n2].facilitators if f2.role == role)
-            key = (name, i, role)
-            if key in reported:
+
+    def can_lead(role: str, session) -> list[int]:
+        name, a, b, _ = session
+        return [j for j, (cal, off_site) in enumerate(people.get(role, []))
+                if (tracks[name].remote_facilitators or not off_site) and _covers(cal, a, b)]
+
+    for s in sessions:
+        name, a, b, i = s
+        for fac in tracks[name].facilitators:
+            on_site = "" if tracks[name].remote_facilitators or not any(r for _c, r in people.get(fac.role, [])) \
+                else "on-site "
+            if not can_lead(fac.role, s) and (name, i, fac.role) not in reported:
+                reported.add((name, i, fac.role))
+                day, hour = int(a - 7.0), (a - 7.0 - int(a - 7.0)) * 24.0
+                out.append(Finding(f"stages.iop.tracks.{name}.sessions.{i}",
+                                   f"the session on {_clock(day, hour)} falls outside every shift of {on_site}role "
+                                   f"{fac.role!r}; it can never be staffed"))
+    roles = dict.fromkeys(f.role for t in tracks.values() for f in t.facilitators)
+    for t in sorted({x for _n, a, b, _i in sessions for x in (a, b)}):
+        active = [s for s in sessions if s[1] <= t < s[2]]
+        for role in roles:
+            # One slot per facilitator each group meeting now needs, with the people who could lead it whole.
+            slots = [(s, can_lead(role, s)) for s in active for f in tracks[s[0]].facilitators if f.role == role
+                     for _ in range(tracks[s[0]].groups * f.count)]
+            if not slots or all(not who for _s, who in slots):  # none at all: reported above, session by session
                 continue
-            day, hour = int(a - 7.0), (a - 7.0 - int(a - 7.0)) * 24.0
-            where = f"stages.iop.tracks.{name}.sessions.{i}"
-            if on == 0:
-                reported.add(key)
-                out.append(Finding(where, f"the session on {_clock(day, hour)} falls outside every shift of {on_site}role "
-                                          f"{role!r}; it can never be staffed"))
-            elif on < need:
-                reported.add(key)
-                out.append(Finding(where, f"on {_clock(day, hour)} the groups meeting need {need} {role} "
-                                          f"facilitator{'s' if need > 1 else ''} but at most {on} {on_site}"
-                                          f"{'is' if on == 1 else 'are'} rostered then; sessions will be cancelled"))
+            staffed = _most_staffed([who for _s, who in slots])
+            first = next((s for s, who in slots if who), None)
+            if staffed >= len(slots) or first is None or (first[0], first[3], role) in reported:
+                continue
+            name, a, _b, i = first
+            reported.add((name, i, role))
+            day, hour = int(t - 7.0) % 7, (t - 7.0 - int(t - 7.0)) * 24.0
+            need = len(slots)
+            out.append(Finding(f"stages.iop.tracks.{name}.sessions.{i}",
+                               f"on {_clock(day, hour)} the groups meeting need {need} {role} "
+                               f"facilitator{'s' if need > 1 else ''} but at most {staffed} of those rostered can "
+                               f"lead them (each must be on shift for a whole session); sessions will be {short}"))
     return out
+
+
+def _most_staffed(slots: list[list[int]]) -> int:
+    """The most slots that can be filled at once, each by one of its people and nobody twice (augmenting paths)."""
+    holder: dict[int, int] = {}  # person -> slot
+
+    def place(slot: int, seen: set[int]) -> bool:
+        for person in slots[slot]:
+            if person in seen:
+                continue
+            seen.add(person)
+            if person not in holder or place(holder[person], seen):
+                holder[person] = slot
+                return True
+        return False
+
+    return sum(place(k, set()) for k in range(len(slots)))
 
 
 def _on_site_findings(scenario: Scenario) -> list[Finding]:
@@ -314,8 +352,35 @@ def stage_arrivals(scenario: Scenario) -> dict[str, float]:
     return dict(zip(names, lam.tolist()))
 
 
+def _intake_load(scenario: Scenario) -> tuple[float, float, float] | None:
+    """(offered load, assessment hours a week, rostered assessor hours a week) of intake, or None.
+
+    A lower bound: referrals only (returns after relapse come on top), and
+    every rostered hour counted as free for assessments (the role's other work
+    comes on top).  At or above 1 the intake waitlist cannot be kept down.
+    """
+    intake = scenario.intake
+    if intake is None:
+        return None
+    role = intake.role or INTAKE_SHORTHAND_ROLE
+    shifts = roles_of(scenario).get(role, [])
+    hours = sum(24.0 * (b - a) for s in shifts for a, b in WeeklyCalendar(Roster(shifts=s)).intervals)
+    ref = scenario.referrals
+    demand = ref.referrals_per_week * float(np.mean(ref.month_multipliers)) * float(intake.assessment_hours.mean)
+    if hours <= 0:
+        return (math.inf if demand > 0 else 0.0), demand, hours
+    return demand / hours, demand, hours
+
+
 def _load_findings(scenario: Scenario) -> list[Finding]:
     out = []
+    intake = _intake_load(scenario)
+    if intake is not None and intake[0] >= 1.0:
+        load, demand, hours = intake
+        where = f"staff.roles.{scenario.intake.role}" if scenario.intake.role else "intake.clinicians"
+        out.append(Finding(where, f"intake offered load {load:.2f} >= 1 ({demand:.0f} hours of assessments a week "
+                                  f"/ {hours:.0f} rostered hours of {scenario.intake.role or 'intake clinicians'}): "
+                                  "the intake waitlist will grow without bound, or referrals will leave it"))
     arrivals = stage_arrivals(scenario)
     names, _, routing = _routing(scenario)
     for name, st in scenario.stages.enabled().items():
@@ -355,8 +420,9 @@ def result_findings(per_replication: pd.DataFrame, scenario: Scenario) -> list[F
                                f"{_amount(cancelled / years)} sessions a year cancelled for want of staff "
                                f"({_share(cancelled / max(cancelled + held, 1e-9))} of those due)"))
     for role in roles_of(scenario):
-        unmet = mean.get(f"staff_{role}_unmet_hours", 0.0)
-        if unmet > 0:
+        # Group sessions short of staff are reported above, as cancelled sessions.
+        unmet = mean.get(f"staff_{role}_unmet_hours", 0.0) - mean.get(f"staff_{role}_unmet_hours_group", 0.0)
+        if unmet > 1e-9:
             out.append(Finding("intake.clinicians" if role == INTAKE_SHORTHAND_ROLE else f"staff.roles.{role}",
                                f"{_amount(unmet / years)} hours a year of {role} work could not be booked "
                                "(services or assessments no one on the roster could take)"))

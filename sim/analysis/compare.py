@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from iopsim.analysis.stats import mean_ci, t_quantile, t_sf
+from iopsim.analysis.stats import mean_ci, t_quantile, t_sf, undefined_unless_all
 
 
 def _flatten(d, prefix="") -> dict[str, object]:
@@ -85,10 +85,10 @@ def paired_differences(per_rep: dict[str, pd.DataFrame], kpis: list[str] | None 
     rows = []
     for kpi in kpis:
         b = tables[base].loc[common, kpi].to_numpy(dtype=float)
-        bm, _, blo, bhi, _ = mean_ci(b, level)
+        whole = undefined_unless_all(kpi)
         for n in names:
             x = tables[n].loc[common, kpi].to_numpy(dtype=float)
-            m, _, lo, hi, nn = mean_ci(x, level)
+            m, _, lo, hi, nn = mean_ci(x, level, whole)
             row = {"kpi": kpi, "scenario": n, "mean": m, "ci_low": lo, "ci_high": hi, "n": nn}
             if n == base:
                 row.update(diff=0.0, diff_ci_low=math.nan, diff_ci_high=math.nan, p_value=math.nan, significant=False,
@@ -96,7 +96,7 @@ def paired_differences(per_rep: dict[str, pd.DataFrame], kpis: list[str] | None 
             else:
                 d = x - b
                 ok = np.isfinite(d)
-                d = d[ok]
+                d = d[ok] if ok.all() or not whole else d[:0]  # a quantile not reached: no difference either
                 row.update(_paired(d, alpha))
                 # Bonferroni-adjusted p-value, consistent with the adjusted interval.
                 row["p_value_adjusted"] = min(1.0, row["p_value"] * k) if math.isfinite(row["p_value"]) else math.nan

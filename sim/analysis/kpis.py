@@ -144,6 +144,7 @@ STAFF_UNITS = {
     "idle_hours": ("idle rostered hours", "hours"),
     "utilisation": ("utilisation (busy / paid)", "fraction"),
     "unmet_hours": ("unmet demand", "hours"),
+    "unmet_hours_group": ("unmet demand of group sessions (sessions merged or cancelled)", "hours"),
     "required_fte": ("FTE required to meet demand", "FTE"),
     "paid_fte": ("FTE paid", "FTE"),
 }
@@ -441,6 +442,7 @@ def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) 
     u_role = _strings(unmet["role"])
     u_in = unmet["t"].to_numpy(dtype=float) >= w0
     u_hours = unmet["hours"].to_numpy(dtype=float)
+    u_act = _strings(unmet["activity"])
     for role, people in roles.items():
         p = f"staff_{role}_"
         paid = {"day": 0.0, "evening": 0.0, "weekend": 0.0}
@@ -467,6 +469,7 @@ def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) 
         out[p + "idle_hours"] = idle
         out[p + "utilisation"] = busy / paid_total if paid_total else math.nan
         out[p + "unmet_hours"] = float(u_hours[(u_role == role) & u_in].sum())
+        out[p + "unmet_hours_group"] = float(u_hours[(u_role == role) & u_in & (u_act == "group")].sum())
         demand = busy + out[p + "unmet_hours"]
         out[p + "required_fte"] = demand / (fte_week * weeks) if weeks > 0 else math.nan
         out[p + "paid_fte"] = paid_total / (fte_week * weeks) if weeks > 0 else math.nan

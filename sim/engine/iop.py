@@ -602,6 +602,8 @@ class TrackedIOP(Stage):
                 if billed is not None:
                     billed.append((ts, m.patient.id, m.patient.episode, m.group.track.name))
                 attended += 1
+                if not m.attended:
+                    m.rec[14] = ts
                 m.attended += 1
                 m.missed_run = 0
                 if prog.sessions is not None and m.attended >= prog.sessions:

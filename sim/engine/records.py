@@ -46,6 +46,7 @@ VISIT_COLUMNS = (
     "planned_days",
     "extensions",
     "shortenings",
+    "t_first_attended",
 )
 EPISODE_COLUMNS = (
     "patient_id",
@@ -166,7 +167,7 @@ class Recorder:
         self.attendance: list[tuple] = []
 
     def open_visit(self, patient_id, episode, stage, intended, t_join) -> list:
-        rec = [patient_id, episode, stage, intended, t_join, NAN, NAN, IN_SYSTEM, None, None, NAN, NAN, 0, 0]
+        rec = [patient_id, episode, stage, intended, t_join, NAN, NAN, IN_SYSTEM, None, None, NAN, NAN, 0, 0, NAN]
         self.visits.append(rec)
         return rec
 

@@ -35,7 +35,7 @@ from iopsim.files import atomic_write_text, claim_results_folder, manifest, read
 from iopsim.experiments.executor import Executor, Task, read_parts, write_part
 from iopsim.experiments.replications import kpi_names, unknown_kpi
 from iopsim.schema.scenario import Scenario, has_path, read_with_base, resolve_raw, set_path, validate_raw
-from iopsim.analysis.stats import mean_ci
+from iopsim.analysis.stats import mean_ci, undefined_unless_all
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def collect(folder: Path, sweep: SweepFile, points: list[dict]) -> pd.DataFrame:
     for pid, g in res.groupby("point_id"):
         row = {"point_id": int(pid), **{f"factor:{k}": v for k, v in points[int(pid)].items()}}
         for kpi in sweep.kpis:
-            m, _sd, lo, hi, n = mean_ci(g[kpi].to_numpy(dtype=float))
+            m, _sd, lo, hi, n = mean_ci(g[kpi].to_numpy(dtype=float), all_or_nothing=undefined_unless_all(kpi))
             row.update({kpi: m, f"{kpi}:ci_low": lo, f"{kpi}:ci_high": hi})
         row["replications"] = len(g)
         rows.append(row)

@@ -272,6 +272,19 @@ class Facts:
     def has(self, kpi: str) -> bool:
         return kpi in self.summary.index and math.isfinite(float(self.summary.loc[kpi, "mean"]))
 
+    def in_summary(self, kpi: str) -> bool:
+        return kpi in self.summary.index
+
+    def unreached(self, kpi: str, share: str) -> str:
+        """Why a Kaplan-Meier quantile has no value: in how many replications it was not reached."""
+        reps = len(self.per_rep) if len(self.per_rep) else None
+        n = self.summary.loc[kpi, "n"] if kpi in self.summary.index else 0
+        n = int(n) if n == n else 0
+        if reps and 0 < n < reps:
+            return (f"in {reps - n} of {reps} replications fewer than {share} were admitted by the end of the run, "
+                    f"so that percentile has no value")
+        return f"fewer than {share} are ever admitted, so that percentile has no value"
+
     def mean(self, kpi: str) -> float:
         return float(self.summary.loc[kpi, "mean"]) if kpi in self.summary.index else math.nan
 
@@ -376,7 +389,9 @@ def run_answer(f: Facts) -> list[str]:
                        f"and 90 % within {f.say(p90, 'days')}.")
         elif math.isfinite(p50[0]):
             out.append(f"Of those who do not give up, half are admitted within {f.say(p50, 'days')} of referral; "
-                       "fewer than 90 % are ever admitted, so there is no 90th percentile.")
+                       f"{f.unreached('referral_to_admission_p90_days', '90 %')}.")
+        elif f.in_summary("referral_to_admission_median_days"):
+            out.append(f"{capital(f.unreached('referral_to_admission_median_days', 'half'))}.")
     firsts = []
     for t in f.tracks:
         k = f"iop_track_{t}_referral_to_first_session_p90_days"

@@ -918,8 +918,9 @@ def set_path(tree: dict[str, Any], parts: list[str], value: Any, source: str) ->
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not (part.isdigit() and int(part) < len(node)):
-                span = f"0-{len(node) - 1}" if node else "none: the list is empty"
-                raise ScenarioError(source, where, f"no list item {part!r}; the list has {len(node)} items (indices {span})")
+                has = ("the list is empty" if not node else "the list has 1 item (index 0)" if len(node) == 1
+                       else f"the list has {len(node)} items (indices 0-{len(node) - 1})")
+                raise ScenarioError(source, where, f"no list item {part!r}; {has}")
             key: Any = int(part)
         elif isinstance(node, dict):
             key = part
