@@ -151,6 +151,15 @@ def _fits(table_cells: list[list[str]]) -> bool:
     return sum(widths) + 2 * (len(widths) - 1) <= WIDTH
 
 
+def _folded(name: str) -> str:
+    """A scenario's name as a column heading over two lines, broken after its middle hyphen or underscore."""
+    cuts = [i for i, ch in enumerate(name) if ch in "-_"]
+    if not cuts:
+        return name
+    i = min(cuts, key=lambda j: abs(j - len(name) / 2))
+    return f"{name[:i + 1]}\n{name[i + 1:]}"
+
+
 def _grid(rows, title: str, columns: list[tuple[str, str]], kpis, key, currency: str = "USD") -> Table | None:
     """A table of KPI rows by entity columns; ``key(entity, kpi)`` names the KPI.  Means with their
     95 % CI half-widths where that fits in 80 columns, else means only (the caption says which)."""
@@ -528,30 +537,43 @@ def print_comparison(result, names: list[str], kpi: str, folder: Path | None = N
         table = _table(f"{other} − {names[0]} ({n} replications, common random numbers)",
                        f"Paired differences ± half-width of their 95 % CI{adjusted}; – no significant difference; "
                        "pp percentage points; days and patients unmarked")
-        table.add_column("", no_wrap=True)
-        table.add_column(names[0], justify="right", no_wrap=True)
-        table.add_column(other, justify="right", no_wrap=True)
-        table.add_column("difference", justify="right", no_wrap=True)
-        table.add_column("", no_wrap=True)
         rows = judged[judged["scenario"] == other].set_index("kpi")
+        body = []
         for k in keys:
             r = rows.loc[k]
             unit = r["unit"] if isinstance(r["unit"], str) else ""
             unit = unit if unit in ("fraction", "currency") else ""
             half = (r["diff_ci_high"] - r["diff_ci_low"]) / 2 if math.isfinite(r["diff_ci_low"]) else math.nan
             word, style = words.get(r["judgement"], ("–", "dim"))
-            table.add_row(SHORT_LABELS.get(k) or people_label(r["label"]), plus_minus(r["base_mean"], math.nan, unit, currency),
+            body.append(([SHORT_LABELS.get(k) or people_label(r["label"]), plus_minus(r["base_mean"], math.nan, unit, currency),
                           plus_minus(r["mean"], math.nan, unit, currency), plus_minus(r["diff"], half, unit, currency, True),
-                          Text(word, style=style))
+                          word], style))
+        heads = [names[0], other]
+        if not _fits([["", *heads, "difference", "better"], *[cells for cells, _ in body]]):
+            heads = [_folded(h) for h in heads]  # long names: over two lines, at a hyphen
+        table.add_column("", no_wrap=True)
+        table.add_column(heads[0], justify="right", no_wrap=True)
+        table.add_column(heads[1], justify="right", no_wrap=True)
+        table.add_column("difference", justify="right", no_wrap=True)
+        table.add_column("", no_wrap=True, min_width=6)
+        for cells, style in body:
+            table.add_row(*cells[:-1], Text(cells[-1], style=style))
         out.print(table)
     params = result.parameters
     if params is not None and len(params):
-        pt = _table("Settings that differ")
-        for i, c in enumerate(params.columns):
-            pt.add_column("setting" if c == "parameter" else c, no_wrap=i == 0, overflow="fold")
-        for _, r in params.head(30).iterrows():
-            pt.add_row(*[str(v) for v in r])
-        out.print(pt)
+        shown = params.head(30)
+        cells = [["setting", *params.columns[1:]], *[[str(v) for v in r] for _, r in shown.iterrows()]]
+        if _fits(cells):
+            pt = _table("Settings that differ")
+            for i, c in enumerate(params.columns):
+                pt.add_column("setting" if c == "parameter" else c, no_wrap=i == 0, overflow="fold")
+            for row in cells[1:]:
+                pt.add_row(*row)
+            out.print(pt)
+        else:  # too wide for a table: one setting at a time, its value in each scenario
+            _say("Settings that differ", style="bold")
+            for row in cells[1:]:
+                _say(f"{row[0]}: " + "; ".join(f"{n} {v}" for n, v in zip(params.columns[1:], row[1:])), "", "    ")
         if len(params) > 30:
             out.print(f"... and {len(params) - 30} more (parameters_differ.csv)", highlight=False)
     for v in comparison_answer(verdict(judged, names[0]), facts):

@@ -69,6 +69,10 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     c = invoke("compare", BASELINE, WEEKEND, "--set", "horizon_days=90", "-n", "2", "--seed", "3", "--jobs", "1",
                "--out", cmp_dir)
     assert c.exit_code == 0, c.output
+    cmp3_dir = base / "cmp3"
+    c3 = invoke("compare", BASELINE, WEEKEND, BASELINE.parent / "evening-virtual.yaml", "--set", "horizon_days=90",
+                "-n", "2", "--seed", "3", "--jobs", "1", "--out", cmp3_dir)
+    assert c3.exit_code == 0, c3.output
     (base / "short.yaml").write_text(yaml.safe_dump({"extends": str(BASELINE), "horizon_days": 60}), encoding="utf-8")
     sweep_file = base / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump({
@@ -80,13 +84,13 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     assert s.exit_code == 0, s.output
     rep = invoke("report", sweep_dir)
     assert rep.exit_code == 0, rep.output
-    return {"run": run_dir, "compare": cmp_dir, "sweep": sweep_dir}
+    return {"run": run_dir, "compare": cmp_dir, "compare3": cmp3_dir, "sweep": sweep_dir}
 
 
-def page_problems(browser, html: Path, min_images: int) -> list[str]:
+def page_problems(browser, html: Path, min_images: int, width: int = WINDOW["width"]) -> list[str]:
     """Everything wrong with a rendered report, as sentences (empty when it renders well)."""
     problems: list[str] = []
-    page = browser.new_page(viewport=WINDOW)
+    page = browser.new_page(viewport={**WINDOW, "width": width})
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url[:80]}"))
@@ -115,6 +119,10 @@ def page_problems(browser, html: Path, min_images: int) -> list[str]:
         wide = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         if wide > 1:
             problems.append(f"the page is {wide} px wider than the window")
+        cut = page.evaluate("""() => Array.from(document.querySelectorAll('table.diffs')).filter(
+            t => t.scrollWidth - t.clientWidth > 1).length""")
+        if cut:
+            problems.append(f"{cut} differences tables wider than the page (their last columns scroll out of sight)")
         empty = page.evaluate("() => Array.from(document.querySelectorAll('table')).filter(t => t.rows.length < 2).length")
         if empty:
             problems.append(f"{empty} tables without a body row")
@@ -123,10 +131,11 @@ def page_problems(browser, html: Path, min_images: int) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("kind, min_images", [("run", 7), ("compare", 13), ("sweep", 2)])
-def test_report_renders_in_chromium(browser, folders, kind, min_images):
-    problems = page_problems(browser, folders[kind] / "report.html", min_images)
-    assert problems == [], f"{kind} report in Chromium: " + "; ".join(problems)
+@pytest.mark.parametrize("kind, min_images", [("run", 7), ("compare", 13), ("compare3", 13), ("sweep", 2)])
+@pytest.mark.parametrize("width", [1200, 1024])
+def test_report_renders_in_chromium(browser, folders, kind, min_images, width):
+    problems = page_problems(browser, folders[kind] / "report.html", min_images, width)
+    assert problems == [], f"{kind} report in Chromium at {width} px: " + "; ".join(problems)
 
 
 def test_a_broken_report_is_caught(browser, folders, tmp_path):

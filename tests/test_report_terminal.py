@@ -162,3 +162,15 @@ def test_no_report_compare_draws_no_figures(tmp_path):
     assert not list(out.rglob("*.png")), "--no-report drew figures for a comparison"
     assert invoke("report", out).exit_code == 0
     assert (out / "figures" / "forest.png").is_file() and (out / "scenarios" / "weekend" / "figures" / "funnel.png").is_file()
+
+
+def test_four_scenario_comparison_fits_80_columns_without_splitting_words(tmp_path):
+    """With four scenarios the settings that differ are one setting a line, not a table of 5-letter columns."""
+    names = ["baseline", "weekend", "evening", "evening-virtual"]
+    r = invoke("compare", *[REPO_ROOT / "scenarios" / f"{n}.yaml" for n in names], *SHORT, "--no-report",
+               "--out", tmp_path / "cmp4")
+    assert r.exit_code == 0, r.output
+    assert_fits_80(r.stdout, "4-scenario compare")
+    settings = r.stdout.split("Settings that differ", 1)[1].split("The answer", 1)[0]
+    assert "staff.roles.counselor.teams.1.headcount: baseline 1; weekend 1; evening 2;" in settings, settings[:400]
+    assert "(abse\n" not in settings and "basel\n" not in settings, "a value split mid-word"

@@ -171,3 +171,18 @@ def test_red_flags_add_a_growing_waitlist_and_the_decisive_group_numbers():
     assert any(f["where"] == "IOP" and "still growing" in f["message"] for f in flags), flags
     quiet = Facts("flat", summary, pd.DataFrame(), {"horizon_days": 400}, [], levels=_levels(0.0))
     assert red_flags(quiet) == [], "a steady waitlist is no red flag"
+
+
+def test_watch_out_keeps_a_flag_the_baseline_has_only_in_a_far_smaller_size():
+    """A red flag at a place where the baseline has one too is kept when it is materially worse."""
+    from iopsim.outputs.answer import _watch
+
+    base = [{"where": "Evening track", "message": "0.3 sessions a year cancelled for want of staff (under 1%)"},
+            {"where": "Day track", "message": "96% of held sessions had fewer than 6 attendees"}]
+    alt = [{"where": "Evening track", "message": "148 sessions a year cancelled for want of staff (49%)"},
+           {"where": "Day track", "message": "97% of held sessions had fewer than 6 attendees"},
+           {"where": "IOP", "message": "The waitlist is still growing at the end of the run"}]
+    watch = _watch(alt, base, "evening")
+    assert any(w.startswith("Evening track: 148 sessions") and "in evening: 0.3 sessions" in w for w in watch), watch
+    assert not any(w.startswith("Day track") for w in watch), "about the same as the baseline: not news"
+    assert any(w.startswith("IOP: the waitlist is still growing") for w in watch), watch

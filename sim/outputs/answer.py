@@ -809,9 +809,7 @@ def comparison_answer(verdicts: list[Verdict], facts: dict[str, Facts]) -> list[
         if v.same and (v.better or v.worse):
             same = "No significant difference in " + listing(
                 [decap(SHORT_LABELS.get(r["kpi"]) or people_label(kpi_label(r["kpi"])[0])) for r in v.same]) + "."
-        base_flags = {x["where"] for x in (red_flags(base) if base else [])}
-        watch = [f"{x['where']}: {decap(x['message'])}" for x in (red_flags(alt) if alt else [])
-                 if x["where"] not in base_flags]
+        watch = _watch(red_flags(alt) if alt else [], red_flags(base) if base else [], v.base)
         summary = ""
         if v.overall == "mixed":
             gains = listing([_gist(r, True, currency, years) for r in v.better[:4]])
@@ -819,6 +817,28 @@ def comparison_answer(verdicts: list[Verdict], facts: dict[str, Facts]) -> list[
             summary = f"In short, {v.scenario} {gains}, but {losses}."
         out.append({"scenario": v.scenario, "base": v.base, "overall": v.overall, "lead": lead, "better": better,
                     "worse": worse, "same": same, "watch": watch, "summary": summary})
+    return out
+
+
+def _size(message: str) -> float:
+    """The first number of a red flag's message (its size: a share, a count a year, a load), else NaN."""
+    m = re.search(r"\d[\d,]*(?:\.\d+)?", message)
+    return float(m.group(0).replace(",", "")) if m else math.nan
+
+
+def _watch(flags: list[dict], base_flags: list[dict], base: str) -> list[str]:
+    """The alternative's red flags that the baseline does not share: new ones, and ones at the same place that
+    are materially worse (a first number over 1.25 times the baseline's), the baseline's own then quoted."""
+    at = {x["where"]: x["message"] for x in base_flags}
+    out = []
+    for x in flags:
+        text = f"{x['where']}: {decap(x['message'])}"
+        if x["where"] not in at:
+            out.append(text)
+            continue
+        mine, theirs = _size(x["message"]), _size(at[x["where"]])
+        if math.isfinite(mine) and math.isfinite(theirs) and mine > 1.25 * theirs:
+            out.append(f"{text} (in {base}: {decap(at[x['where']])})")
     return out
 
 
