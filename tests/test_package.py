@@ -239,6 +239,20 @@ def test_compare_api_pairs_replications(tmp_path):
     assert (d["diff"].fillna(0) == 0).all(), "a scenario compared with itself must differ by exactly 0"
     folder = cmp.save(tmp_path / "cmp", report=False)
     assert (folder / "differences.csv").exists() and (folder / "scenarios" / sc.name / "summary.csv").exists()
+    alt = d[d["scenario"] == f"{sc.name}-2"].set_index("kpi")
+    assert (alt["judgement"] == "no significant difference").all(), "the verdict is in the API's table"
+    assert alt.loc["cost_per_completed_program", "direction"] == "lower"
+    assert alt.loc["programs_completed", "direction"] == "higher"
+    assert "judgement" in pd.read_csv(folder / "differences.csv").columns
+
+
+def test_compare_api_says_better_and_worse(tmp_path):
+    sc = _short()
+    more = iopsim.load_scenario(BASELINE, {"horizon_days": 120, "warmup_days": 0,
+                                           "staff.roles.counselor.teams.0.headcount": 3})
+    d = iopsim.compare([sc, more], replications=3, seed=3).differences.set_index(["scenario", "kpi"])
+    row = d.loc[(more.name + "-2" if more.name == sc.name else more.name, "cost_total")]
+    assert row["judgement"] == "worse" and row["diff"] > 0 and row["rel_change"] > 0, row
 
 
 def test_api_refuses_bad_arguments_in_one_line():

@@ -119,6 +119,11 @@ def test_targets_write_calibration_and_the_report_shows_it(ran):
     assert f"calibration: {int(table['met'].sum())} of {len(table)} targets met" in " ".join(r.stdout.split())
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "<h2>How close to published figures</h2>" in html
+    # In words and units: the target's description, shares in %, lengths in days, never a CI below 0
+    assert "Share of ended IOP stays that ended with the treatment plan completed" in html
+    assert "34.7 % to 40.7 %" in html and "45.0 days to 55.0 days" in html, "iop-completed 0.377 ± 0.03; 50 ± 5 days"
+    section = html.split("How close to published figures", 1)[1].split("<h2>", 1)[0]
+    assert not re.search(r">-\d|\s-\d", section), "a share or a length below zero"
 
 
 def test_a_bad_targets_file_fails_before_the_run(tmp_path):

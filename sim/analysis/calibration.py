@@ -332,7 +332,10 @@ def calibrate(run_dir: Path, targets_path: Path) -> pd.DataFrame:
                 "ci_high": hi,
                 "replications": n,
                 "target": t.describe(),
+                "low": t.centre - t.scale if t.range is None else t.range[0],
+                "high": t.centre + t.scale if t.range is None else t.range[1],
                 "met": t.met(mean),
+                "description": t.description,
                 "source": t.source,
                 "confidence": t.confidence,
             }

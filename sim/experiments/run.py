@@ -255,6 +255,17 @@ def run_scenario(
     return _run_result(scenario, plan, results, warmup, kpis_for(results, scenario, warmup))
 
 
+def _with_verdicts(diffs: pd.DataFrame) -> pd.DataFrame:
+    """The differences with each KPI's desirable ``direction`` and, for the alternatives, the ``judgement``
+    (better, worse, higher, lower, no significant difference) and the relative change with its CI."""
+    from iopsim.analysis.verdict import direction, judge
+
+    cols = ["kpi", "scenario", "judgement", "rel_change", "rel_ci_low", "rel_ci_high"]
+    out = diffs.merge(judge(diffs)[cols], on=["kpi", "scenario"], how="left")
+    out.insert(out.columns.get_loc("significant") + 1, "direction", [direction(k) for k in out["kpi"]])
+    return out
+
+
 def compare_scenarios(
     scenarios: dict[str, Scenario],
     plan: Plan,
@@ -277,6 +288,7 @@ def compare_scenarios(
     diffs = paired_differences(per_rep)
     diffs.insert(1, "label", [kpi_label(k)[0] for k in diffs["kpi"]])
     diffs.insert(2, "unit", [kpi_label(k)[1] for k in diffs["kpi"]])
+    diffs = _with_verdicts(diffs)
     resolved = {n: sc.model_dump(mode="json", by_alias=True, exclude_none=True) for n, sc in scenarios.items()}
     selection = None
     if plan.select is not None:

@@ -620,35 +620,67 @@ def _count(x: float) -> str:
 
 
 def calibration_rows(table: pd.DataFrame) -> list[dict]:
-    """The rows of ``calibration.csv`` for people: target, model mean with its CI, met or missed."""
+    """The rows of ``calibration.csv`` for people: what the target is, its published value in its unit,
+    the model's mean with its CI, met or missed."""
     rows = []
     for _, r in table.iterrows():
-        unit = _calibration_unit(str(r.get("metric", "")))
+        metric = str(r.get("metric", ""))
+        unit = _calibration_unit(metric)
+        described = r.get("description")
+        label = str(described).rstrip(".") if isinstance(described, str) and described.strip() else \
+            str(r.get("id", ""))
+        lo, hi = r.get("low"), r.get("high")
+        if lo is not None and hi is not None and lo == lo and hi == hi:  # files written before these columns had none
+            target = f"{_plain(lo, unit)} to {_plain(hi, unit)}"
+        else:
+            target = str(r.get("target", ""))
         rows.append({
             "id": str(r.get("id", "")),
-            "what": str(r.get("metric", "")),
-            "target": str(r.get("target", "")),
+            "label": label,
+            "what": metric,
+            "target": target,
             "model": _plain(r.get("model_mean"), unit),
-            "model_ci": f"{_plain(r.get('ci_low'), unit)} to {_plain(r.get('ci_high'), unit)}",
+            "model_ci": _calibration_ci(r.get("ci_low"), r.get("ci_high"), unit),
             "met": bool(r.get("met")) if r.get("met") == r.get("met") else False,
             "source": str(r.get("source", "") if r.get("source") == r.get("source") else ""),
         })
     return rows
 
 
+def _calibration_ci(lo, hi, unit: str) -> str:
+    """A calibration metric's CI in words; every metric is a share, a length or a count, so never below 0."""
+    try:
+        lo, hi = max(float(lo), 0.0), float(hi)
+    except (TypeError, ValueError):
+        return ""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    return f"{_plain(lo, unit)} to {_plain(hi, unit)}"
+
+
 def _calibration_unit(metric: str) -> str:
-    return "share" if "share" in metric or metric.startswith(("readmission", "relapse")) else ""
+    """The unit of a calibration metric, from its name: shares, days, weeks, a year's count, clients."""
+    if "share" in metric or metric.startswith(("readmission", "relapse")):
+        return "share"
+    for suffix, unit in (("_days", "days"), ("_weeks", "weeks"), ("_per_year", "a year"), ("census_mean", "clients")):
+        if suffix in metric:
+            return unit
+    return ""
 
 
 def _plain(v, unit: str) -> str:
-    """Calibration values in the targets' own scale (shares as 0.377, days as days)."""
+    """A calibration value in its unit: shares in %, days and weeks with one decimal, counts whole."""
     try:
         x = float(v)
     except (TypeError, ValueError):
         return "–"
     if not math.isfinite(x):
         return "–"
-    return f"{x:.3f}" if unit == "share" else f"{x:,.1f}"
+    if unit == "share":
+        return f"{x * 100:.1f} %"
+    if unit == "a year":
+        return f"{x:,.0f} a year"
+    return f"{x:,.1f} {unit}".strip()
 
 
 # --------------------------------------------------------------------------- warnings and red flags
