@@ -350,7 +350,7 @@ PRECISION = typer.Option(None, "--precision", min=0.0001, max=1.0,
 KPI = typer.Option("cost_per_completed_program", "--kpi", help="KPI for --precision and --select.")
 MAX_REPS = typer.Option(200, "--max-replications", min=2, help="Upper bound on replications for --precision/--select.")
 THRESHOLD = typer.Option(10.0, "--threshold", min=0, help="Waitlist length whose first crossing is reported.")
-NO_REPORT = typer.Option(False, "--no-report", help="Do not write report.html.")
+NO_REPORT = typer.Option(False, "--no-report", help="Do not draw the figures or write report.html (iopsim report DIR does both later).")
 POSTERIOR = typer.Option(None, "--posterior", metavar="CALIBRATION_DIR",
                          help="Draw each replication's free parameters from a calibration's posterior (second-order "
                               "Monte Carlo): CIs then include what the calibration targets leave unknown.")
@@ -644,7 +644,9 @@ def sweep(
     for f in result.failures:
         err.print(Text(f"point {f['point_id']} failed at {f['factors']}: {f['error']}"), soft_wrap=True)
     if result.sensitivity is not None:
-        _print_sensitivity(result.sensitivity)
+        from iopsim.outputs.answer import sweep_currency
+
+        _print_sensitivity(result.sensitivity, sweep_currency(result.folder))
     if result.failures:
         raise typer.Exit(code=1)
 
@@ -719,13 +721,16 @@ def _print_plans(result, most: int = 8) -> None:
         _say(line, rest="  ")
 
 
-def _print_sensitivity(df) -> None:
+def _print_sensitivity(df, currency: str = "USD") -> None:
+    """Sobol' indices (shares of the variance) as numbers; Morris mu* and sigma in the KPI's own unit."""
     from iopsim.analysis.kpis import kpi_label
-    from iopsim.outputs.answer import SHORT_LABELS, decap, factor_label, people_label
+    from iopsim.outputs.answer import SHORT_LABELS, decap, factor_label, people_label, plus_minus
 
     cols = [c for c in ("S1", "ST", "mu_star", "sigma") if c in df.columns]
     for kpi, g in df.groupby("kpi", sort=False):
         name = SHORT_LABELS.get(kpi) or people_label(kpi_label(kpi)[0])
+        unit = kpi_label(kpi)[1]
+        unit = unit if unit in ("fraction", "currency") else ""
         table = _table(f"Sensitivity of {decap(name)} (± 95 % CI half-width)")
         table.add_column("setting", overflow="fold")
         for c in cols:
@@ -734,7 +739,11 @@ def _print_sensitivity(df) -> None:
             cells = []
             for c in cols:
                 conf = r.get(f"{c}_conf")
-                cells.append(f"{r[c]:.3f}" + (f" ± {conf:.3f}" if conf is not None and conf == conf else ""))
+                conf = float(conf) if conf is not None and conf == conf else math.nan
+                if c in ("mu_star", "sigma"):
+                    cells.append(plus_minus(float(r[c]), conf, unit, currency))
+                else:
+                    cells.append(f"{r[c]:.3f}" + (f" ± {conf:.3f}" if conf == conf else ""))
             table.add_row(factor_label(r["factor"]), *cells)
         out.print(table)
 
@@ -748,7 +757,9 @@ def sensitivity(sweep_dir: Path = typer.Argument(..., help="A finished sweep fol
         df = api.sensitivity(sweep_dir)
     except IopsimError as exc:
         _fail(str(exc))
-    _print_sensitivity(df)
+    from iopsim.outputs.answer import sweep_currency
+
+    _print_sensitivity(df, sweep_currency(sweep_dir))
     out.print(f"written: {Path(sweep_dir) / 'sensitivity.csv'}", highlight=False, soft_wrap=True)
 
 

@@ -10,6 +10,7 @@ replications.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -681,6 +682,20 @@ def _plain(v, unit: str) -> str:
     if unit == "a year":
         return f"{x:,.0f} a year"
     return f"{x:,.1f} {unit}".strip()
+
+
+def sweep_currency(folder: Path, sweep=None) -> str:
+    """The currency of a sweep's base scenario (``USD`` if the base scenario cannot be read any more)."""
+    try:
+        from iopsim.schema.scenario import load_scenario
+
+        man = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+        sweep_file = Path(man["sweep_file"])
+        base = sweep.base if sweep is not None else yaml.safe_load(sweep_file.read_text(encoding="utf-8"))["base"]
+        path = (sweep_file.parent / base) if not Path(base).is_absolute() else Path(base)
+        return str(load_scenario(path).costs.currency)
+    except Exception:  # noqa: BLE001 - a moved base file only loses the symbol
+        return "USD"
 
 
 # --------------------------------------------------------------------------- warnings and red flags

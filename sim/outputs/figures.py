@@ -35,7 +35,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter  # no
 from iopsim.analysis.kpis import STAGE_LABELS, kpi_label  # noqa: E402
 from iopsim.analysis.stats import t_quantile  # noqa: E402
 from iopsim.analysis.verdict import BETTER, DECISION_KPIS, WORSE, judge  # noqa: E402
-from iopsim.outputs.answer import capital, decap, factor_label, human, people_label, signed, symbol  # noqa: E402
+from iopsim.outputs.answer import capital, clip_ci, decap, factor_label, human, people_label, signed, sweep_currency, symbol  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +280,8 @@ def funnel_figure(per_replication: pd.DataFrame, stages: list[str], path: Path, 
 def group_census_figure(sessions: pd.DataFrame, path: Path, sizes: dict[str, tuple[int, int]] | None = None) -> Path:
     """Share of held sessions by the number attending, per track, with each track's minimum and maximum group size."""
     held = sessions[sessions["status"] == "held"]
-    tracks = list(dict.fromkeys(held["track"].unique()))
     sizes = sizes or {}
+    tracks = list(dict.fromkeys([*sizes, *held["track"].unique()]))  # the scenario's tracks, held or not
     fig, ax = plt.subplots(figsize=(8.5, 4.4))
     data = [held.loc[held["track"] == t, "attendees"].to_numpy() for t in tracks]
     top = max([int(d.max()) for d in data if d.size] + [hi for _lo, hi in sizes.values()] + [1])
@@ -290,7 +290,8 @@ def group_census_figure(sessions: pd.DataFrame, path: Path, sizes: dict[str, tup
     maxs = {sizes[t][1] for t in tracks if t in sizes}
     one_rule = len(mins) <= 1 and len(maxs) <= 1
     for i, (t, d) in enumerate(zip(tracks, data)):
-        if not d.size:
+        if not d.size:  # said in the legend: a track missing from the figure would read as an oversight
+            ax.plot([], [], color=f"C{i}", lw=1.8, label=f"{capital(human(t))} track: no session held")
             continue
         color = f"C{i}"
         lo = sizes.get(t, (None, None))[0]
@@ -313,10 +314,10 @@ def group_census_figure(sessions: pd.DataFrame, path: Path, sizes: dict[str, tup
         ax.plot([], [], color="black", ls="--", lw=1, label="minimum group size (per track colour)")
         ax.plot([], [], color="black", ls=":", lw=1, label="maximum group size")
     if any(d.size for d in data):
-        ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1.0, 0.9))
+        ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1.0, 0.9), framealpha=0.9)
     else:
         ax.text(0.5, 0.5, "No group session was held", transform=ax.transAxes, ha="center", va="center")
-    ax.set_xlim(-0.5, top + 0.5)
+    ax.set_xlim(-0.5, top + 1.5)  # room to the right of the maximum's line, so it is not hidden by the frame
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("clients attending a session (group census)")
@@ -407,7 +408,7 @@ def money_figure(per_replication: pd.DataFrame, path: Path, currency: str = "USD
     sym = symbol(currency).replace("$", r"\$")  # a bare "$" pair would be read as mathematics
     fig, ax = plt.subplots(figsize=(8.5, 3.4))
     palette = plt.get_cmap("tab20").colors
-    rows = ((pay_mean, [human(c[len("revenue_payer_"):]) for c in payers], palette[0::2]),
+    rows = ((pay_mean, [capital(human(c[len("revenue_payer_"):])) for c in payers], palette[0::2]),
             (cost_mean, [decap(label) for label in cost_labels], palette[1::2]))
     for row, (values, names, colours) in enumerate(rows):
         left = 0.0
@@ -659,17 +660,34 @@ def _value_text(v: float, unit: str, currency: str) -> str:
     return _tick(round(v, 1) if abs(v) < 100 else round(v))
 
 
+def _money_setting(path: str) -> bool:
+    """Whether a swept setting is an amount of money (a wage, a cost, an overhead, a payer's rate)."""
+    parts = str(path).split(".")
+    return any(w in parts[-1] for w in ("cost", "wage", "overhead")) or "rates" in parts[:-1]
+
+
+def _setting_ticks(values, path: str, currency: str) -> list[str]:
+    if _money_setting(path):
+        return [_value_text(float(v), "currency", currency) for v in values]
+    return [f"{v:g}" if isinstance(v, float) else str(v) for v in values]
+
+
 def sweep_lines(summary: pd.DataFrame, factor: str, kpi: str, ylabel: str, path: Path, *, unit: str = "",
                 currency: str = "USD") -> Path:
     s = summary.sort_values(f"factor:{factor}")
     x = s[f"factor:{factor}"].to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     ax.plot(x, s[kpi], "o-", lw=1.4, color=BLUE, label="mean of replications")
-    ax.fill_between(x, s[f"{kpi}:ci_low"], s[f"{kpi}:ci_high"], alpha=0.3, color=BLUE, lw=0, label="95 % CI")
+    # The band within what the KPI can be (no negative cost per program), as the tables show it.
+    band = [clip_ci(m, lo, hi, unit, kpi) for m, lo, hi in zip(s[kpi], s[f"{kpi}:ci_low"], s[f"{kpi}:ci_high"])]
+    ax.fill_between(x, [b[1] for b in band], [b[2] for b in band], alpha=0.3, color=BLUE, lw=0, label="95 % CI")
     ax.set_xlabel(factor_label(factor))
     ax.set_ylabel(ylabel)
     unit_axis(ax, unit, currency, "y")
-    count_axis(ax, "x")
+    if _money_setting(factor):
+        unit_axis(ax, "currency", currency, "x")
+    else:
+        count_axis(ax, "x")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"{ylabel} as {factor_label(factor).lower()} varies", fontsize=10)
@@ -688,8 +706,8 @@ def sweep_heatmap(summary: pd.DataFrame, fx: str, fy: str, kpi: str, label: str,
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
     im = ax.imshow(values, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-    ax.set_xticks(range(grid.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.index])
+    ax.set_xticks(range(grid.shape[1]), _setting_ticks(grid.columns, fx, currency))
+    ax.set_yticks(range(grid.shape[0]), _setting_ticks(grid.index, fy, currency))
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             v = values[i, j]
@@ -724,27 +742,16 @@ def sensitivity_figure(df: pd.DataFrame, method: str, kpi: str, path: Path, *, c
         unit = kpi_label(kpi)[1]
         ax.set_xlabel(f"Morris mu*: mean absolute elementary effect ({_unit_text(unit, currency) or 'result'})")
         unit_axis(ax, unit, currency, "x")
+        if not np.nanmax(np.abs(d["mu_star"].to_numpy(dtype=float)), initial=0.0) > 0:
+            ax.text(0.5, 0.5, "No setting changed this result: every elementary effect was 0",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=10, color=GREY,
+                    bbox={"facecolor": "white", "edgecolor": "none"})
     ax.set_yticks(y, [factor_label(f) for f in d["factor"]], fontsize=8)
     ax.legend(fontsize=8)
-    ax.set_title(f"What drives {people_label(kpi_label(kpi)[0]).lower()}", fontsize=10)
+    ax.set_title(f"What drives {decap(people_label(kpi_label(kpi)[0]))}", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return _save(fig, path)
-
-
-def sweep_currency(folder: Path, sweep=None) -> str:
-    """The currency of a sweep's base scenario (``USD`` if the base scenario cannot be read any more)."""
-    try:
-        from iopsim.schema.scenario import load_scenario
-
-        man = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
-        sweep_file = Path(man["sweep_file"])
-        base = sweep.base if sweep is not None else yaml.safe_load(sweep_file.read_text(encoding="utf-8"))["base"]
-        path = (sweep_file.parent / base) if not Path(base).is_absolute() else Path(base)
-        return str(load_scenario(path).costs.currency)
-    except Exception as exc:  # noqa: BLE001 - a moved base file only loses the symbol
-        log.debug("sweep currency not found (%s); using USD", exc)
-        return "USD"
 
 
 def sweep_figures(folder: Path, sweep, summary: pd.DataFrame) -> list[Path]:

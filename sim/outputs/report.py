@@ -29,6 +29,7 @@ from iopsim.outputs.answer import (
     calibration_rows,
     clip_ci,
     comparison_answer,
+    decap,
     difference_rows,
     factor_label,
     fmt,
@@ -283,7 +284,8 @@ def write_report(folder: Path) -> Path:
         "names": names,
         "blocks": blocks,
         "manifest": man,
-        "params": params.to_dict(orient="records") if len(params) else [],
+        "params": [{**r, "setting": factor_label(str(r["parameter"]))} for r in params.to_dict(orient="records")]
+        if len(params) else [],
         "param_cols": list(params.columns) if len(params) else [],
         "differences": differences,
         "verdict": verdict_text,
@@ -315,7 +317,7 @@ def _factor_values(spec: dict) -> str:
 def write_sweep_report(folder: Path, man: dict | None = None) -> Path:
     """Render ``report.html`` of a sweep folder: the design, the per-point table, the figures and,
     for a sensitivity sweep, the indices."""
-    from iopsim.outputs.figures import sweep_currency
+    from iopsim.outputs.answer import sweep_currency
 
     folder = Path(folder)
     man = man or json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -365,7 +367,7 @@ def write_sweep_report(folder: Path, man: dict | None = None) -> Path:
             figures.append({"caption": people_label(kpi_label(k)[0]), "src": img})
         s_img = embedded_png(folder / "figures" / f"sensitivity_{k}.png")
         if s_img:
-            figures.append({"caption": f"What drives {people_label(kpi_label(k)[0]).lower()}", "src": s_img})
+            figures.append({"caption": f"What drives {decap(people_label(kpi_label(k)[0]))}", "src": s_img})
     failures = json.loads((folder / "failures.json").read_text()) if (folder / "failures.json").exists() else []
     design = man.get("design") or {}
     ctx = {
