@@ -20,6 +20,7 @@ works in a notebook and in a plain script, with or without an
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
@@ -329,6 +330,14 @@ def _posterior(plan: Plan, posterior: str | Path | None, scenarios) -> Plan:
     return plan
 
 
+def _jobs(jobs) -> int:
+    """``jobs`` as a whole number from 1 to the ``jobs`` limit (each is a process)."""
+    jobs = _whole("jobs", jobs, 1)
+    if jobs > limit("jobs"):
+        raise IopsimError("jobs: " + over("jobs", jobs))
+    return jobs
+
+
 def _whole(name: str, value, low: int) -> int:
     """``value`` as a whole number of at least ``low``, or a one-line error naming the argument."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
@@ -342,7 +351,7 @@ def _whole(name: str, value, low: int) -> int:
 def _plan(first: Scenario, replications, seed, jobs, warmup, precision, kpi, max_replications, threshold,
           select=None) -> Plan:
     replications = None if replications is None else _whole("replications", replications, 1)
-    jobs = _whole("jobs", jobs, 1)
+    jobs = _jobs(jobs)
     seed = first.seed if seed is None else _whole("seed", seed, 0)
     max_replications = _whole("max_replications", max_replications, 1)
     for name, value in (("replications", replications), ("max_replications", max_replications)):
@@ -499,7 +508,7 @@ def sweep(
     from iopsim.experiments.sweep import execute_sweep
     from iopsim.outputs.figures import sensitivity_figures, sweep_figures
 
-    res = execute_sweep(Path(sweep_file), Path(out) if out is not None else None, jobs=jobs, scheduler=scheduler,
+    res = execute_sweep(Path(sweep_file), Path(out) if out is not None else None, jobs=_jobs(jobs), scheduler=scheduler,
                         progress=progress)
     sweep_figures(res["folder"], res["sweep"], res["summary"])
     indices = res.get("sensitivity")
@@ -541,7 +550,7 @@ def plan(
     from iopsim.outputs.plan_report import write_plan_outputs
 
     draws = PosteriorDraws(posterior) if posterior is not None else None
-    res = execute_plan(Path(plan_file), Path(out) if out is not None else None, jobs=jobs, scheduler=scheduler,
+    res = execute_plan(Path(plan_file), Path(out) if out is not None else None, jobs=_jobs(jobs), scheduler=scheduler,
                        progress=progress, robust=robust, posterior=draws)
     if report:
         res.sentence = write_plan_outputs(res.folder)
@@ -563,7 +572,13 @@ def report(folder: str | Path) -> Path:
     """(Re)write ``report.html`` of a finished run, comparison, sweep or plan folder; returns its path."""
     from iopsim.outputs.report import write_report
 
-    return write_report(Path(folder))
+    try:
+        return write_report(Path(folder))
+    except IopsimError:
+        raise
+    except (KeyError, TypeError, ValueError, OSError) as exc:  # JSON, CSV and Parquet errors are ValueErrors
+        raise IopsimError(f"{folder}: a file in this folder is damaged or incomplete ({type(exc).__name__}: "
+                          f"{reprlib.repr(str(exc))}); re-run into a new folder") from None
 
 
 def calibrate(run_dir: str | Path, targets: str | Path = "calibration/targets.yaml") -> pd.DataFrame:
@@ -619,9 +634,7 @@ def fit(
     from iopsim.files import atomic_write_text
     from iopsim.outputs.calibration import calibrated_scenario_text, calibration_figures, write_calibration_report
 
-    if int(jobs) < 1:
-        raise IopsimError(f"jobs: must be 1 or more (got {jobs!r})")
-    res = run_calibration(calibration_file, out, jobs=int(jobs), scheduler=scheduler)
+    res = run_calibration(calibration_file, out, jobs=_jobs(jobs), scheduler=scheduler)
     folder, spec = res["folder"], res["spec"]
     command = f"iopsim calibrate {spec.path}"
     text = calibrated_scenario_text(folder, spec.base_path, spec.base_raw, spec.base.name, spec.path,

@@ -99,6 +99,19 @@ def check_out_dir(final: Path) -> None:
             break
 
 
+def make_folder(folder: Path) -> Path:
+    """Create a results folder (and its parents), or fail in one line that says why (a file in the way, no
+    permission, a name too long); resuming into an existing folder is fine."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else (exc.strerror or str(exc))
+        raise IopsimError(f"{folder}: cannot create this folder ({why}); choose another --out") from None
+    return folder
+
+
 def claim_results_folder(folder: Path, kind: str, digest: str, what: str) -> None:
     """Refuse a results folder that holds anything but earlier results of the same ``what`` (same hash).
 

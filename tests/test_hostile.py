@@ -374,3 +374,110 @@ def test_corrupted_documents_load_or_fail_in_one_line(doc, picks):
     short = sc.model_copy(update={"horizon_days": min(sc.horizon_days, 30), "warmup_days": 0})
     run_replication(short, 0)  # a valid document runs
     json.dumps(iopsim.check(short), default=str)
+
+
+# --------------------------------------------------------------------------- more classes: rates, tails, numbers
+
+
+@pytest.mark.parametrize("override,field", [
+    ({"referrals.month_multipliers": [1e308] + [1.0] * 11}, "referrals.month_multipliers.0"),
+    ({"referrals.month_multipliers.3": 20_000.0}, "referrals.month_multipliers.3"),
+    ({"referrals.weekday_profile": [5e-324, 0, 0, 0, 0, 0, 0]}, "referrals.weekday_profile"),
+    ({"referrals.weekday_profile": [1e308] * 7}, "referrals.weekday_profile"),
+    ({"stages.php.los_days": {"dist": "weibull", "shape": 0.001, "scale": 10}}, "stages.php.los_days"),
+    ({"stages.iop.program.plan.reviews": [{"week": 10**12, "extend_weeks": 1, "extend_probability": 0.5}]},
+     "stages.iop.program.plan.reviews.0.week"),
+])
+def test_rates_tails_and_review_weeks_are_bounded(override, field):
+    """A month multiplier multiplies the bounded rate; a tail can overflow with every parameter in bounds."""
+    with pytest.raises(ScenarioError) as exc:
+        iopsim.load_scenario(BASELINE, override)
+    msg = str(exc.value)
+    assert f": {field}" in msg and "\n" not in msg, msg
+
+
+def test_a_number_of_thousands_of_digits_is_one_line(tmp_path):
+    huge = "9" * 5000
+    assert "digits" in one_line_exit_2(invoke("validate", BASELINE, "--set", f"horizon_days={huge}"))
+    s = write(tmp_path, f"extends: {BASELINE}\nhorizon_days: {huge}\n")
+    assert "digits" in one_line_exit_2(invoke("validate", s))
+
+
+def test_yaml_merge_keys_load_and_their_overrides_are_not_duplicates(tmp_path):
+    """`<<: *defaults` is standard YAML: it loads as the safe loader loads it, and a key may override a merged one."""
+    from iopsim.schema.limits import load_yaml_text
+
+    text = "d: &d {capacity: 3, patience_days: {dist: fixed, value: 5}}\nphp:\n  <<: *d\n  capacity: 7\n"
+    assert load_yaml_text(text) == yaml.safe_load(text)
+    assert load_yaml_text(text)["php"] == {"capacity": 7, "patience_days": {"dist": "fixed", "value": 5}}
+    assert "duplicate key" in str(_catch(lambda: load_yaml_text("a: &d {k: 1}\nb:\n  <<: *d\n  k: 2\n  k: 3\n")))
+    s = write(tmp_path, f"extends: {BASELINE}\nname: merged\nstages:\n  php: &php\n    capacity: 4\n"
+                        "  residential:\n    <<: *php\n    capacity: 9\n")
+    assert iopsim.load_scenario(s).stages.residential.capacity == 9
+
+
+@pytest.mark.parametrize("index", ["²", "٠", "9" * 5000, "-1"])
+def test_list_indices_are_ascii_digits(index):
+    r = invoke("validate", BASELINE, "--set", f"staff.roles.counselor.teams.{index}.headcount=1")
+    assert "no list item" in one_line_exit_2(r)
+
+
+def test_a_long_extends_chain_and_unusable_names_are_one_line(tmp_path):
+    for i in range(40):
+        write(tmp_path, f"extends: {f'c{i + 1}.yaml' if i < 39 else BASELINE}\n", f"c{i}.yaml")
+    line = one_line_exit_2(invoke("validate", tmp_path / "c0.yaml"))
+    assert "c0.yaml: extends:" in line and "IOPSIM_LIMIT_EXTENDS_DEPTH" in line, line
+    long = write(tmp_path, "extends: " + "x" * 5000 + ".yaml\n", "long.yaml")
+    assert "File name too long" in one_line_exit_2(invoke("validate", long))
+    sweep = write(tmp_path, "base: " + "y" * 5000 + ".yaml\nkpis: [referrals]\n"
+                            "factors: {referrals.referrals_per_week: {values: [4.0]}}\n", "sweep.yaml")
+    assert "base:" in one_line_exit_2(invoke("sweep", sweep, "--out", tmp_path / "sw"))
+
+
+def test_results_folders_below_a_file_are_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    short = write(tmp_path, f"extends: {BASELINE}\nhorizon_days: 30\n", "short.yaml")
+    sweep = write(tmp_path, "base: short.yaml\nreplications: 1\nkpis: [referrals]\n"
+                            "factors: {referrals.referrals_per_week: {values: [4.0]}}\n", "sweep.yaml")
+    assert short.exists()
+    assert "is a file, not a folder" in one_line_exit_2(invoke("sweep", sweep, "--out", tmp_path / "afile" / "sub"))
+    plan = REPO_ROOT / "scenarios" / "plans" / "new-site.yaml"
+    assert "is a file, not a folder" in one_line_exit_2(invoke("plan", plan, "--out", tmp_path / "afile" / "sub"))
+
+
+@pytest.mark.parametrize("address", ["tls://127.0.0.1:8786", "ucx://x:1", "ws://h:1"])
+def test_schedulers_other_than_tcp_are_one_line(tmp_path, address):
+    sweep = write(tmp_path, f"base: {BASELINE}\nkpis: [referrals]\n"
+                            "factors: {referrals.referrals_per_week: {values: [4.0]}}\n", "sweep.yaml")
+    assert "tcp" in one_line_exit_2(invoke("sweep", sweep, "--scheduler", address, "--out", tmp_path / "sw"))
+
+
+def test_jobs_are_bounded():
+    with pytest.raises(IopsimError, match="IOPSIM_LIMIT_JOBS"):
+        iopsim.run(iopsim.load_scenario(BASELINE, {"horizon_days": 30}), replications=1, jobs=100_000)
+
+
+@pytest.mark.parametrize("damage", ["replications.csv", "summary.csv", "manifest-kind-only"])
+def test_report_of_a_folder_with_a_damaged_table_is_one_line(small_run, tmp_path, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    if damage == "manifest-kind-only":
+        (run / "manifest.json").write_text('{"kind": "run"}')
+    else:
+        (run / damage).write_text("")
+    line = one_line_exit_2(invoke("report", run))
+    assert str(run) in line, line
+
+
+def test_a_damaged_sweep_part_is_one_line_on_resume(tmp_path):
+    short = write(tmp_path, f"extends: {BASELINE}\nhorizon_days: 30\n", "short.yaml")
+    sweep = write(tmp_path, "base: short.yaml\nreplications: 1\nkpis: [referrals]\n"
+                            "factors: {referrals.referrals_per_week: {values: [4.0, 5.0]}}\n", "sweep.yaml")
+    assert short.exists()
+    out = tmp_path / "sw"
+    assert invoke("sweep", sweep, "--jobs", "1", "--out", out).exit_code == 0
+    part = sorted((out / "points").glob("point-*.parquet"))[0]
+    part.write_bytes(b"")
+    assert "delete it" in one_line_exit_2(invoke("sweep", sweep, "--jobs", "1", "--out", out))

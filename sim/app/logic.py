@@ -46,6 +46,11 @@ INPUTS = "app-inputs"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+def _is_index(part: str) -> bool:
+    """A list index in a dotted path: ASCII digits only, as the CLI's ``--set`` takes them."""
+    return bool(re.fullmatch(r"[0-9]{1,9}", part))
+
+
 # --------------------------------------------------------------------------- where things are
 
 
@@ -234,15 +239,21 @@ def upload_source(filename: str, data: bytes, outputs: Path, shipped: Iterable[P
     An uploaded file that ``extends:`` a file it does not come with extends the shipped scenario of
     that name (``extends: baseline.yaml``); the text kept for the YAML download is the upload's own.
     """
-    name = Path(filename).name or "uploaded.yaml"
+    shown = Path(str(filename).replace("\x00", "")).name[:80] or "uploaded.yaml"
+    # Kept under a name of our own making: the browser's may be too long, hold a NUL or be "..".
+    name = safe_name(Path(shown).stem, "uploaded")[:60] + ".yaml"
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ScenarioError(name, None, "not UTF-8 text; upload a YAML scenario file") from None
+        raise ScenarioError(shown, None, "not UTF-8 text; upload a YAML scenario file") from None
     folder = claim_folder(Path(outputs) / INPUTS, Path(name).stem)
-    model_text = _extends_shipped(text, [Path(p) for p in shipped])
-    (folder / name).write_text(model_text, encoding="utf-8")
-    return Source(folder / name, f"{name} (uploaded)", text, uploaded=True)
+    try:
+        model_text = _extends_shipped(text, [Path(p) for p in shipped])
+        (folder / name).write_text(model_text, encoding="utf-8")
+    except OSError as exc:
+        release_folder(folder)
+        raise ScenarioError(shown, None, f"cannot keep the upload ({exc.strerror or exc})") from None
+    return Source(folder / name, f"{shown} (uploaded)", text, uploaded=True)
 
 
 def _extends_shipped(text: str, shipped: list[Path]) -> str:
@@ -300,7 +311,7 @@ def get(tree: Any, path: str, default: Any = None) -> Any:
     for part in path.split(".") if path else []:
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and _is_index(part) and int(part) < len(node):
             node = node[int(part)]
         else:
             return default
@@ -701,14 +712,14 @@ def _spot(doc, path: str, value: Any) -> tuple[int, int, bool, Any] | None:
     parts = path.split(".")
     node: Any = doc
     for part in parts[:-1]:
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        if isinstance(node, list) and _is_index(part) and int(part) < len(node):
             node = node[int(part)]
         elif isinstance(node, dict) and part in node:
             node = node[part]
         else:
             return None
     last = parts[-1]
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+    if isinstance(node, list) and _is_index(last) and int(last) < len(node):
         key: Any = int(last)
         where = node.lc.item(key) if hasattr(node, "lc") else None
     elif isinstance(node, dict) and last in node:

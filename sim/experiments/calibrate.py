@@ -48,10 +48,10 @@ from iopsim.analysis.stats import mean_ci
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.engine.model import Model
 from iopsim.experiments.executor import Executor, check_scheduler
-from iopsim.files import atomic_write_text, claim_results_folder, manifest, read_manifest, safe_name
+from iopsim.files import atomic_write_text, claim_results_folder, make_folder, manifest, read_manifest, safe_name
 from iopsim.schema.base import FieldError as _FieldErr
 from iopsim.schema.base import FrozenModel
-from iopsim.schema.limits import limit, over
+from iopsim.schema.limits import file_problem, limit, over
 from iopsim.schema.scenario import (
     Scenario,
     _format_validation_error,
@@ -214,8 +214,9 @@ def load_spec(path: str | Path) -> Spec:
                                     "a free parameter must be a number")
     if isinstance(cf.targets, str):
         tpath = path.parent / cf.targets
-        if not tpath.is_file():
-            raise ScenarioError(str(path), "targets", f"file not found: {tpath}")
+        problem = file_problem(tpath)
+        if problem is not None:
+            raise ScenarioError(str(path), "targets", problem)
         targets = load_targets(tpath).targets
     else:
         traw = {"targets": cf.targets}
@@ -357,7 +358,7 @@ def run_calibration(
         raise IopsimError(f"calibration needs pyabc, which cannot import {missing!r}: {exc}; "
                           f"pip install 'iopsim[calibrate]'") from None
     _quiet_pyabc()
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     atomic_write_text(folder / "manifest.json", json.dumps(manifest(
         kind="calibration", calibration=spec.name, calibration_file=str(spec.path), calibration_hash=spec.digest,
         base=str(spec.base_path), scenario=spec.base.name, seed=spec.file.seed, replications=spec.file.replications,

@@ -78,14 +78,19 @@ def run_task(scenario: Scenario, seed: int, first: int, count: int, tags: dict, 
 
 Handle = Callable[[Task, dict], None]
 
-_SCHEDULER = re.compile(r"^(tcp|tls|ws|wss|ucx)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+_SCHEDULER = re.compile(r"^(tcp)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
 def check_scheduler(address: str) -> None:
-    """Refuse a malformed Dask scheduler address before anything runs."""
+    """Refuse a malformed Dask scheduler address before anything runs.
+
+    Only ``tcp://``: TLS needs certificates and UCX its own libraries, which
+    iopsim does not configure (reach such a cluster through a tcp address).
+    """
     m = _SCHEDULER.match(address.strip())
     if m is None or not 0 < int(m.group(3)) < 65536:
-        raise IopsimError(f"--scheduler {address!r}: expected an address like tcp://127.0.0.1:8786")
+        raise IopsimError(f"--scheduler {address!r}: expected a tcp address like tcp://127.0.0.1:8786 "
+                          "(tls:// and ucx:// are not supported)")
 
 
 class Executor(Runner):
@@ -107,8 +112,8 @@ class Executor(Runner):
     def __enter__(self) -> "Executor":
         return self
 
-    def close(self) -> None:
-        super().close()
+    def close(self, abort: bool = False) -> None:
+        super().close(abort)
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -137,7 +142,7 @@ class Executor(Runner):
                 raise IopsimError("--scheduler needs Dask's 'distributed' package: pip install 'iopsim[cluster]'") from None
             try:
                 self._client = Client(self.scheduler, timeout="10s")
-            except (OSError, TimeoutError, ValueError) as exc:
+            except (OSError, TimeoutError, ValueError, TypeError) as exc:
                 raise IopsimError(f"--scheduler {self.scheduler}: cannot connect ({exc})") from None
         return self._client
 
@@ -209,9 +214,18 @@ def write_part(path: Path, rows: list[dict] | pd.DataFrame) -> None:
         raise
 
 
+def read_part(path: Path) -> pd.DataFrame:
+    """One finished part; a damaged one (emptied or cut short outside iopsim) is a one-line error."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's errors are ValueErrors and OSErrors
+        raise IopsimError(f"{path}: this results part is damaged ({type(exc).__name__}); delete it and run the "
+                          "same command again to redo it") from None
+
+
 def read_parts(folder: Path, pattern: str) -> pd.DataFrame:
     """Every finished part in ``folder`` matching ``pattern`` (temp files never match), concatenated."""
     parts = sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
     if not parts:
         return pd.DataFrame()
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return pd.concat([read_part(p) for p in parts], ignore_index=True)

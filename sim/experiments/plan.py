@@ -48,9 +48,9 @@ import pandas as pd
 from iopsim.analysis.planning import at_least, looks, replications_to_select, screen, verdict, violation
 from iopsim.analysis.stats import mean_ci
 from iopsim.errors import IopsimError, ScenarioError
-from iopsim.experiments.executor import Executor, Task, read_parts, write_part
+from iopsim.experiments.executor import Executor, Task, read_part, read_parts, write_part
 from iopsim.experiments.replications import kpi_names, unknown_kpi
-from iopsim.files import atomic_write_text, claim_results_folder, manifest, safe_name
+from iopsim.files import atomic_write_text, claim_results_folder, make_folder, manifest, safe_name
 from iopsim.schema.plan import PlanFile
 from iopsim.schema.scenario import Scenario, has_path, read_with_base, resolve_raw, set_path, validate_raw, with_assumption
 
@@ -538,7 +538,7 @@ def recommendation_robustness(planner: Planner, best: Candidate) -> pd.DataFrame
                 key = f"robust-{i:03d}-{end}-plan-{c.id:06d}"
                 part = planner.folder / "evaluations" / f"{key}.parquet"
                 if part.exists():
-                    got[(path, end, c.id)] = pd.read_parquet(part)
+                    got[(path, end, c.id)] = read_part(part)
                     continue
                 base_sc = c.scenario or plan_scenario(plan, planner.full, c.levels, planner.source)
                 moved = with_assumption(base_sc, path, value, f"{planner.source}: uncertain.{path}")
@@ -631,7 +631,7 @@ def _execute(plan_path: Path, out_dir: Path | None, executor: Executor, progress
             c.scenario = plan_scenario(plan, full, c.levels, str(plan_path))
     mpath = folder / "manifest.json"
     claim_results_folder(folder, "plan", digest, "plan file")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     atomic_write_text(mpath, json.dumps(manifest(
         kind="plan", plan_file=str(plan_path), base=str(base_path), plan_hash=digest, seed=plan.seed,
         confidence=plan.confidence, method=method, jobs=executor.jobs, scheduler=executor.scheduler,

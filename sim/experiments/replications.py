@@ -67,13 +67,27 @@ class Runner:
     def __enter__(self) -> "Runner":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(abort=exc_type is not None)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down.  ``abort`` (an error, Ctrl-C or SIGTERM): do not wait for the replications
+        in progress, stop the workers now, so that the process exits within a batch system's grace period."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        if not abort:
+            pool.shutdown(cancel_futures=True)
+            return
+        workers = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in workers:
+            if p.is_alive():
+                p.terminate()
+        for p in workers:
+            p.join(timeout=2.0)
+            if p.is_alive():
+                p.kill()
 
     def pool(self) -> ProcessPoolExecutor:
         """The worker pool, started on first use (see :func:`worker_context` for how workers start)."""

@@ -31,7 +31,7 @@ from iopsim.schema.base import FrozenModel
 from iopsim.schema.limits import limit, over
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.analysis.sensitivity import morris_effects, sobol_indices
-from iopsim.files import atomic_write_text, claim_results_folder, manifest, read_manifest, safe_name
+from iopsim.files import atomic_write_text, claim_results_folder, make_folder, manifest, read_manifest, safe_name
 from iopsim.experiments.executor import Executor, Task, read_parts, write_part
 from iopsim.experiments.replications import kpi_names, unknown_kpi
 from iopsim.schema.scenario import Scenario, has_path, read_with_base, resolve_raw, set_path, validate_raw
@@ -247,7 +247,7 @@ def _execute(sweep_path, out_dir, jobs, scheduler, progress, executor: Executor)
     scenarios = [point_scenario(base_raw, p, str(sweep_path)) for p in points]  # all validated before any run
     mpath = folder / "manifest.json"
     claim_results_folder(folder, "sweep", digest, "sweep")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     atomic_write_text(mpath, json.dumps(manifest(
         kind="sweep", sweep=name, sweep_file=str(sweep_path), sweep_hash=digest, seed=sweep.seed,
         replications=sweep.replications, design=sweep.design.model_dump(), factors={k: f.model_dump() for k, f in sweep.factors.items()},

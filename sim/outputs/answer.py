@@ -709,7 +709,7 @@ def place(field_path: str) -> str:
     if parts[:3] == ["stages", "iop", "tracks"] and len(parts) >= 4:
         rest = parts[4:]
         what = ""
-        if rest[:1] == ["sessions"] and len(rest) > 1 and rest[1].isdigit():
+        if rest[:1] == ["sessions"] and len(rest) > 1 and rest[1].isascii() and rest[1].isdigit():
             what = f"session {int(rest[1]) + 1}"
         elif rest:
             what = words.get(rest[0], human(rest[0]))

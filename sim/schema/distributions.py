@@ -56,6 +56,15 @@ class _Dist(FrozenModel):
         sigma = getattr(self, "sigma", None)
         if sigma is not None and sigma > 10:
             raise FieldError("sigma", f"sigma {sigma:g} is above 10 (the upper tail overflows); use at most 10")
+        try:  # each parameter within bounds can still make a tail that overflows (a Weibull of shape 0.001)
+            with np.errstate(all="ignore"):
+                tail = float(np.asarray(self.ppf(0.999), dtype=float))
+        except Exception:  # noqa: BLE001 - parameters missing or inconsistent: the family's own check, next, says which
+            return self
+        if not math.isfinite(tail):  # a long tail is fine (relapse times often have one); an overflow is not
+            name = next(iter(type(self).model_fields))
+            raise FieldError(name, f"its 99.9th percentile overflows ({tail:g}): these parameters give a tail "
+                                   "no number can hold; choose a larger shape or a smaller spread")
         return self
 
     @property

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 import stat
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ DEFAULTS: dict[str, tuple[float, str]] = {
     "file_bytes": (2_000_000, "size of a YAML file, in bytes"),
     "yaml_nodes": (200_000, "YAML nodes after alias expansion"),
     "yaml_depth": (64, "nesting depth of a YAML document"),
+    "extends_depth": (32, "files in a chain of extends: (a scenario, its parent, its parent's parent, ...)"),
     "horizon_days": (36_500, "horizon_days (100 years)"),
     "replications": (10_000, "replications of one scenario or point"),
+    "jobs": (256, "worker processes (--jobs)"),
     "referrals_per_week": (100_000, "referrals_per_week"),
     "count": (1_000_000, "a count of people, places or groups (headcount, capacity, waitlists)"),
     "design_points": (1_000_000, "points of a sweep design"),
@@ -67,8 +70,12 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
+    # Merge keys (`<<: *defaults`) first, as the safe loader does; a key written twice is refused, while a
+    # key that overrides one merged in is allowed (that is what merge keys are for).
+    n_explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # the merged pairs come first, then the explicit ones
     seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
+    for key_node, _ in node.value[len(node.value) - n_explicit:]:
         key = loader.construct_object(key_node, deep=deep)
         try:
             hash(key)
@@ -126,10 +133,29 @@ def load_yaml_text(text: str) -> Any:
             return None
         _expanded_size(node, limit("yaml_nodes"), limit("yaml_depth"))
         return loader.construct_document(node)
+    except ValueError as exc:  # Python refuses to read an integer of more than 4,300 digits
+        if "digits" in str(exc):
+            raise YamlLimitError("a number has more digits than any value could need (more than 4,300)") from None
+        raise
     except RecursionError:
         raise YamlLimitError(f"the document is nested too deeply (more than {limit('yaml_depth'):g} levels)") from None
     finally:
         loader.dispose()
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file another file names (``extends``, ``base``, ``targets``), or None."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except OSError as exc:  # a name too long, a file where a folder should be, no permission
+        return f"cannot use {reprlib.repr(str(path))} ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return f"not a regular file (a directory), expected a YAML file: {path}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file (a device, pipe or socket): {path}"
+    return None
 
 
 def read_regular_file(path: Path) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,7 +28,7 @@ from iopsim.schema.base import FieldError as _FieldError
 from iopsim.schema.base import FrozenModel, NotBool
 from iopsim.schema.distributions import Distribution
 from iopsim.errors import ScenarioError
-from iopsim.schema.limits import YamlLimitError, limit, load_yaml_text, over, read_regular_file
+from iopsim.schema.limits import YamlLimitError, file_problem, limit, load_yaml_text, over, read_regular_file
 
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), NotBool]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False), NotBool]
@@ -138,7 +139,21 @@ class Referrals(FrozenModel):
     def _profile_positive(cls, v):
         if sum(v) <= 0:
             raise ValueError("weekday_profile must not be all zero")
+        if not 1e-9 <= max(v) <= 1e9:  # relative weights: within these the normalisation neither over- nor underflows
+            raise ValueError(f"the largest weight is {max(v):g}; give relative weights between "
+                             "1e-09 and 1e+09 (for example 1 for an ordinary day)")
         return v
+
+    @model_validator(mode="after")
+    def _peak_rate(self):
+        """Month multipliers scale the rate, so they are bounded with it (a multiplier of 1e308 would bypass it)."""
+        if self.referrals_per_week > limit("referrals_per_week"):
+            raise _FieldError("referrals_per_week", over("referrals_per_week", self.referrals_per_week))
+        for i, m in enumerate(self.month_multipliers):
+            if not math.isfinite(m) or self.referrals_per_week * m > limit("referrals_per_week"):
+                raise _FieldError(f"month_multipliers.{i}", over("referrals_per_week", self.referrals_per_week * m)
+                                  .replace("(referrals_per_week)", "(referrals_per_week x this month's multiplier)"))
+        return self
 
     @field_validator("sources")
     @classmethod
@@ -866,10 +881,12 @@ def resolve_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(parent, str):
         raise ScenarioError(str(path), "extends", "must be a path to another scenario file")
     parent_path = path.parent / parent
-    if not parent_path.exists():
-        raise ScenarioError(str(path), "extends", f"file not found: {parent_path}")
-    if not parent_path.is_file():
-        raise ScenarioError(str(path), "extends", f"not a regular file (a directory, device or pipe): {parent_path}")
+    problem = file_problem(parent_path)
+    if problem is not None:
+        raise ScenarioError(str(path), "extends", problem)
+    if len(_chain) + 1 >= limit("extends_depth"):
+        first = _chain[0] if _chain else path
+        raise ScenarioError(str(first), "extends", over("extends_depth", len(_chain) + 2))
     return deep_merge(resolve_raw(parent_path, (*_chain, real)), data)
 
 
@@ -905,9 +922,20 @@ def _parse_override(item: str, source: str) -> tuple[list[str], Any]:
     parts = _override_parts(key, item, source)
     try:
         value = load_yaml_text(text) if text.strip() else None
-    except (yaml.YAMLError, YamlLimitError):
-        raise ScenarioError(source, key.strip(), f"--set value {text!r} is not valid YAML") from None
+    except YamlLimitError as exc:
+        raise ScenarioError(source, key.strip(), f"--set value {reprlib.repr(text)}: {exc}") from None
+    except yaml.YAMLError:
+        raise ScenarioError(source, key.strip(), f"--set value {reprlib.repr(text)} is not valid YAML") from None
     return parts, value
+
+
+#: A list index in a dotted path: ASCII digits only (str.isdigit() also takes '²' and other scripts' digits).
+_INDEX = re.compile(r"[0-9]{1,9}")
+
+
+def is_index(part: str) -> bool:
+    """Whether a dotted path's part can name a list item."""
+    return bool(_INDEX.fullmatch(part))
 
 
 def set_path(tree: dict[str, Any], parts: list[str], value: Any, source: str) -> None:
@@ -917,7 +945,7 @@ def set_path(tree: dict[str, Any], parts: list[str], value: Any, source: str) ->
         where = ".".join(parts[: i + 1])
         last = i == len(parts) - 1
         if isinstance(node, list):
-            if not (part.isdigit() and int(part) < len(node)):
+            if not (is_index(part) and int(part) < len(node)):
                 has = ("the list is empty" if not node else "the list has 1 item (index 0)" if len(node) == 1
                        else f"the list has {len(node)} items (indices 0-{len(node) - 1})")
                 raise ScenarioError(source, where, f"no list item {part!r}; {has}")
@@ -1019,10 +1047,9 @@ def read_with_base(path: str | Path, model) -> tuple[Any, dict[str, Any], Path]:
         field, msg = _format_validation_error(exc, raw)
         raise ScenarioError(str(path), field or None, msg) from None
     base_path = path.parent / spec.base
-    if not base_path.exists():
-        raise ScenarioError(str(path), "base", f"file not found: {base_path}")
-    if not base_path.is_file():
-        raise ScenarioError(str(path), "base", f"not a regular file (a directory, device or pipe): {base_path}")
+    problem = file_problem(base_path)
+    if problem is not None:
+        raise ScenarioError(str(path), "base", problem)
     return spec, raw, base_path
 
 
@@ -1054,7 +1081,7 @@ def get_path(tree: Any, dotted: str, default: Any = _MISSING) -> Any:
     for part in dotted.split("."):
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and is_index(part) and int(part) < len(node):
             node = node[int(part)]
         elif default is _MISSING:
             raise KeyError(dotted)
