@@ -325,7 +325,9 @@ def test_workers_do_not_outlive_a_killed_sweep(tmp_path):
 
 # --------------------------------------------------------------------------- property-based corruption
 
-_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
+_EXTREME = st.sampled_from([1e308, -1e308, 5e-324, float("inf"), 10**400, -(10**400), "²", "9" * 5000, [1e308] * 7,
+                            {"dist": "weibull", "shape": 0.001, "scale": 1.0}, {"<<": 1}])
+_JUNK = st.one_of(_EXTREME, st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
                   st.text(max_size=20), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5),
                                                                                            st.integers(), max_size=2))
 
@@ -481,3 +483,63 @@ def test_a_damaged_sweep_part_is_one_line_on_resume(tmp_path):
     part = sorted((out / "points").glob("point-*.parquet"))[0]
     part.write_bytes(b"")
     assert "delete it" in one_line_exit_2(invoke("sweep", sweep, "--jobs", "1", "--out", out))
+
+
+# --------------------------------------------------------------------------- corrupted text, through the CLI
+
+_SNIPPETS = ["x: &a [1, *a]", "!!python/object:os.system ls", "\t- tab", "horizon_days: " + "7" * 5000,
+             "name: a\nname: b", "<<: *nowhere", "{[", "stages: {iop: {tracks: {day: {groups: 1e308}}}}",
+             "referrals: {month_multipliers: [1e308, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]}", "replications: -1",
+             "extends: /dev/zero", "extends: " + "z" * 4000, "a: " + "[" * 200, "? [1, 2]\n: 3", "\x00"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["scenario", "sweep"]), cuts=st.lists(st.tuples(st.integers(0, 10**6),
+                                                                           st.sampled_from(_SNIPPETS)),
+                                                                 min_size=1, max_size=3))
+def test_corrupted_text_validates_or_fails_in_one_line_from_the_cli(tmp_path, kind, cuts):
+    """Whatever the text, `validate` (a scenario) or the sweep reader exits 0 or 2 with one line, quickly."""
+    if kind == "scenario":
+        lines = BASELINE.read_text(encoding="utf-8").splitlines()
+    else:
+        lines = [f"base: {BASELINE}", "name: corrupt", "replications: 1", "kpis: [referrals]", "factors:",
+                 "  referrals.referrals_per_week: {values: [4.0, 6.0]}", "design: {kind: grid}"]
+    for at, snippet in cuts:
+        lines.insert(at % (len(lines) + 1), snippet)
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
+    t0 = time.perf_counter()
+    if kind == "scenario":
+        r = invoke("validate", path)
+        text = (r.stdout + (r.stderr or "")).strip()
+        assert r.exit_code in (0, 2) and "Traceback" not in text, (r.exit_code, text[-2000:])
+        if r.exit_code == 2:
+            assert len([ln for ln in text.splitlines() if ln.startswith("error:")]) == 1, text[-2000:]
+    else:
+        from iopsim.experiments.sweep import load_sweep
+
+        try:
+            load_sweep(path)
+        except IopsimError as exc:
+            assert "\n" not in str(exc) and len(str(exc)) < 2000, str(exc)
+    assert time.perf_counter() - t0 < 20
+
+
+_NASTY = {"laughs.yaml": LAUGHS, "deep.yaml": "a: " + "[" * 100_000, "digits.yaml": "horizon_days: " + "9" * 5000,
+          "month.yaml": f"extends: {BASELINE}\nreferrals: {{month_multipliers: [1.0e+308, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]}}\n",
+          "tail.yaml": f"extends: {BASELINE}\nstages: {{php: {{los_days: {{dist: weibull, shape: 0.001, scale: 9}}}}}}\n"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs resource limits (POSIX)")
+def test_nasty_files_fail_in_one_line_within_bounded_memory(tmp_path):
+    """Each file in a subprocess whose address space is capped at 3 GB: one line, exit 2, no MemoryError."""
+    for name, text in _NASTY.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
+                "from iopsim.cli import app; sys.argv = ['iopsim', 'validate', sys.argv[1]]; app()")
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], capture_output=True, text=True,
+                              timeout=120)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, \
+            (name, proc.returncode, proc.stderr[-1500:])

@@ -99,6 +99,7 @@ def _expanded_size(node: yaml.Node, max_nodes: float, max_depth: float) -> None:
     """
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
+    open_: set[int] = set()  # nodes whose children are being measured: meeting one again is a cycle
     # Iterative post-order walk (no recursion: deep documents are what we guard against).
     stack: list[tuple[yaml.Node, bool]] = [(node, False)]
     while stack:
@@ -111,9 +112,17 @@ def _expanded_size(node: yaml.Node, max_nodes: float, max_depth: float) -> None:
         elif isinstance(n, yaml.MappingNode):
             children = [c for kv in n.value for c in kv]
         if not done:
+            if id(n) in open_:
+                raise YamlLimitError("an alias refers to the node that contains it (a recursive alias)")
+            open_.add(id(n))
             stack.append((n, True))
-            stack.extend((c, False) for c in children if id(c) not in size)
+            for c in children:
+                if id(c) in open_:
+                    raise YamlLimitError("an alias refers to the node that contains it (a recursive alias)")
+                if id(c) not in size:
+                    stack.append((c, False))
             continue
+        open_.discard(id(n))
         size[id(n)] = 1 + sum(size[id(c)] for c in children)
         depth[id(n)] = 1 + max((depth[id(c)] for c in children), default=0)
         if size[id(n)] > max_nodes:

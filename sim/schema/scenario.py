@@ -1010,15 +1010,17 @@ def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
         if msg.startswith(prefix):
             msg = msg[len(prefix) :]
     if err["type"] == "union_tag_invalid":
-        msg = f"unknown distribution {ctx.get('tag')!r}; allowed: {', '.join(FAMILIES)}"
+        msg = f"unknown distribution {_SHORT.repr(ctx.get('tag'))}; allowed: {', '.join(FAMILIES)}"
     elif err["type"] == "union_tag_not_found":
         msg = f"a distribution needs 'dist:'; allowed: {', '.join(FAMILIES)}"
     elif err["type"] == "literal_error":
-        msg = f"got {err.get('input')!r}; allowed: {ctx.get('expected')}"
+        msg = f"got {_SHORT.repr(err.get('input'))}; allowed: {ctx.get('expected')}"
     elif err["type"] not in ("value_error", "assertion_error") and "input" in err:
         shown = _SHORT.repr(err["input"])  # bounded: the input may be huge (aliases, long lists)
         if len(shown) <= 40 and not isinstance(err["input"], dict):
             msg = f"{msg} (got {shown})"
+    if len(msg) > 600:  # a message that quotes a huge input (pydantic's own messages can)
+        msg = msg[:300] + " ... " + msg[-200:]
     n = len(exc.errors())
     if n > 1:
         msg = f"{msg} (and {n - 1} more problem{'s' if n > 2 else ''})"
