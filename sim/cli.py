@@ -191,7 +191,8 @@ def print_summary(summary, title: str, currency: str = "USD") -> None:
     from iopsim.outputs.answer import SHORT_LABELS, capital, human, people_label
 
     rows = summary.set_index("kpi")
-    head = _table(title)
+    _say(title, style="bold")  # above the table, not its title: the narrow table would wrap it
+    head = _table("")
     head.add_column("Program", no_wrap=True)
     head.add_column("mean ± 95 % CI", justify="right", no_wrap=True)
     for name in HEADLINE:

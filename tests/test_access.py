@@ -228,4 +228,5 @@ def test_a_quantile_not_reached_in_some_replication_has_no_mean():
     row = d[(d["kpi"] == "referral_to_admission_p90_days") & (d["scenario"] == "b")].iloc[0]
     assert row["mean"] == 2.0 and math.isnan(row["diff"]) and not row["significant"]
     f = Facts("a", s.reset_index(), per, {})
-    assert f.unreached("referral_to_admission_p90_days", "90 %").startswith("in 1 of 3 replications fewer than 90 %")
+    assert f.unreached("referral_to_admission_p90_days", "90 %").startswith(
+        "in 1 of 3 replications the time by which 90 % would be admitted is not reached")

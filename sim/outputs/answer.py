@@ -281,10 +281,11 @@ class Facts:
         reps = len(self.per_rep) if len(self.per_rep) else None
         n = self.summary.loc[kpi, "n"] if kpi in self.summary.index else 0
         n = int(n) if n == n else 0
+        why = "those who wait longest leave, or are still waiting at the end"
         if reps and 0 < n < reps:
-            return (f"in {reps - n} of {reps} replications fewer than {share} were admitted by the end of the run, "
-                    f"so that percentile has no value")
-        return f"fewer than {share} are ever admitted, so that percentile has no value"
+            return (f"in {reps - n} of {reps} replications the time by which {share} would be admitted is not "
+                    f"reached ({why}), so that percentile has no value")
+        return f"the time by which {share} would be admitted is never reached ({why}), so that percentile has no value"
 
     def mean(self, kpi: str) -> float:
         return float(self.summary.loc[kpi, "mean"]) if kpi in self.summary.index else math.nan
