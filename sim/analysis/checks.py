@@ -13,6 +13,7 @@ the field; ``--strict`` (CLI) turns them into errors.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -126,6 +127,7 @@ def _facilitator_findings(scenario: Scenario) -> list[Finding]:
     out: list[Finding] = []
     reported: set[tuple[str, int, str]] = set()
 
+    @functools.cache
     def can_lead(role: str, session) -> list[int]:
         name, a, b, _ = session
         return [j for j, (cal, off_site) in enumerate(people.get(role, []))
@@ -152,8 +154,8 @@ def _facilitator_findings(scenario: Scenario) -> list[Finding]:
             if not slots or all(not who for _s, who in slots):  # none at all: reported above, session by session
                 continue
             staffed = _most_staffed([who for _s, who in slots])
-            first = next((s for s, who in slots if who), None)
-            if staffed >= len(slots) or first is None or (first[0], first[3], role) in reported:
+            first = next(s for s, who in slots if who)
+            if staffed >= len(slots) or (first[0], first[3], role) in reported:
                 continue
             name, a, _b, i = first
             reported.add((name, i, role))
@@ -289,14 +291,14 @@ def _planned_parts(scenario: Scenario, name: str, lam: dict[str, float],
     if plan is None:
         return None
     ref = scenario.referrals
-    per_day = ref.referrals_per_week / 7.0 * float(np.mean(ref.month_multipliers))
+    per_day = _referrals_per_day(scenario)
 
     def weeks(dist) -> np.ndarray:
         return 7.0 * np.asarray(dist.ppf(_QUANTILES), dtype=float)
 
     by_source = [(s.share, weeks(plan.by_source.get(src, plan.weeks))) for src, s in ref.sources.items()]
-    flows = [(per_day * s.share * s.placement.get(name, 0.0), weeks(plan.by_source.get(src, plan.weeks)))
-             for src, s in ref.sources.items()]
+    flows = [(per_day * s.share * s.placement.get(name, 0.0), days)
+             for (_share, days), s in zip(by_source, ref.sources.values())]
     j = names.index(name)
     for i, other in enumerate(names):
         into = lam[other] * routing[i, j]
@@ -318,12 +320,18 @@ def _planned_parts(scenario: Scenario, name: str, lam: dict[str, float],
     return parts or None
 
 
+def _referrals_per_day(scenario: Scenario) -> float:
+    """Referrals a day, averaged over the weekday profile and the months."""
+    ref = scenario.referrals
+    return ref.referrals_per_week / 7.0 * float(np.mean(ref.month_multipliers))
+
+
 def _routing(scenario: Scenario) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The enabled stages in order, their external admissions a day, and the routing matrix between them."""
     enabled = scenario.stages.enabled()
     names = [n for n in STAGE_ORDER if n in enabled]
     ref = scenario.referrals
-    per_day = ref.referrals_per_week / 7.0 * float(np.mean(ref.month_multipliers))
+    per_day = _referrals_per_day(scenario)
     gamma = np.array([per_day * sum(s.share * s.placement.get(n, 0.0) for s in ref.sources.values()) for n in names])
     p = np.zeros((len(names), len(names)))
     for i, n in enumerate(names):
@@ -344,7 +352,11 @@ def stage_arrivals(scenario: Scenario) -> dict[str, float]:
     and returns after relapse are left out, so this is the demand a plan must
     meet, not what a crowded site ends up admitting.
     """
-    names, gamma, p = _routing(scenario)
+    return _arrivals(*_routing(scenario))
+
+
+def _arrivals(names: list[str], gamma: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """The traffic equations ``lam = gamma + p.T lam`` solved (infinite for a loop that never discharges)."""
     try:
         lam = np.linalg.solve(np.eye(len(names)) - p.T, gamma)
     except np.linalg.LinAlgError:  # a closed loop that never discharges: unbounded
@@ -365,8 +377,7 @@ def _intake_load(scenario: Scenario) -> tuple[float, float, float] | None:
     role = intake.role or INTAKE_SHORTHAND_ROLE
     shifts = roles_of(scenario).get(role, [])
     hours = sum(24.0 * (b - a) for s in shifts for a, b in WeeklyCalendar(Roster(shifts=s)).intervals)
-    ref = scenario.referrals
-    demand = ref.referrals_per_week * float(np.mean(ref.month_multipliers)) * float(intake.assessment_hours.mean)
+    demand = 7.0 * _referrals_per_day(scenario) * float(intake.assessment_hours.mean)
     if hours <= 0:
         return (math.inf if demand > 0 else 0.0), demand, hours
     return demand / hours, demand, hours
@@ -381,8 +392,8 @@ def _load_findings(scenario: Scenario) -> list[Finding]:
         out.append(Finding(where, f"intake offered load {load:.2f} >= 1 ({demand:.0f} hours of assessments a week "
                                   f"/ {hours:.0f} rostered hours of {scenario.intake.role or 'intake clinicians'}): "
                                   "the intake waitlist will grow without bound, or referrals will leave it"))
-    arrivals = stage_arrivals(scenario)
-    names, _, routing = _routing(scenario)
+    names, gamma, routing = _routing(scenario)
+    arrivals = _arrivals(names, gamma, routing)
     for name, st in scenario.stages.enabled().items():
         places = sum(t.groups * t.max_group_size for t in st.tracks.values()) if st.tracks else st.capacity
         if places is None:
