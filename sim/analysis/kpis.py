@@ -416,6 +416,22 @@ def track_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) 
     return k
 
 
+#: Paid hours of (roster, window, evening start) already worked out in this process, at most 256.
+_PAID: dict[tuple, tuple] = {}
+
+
+def _paid_hours(key_shifts: tuple, w0: float, horizon: float, evening: float, shifts) -> dict[str, float]:
+    """:func:`shift_hours` of the roster ``shifts`` (whose key is ``key_shifts``), worked out once
+    per process: every replication of a scenario pays the same rosters over the same window."""
+    key = (key_shifts, w0, horizon, evening)
+    hours = _PAID.get(key)
+    if hours is None:
+        if len(_PAID) >= 256:
+            _PAID.clear()
+        hours = _PAID[key] = tuple(shift_hours(shifts, w0, horizon, evening).items())
+    return dict(hours)
+
+
 def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) -> dict[str, float]:
     """Per role: paid, busy (by activity), idle and unmet hours; utilisation; FTE; ratio rules."""
     roles = roles_of(scenario)
@@ -450,7 +466,7 @@ def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) 
         for shifts in people:
             key_shifts = tuple((tuple(s.days), s.start_hour, s.end_hour) for s in shifts)
             if key_shifts not in pay_of:
-                pay_of[key_shifts] = shift_hours(shifts, w0, horizon, evening)
+                pay_of[key_shifts] = _paid_hours(key_shifts, w0, horizon, evening, shifts)
             for key, v in pay_of[key_shifts].items():
                 paid[key] += v
             mine = by_member[bounds[member_id]:bounds[member_id + 1]]

@@ -51,6 +51,7 @@ import logging
 import math
 from collections import deque
 
+from iopsim.engine.loop import spawn
 from iopsim.engine.stages import ADMITTED, INF, Patient, Stage, _categorical, _cumulative, visit_namespace
 from iopsim.schema.scenario import WEEKDAYS
 
@@ -184,7 +185,7 @@ class TrackedIOP(Stage):
         self.seed = model.seed
         self.rep = model.replication
         self.pool = model.staff
-        self.env.process(self._clock())
+        spawn(self.env, self._clock())
 
     # -- placement ------------------------------------------------------------------
     def availability(self, p: Patient) -> str:

