@@ -51,7 +51,7 @@ import logging
 import math
 from collections import deque
 
-from iopsim.engine.loop import spawn
+from iopsim.engine.loop import spawn, timeout
 from iopsim.engine.stages import ADMITTED, INF, Patient, Stage, _categorical, _cumulative, visit_namespace
 from iopsim.schema.scenario import WEEKDAYS
 
@@ -312,7 +312,7 @@ class TrackedIOP(Stage):
             m.plan_days = days
             m.phase_ends = [min(e, days) for e in m.phase_ends[:-1]] + [days]
             m.rec[13] += 1
-            self.env.timeout(max(m.t_first + days - now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
+            timeout(self.env, max(m.t_first + days - now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
 
     def _complete(self, m: Member) -> None:
         """The planned end: complete, unless the plan was extended since this timer was set."""
@@ -320,7 +320,7 @@ class TrackedIOP(Stage):
             return
         due = m.t_first + m.plan_days
         if self.env.now < due - 1e-7:
-            self.env.timeout(due - self.env.now).callbacks.append(lambda _e, m=m: self._complete(m))
+            timeout(self.env, due - self.env.now).callbacks.append(lambda _e, m=m: self._complete(m))
             return
         self._finish(m, "completed")
 
@@ -348,7 +348,7 @@ class TrackedIOP(Stage):
                 m.attended = int(residual_u * self.cfg.program.sessions)
         outcome, stay = self.plan_stay(p, m.plan_days)
         if outcome != "completed":
-            env.timeout(stay).callbacks.append(lambda _e, m=m, o=outcome: self._finish(m, o))
+            timeout(env, stay).callbacks.append(lambda _e, m=m, o=outcome: self._finish(m, o))
         outcome = yield m.done
         nxt = self.next_stage(p) if outcome == "completed" else self.exit_to.get(outcome)
         rec[6] = env.now
@@ -372,13 +372,13 @@ class TrackedIOP(Stage):
         m.rec[10] = t_first
         if self.cfg.program.sessions is None:
             end = t_first + m.plan_days
-            self.env.timeout(max(end - self.env.now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
+            timeout(self.env, max(end - self.env.now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
         if self.plan is not None:
             now = self.env.now
             for i, r in enumerate(self.plan.reviews):
                 at = t_first + 7.0 * r.week
                 if at >= now:
-                    self.env.timeout(at - now).callbacks.append(lambda _e, m=m, i=i: self._review(m, i))
+                    timeout(self.env, at - now).callbacks.append(lambda _e, m=m, i=i: self._review(m, i))
 
     def _finish(self, m: Member, outcome: str) -> None:
         """The member leaves their group; their seat goes to the next feasible waiting patient."""
@@ -407,7 +407,7 @@ class TrackedIOP(Stage):
         self.n_waiting += 1
         self.waitlist.add(self.env.now, 1)
         if deadline < INF:
-            self.env.timeout(deadline).callbacks.append(w)
+            timeout(self.env, deadline).callbacks.append(w)
 
     def _fill(self, g: Group) -> None:
         """Give free seats of ``g`` to waiting patients who can attend its track, first come
@@ -439,14 +439,14 @@ class TrackedIOP(Stage):
         while week * 7.0 < horizon:
             t_week = week * 7.0
             if env.now < t_week:
-                yield env.timeout(t_week - env.now)
+                yield timeout(env, t_week - env.now)
             plan = self._plan_week(t_week, weekly)
             for off, name, hours in weekly:
                 ts = t_week + off
                 if ts >= horizon:
                     break
                 if ts > env.now:
-                    yield env.timeout(ts - env.now)
+                    yield timeout(env, ts - env.now)
                 self._run_sessions(self.tracks[name], ts, hours, plan)
             week += 1
 
@@ -570,7 +570,7 @@ class TrackedIOP(Stage):
                 if outcome == "dropped_out":
                     self._finish(m, outcome)
                 else:  # completes at the end of this session
-                    self.env.timeout(hours / 24.0).callbacks.append(lambda _e, m=m: self._finish(m, "completed"))
+                    timeout(self.env, hours / 24.0).callbacks.append(lambda _e, m=m: self._finish(m, "completed"))
         for gi in sorted(records):
             sessions.append(records[gi])
 

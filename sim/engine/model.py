@@ -46,7 +46,7 @@ import numpy as np
 import simpy
 
 from iopsim.engine.iop import TrackedIOP
-from iopsim.engine.loop import run_until, spawn
+from iopsim.engine.loop import run_until, spawn, timeout
 from iopsim.engine.records import Recorder
 from iopsim.engine.stages import INF, Intake, Patient, Stage, _categorical, _cumulative
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario
@@ -142,7 +142,7 @@ class Model:
                 return
             if accept is not None and accept.next() * peak > self.rate_per_day(t):
                 continue
-            yield env.timeout(t - env.now)
+            yield timeout(env, t - env.now)
             self._refer(self._new_patient())
 
     def _new_patient(self) -> Patient:
@@ -221,7 +221,7 @@ class Model:
         if p.t_relapse > env.now:
             if p.t_relapse >= self.horizon:
                 return
-            yield env.timeout(p.t_relapse - env.now)
+            yield timeout(env, p.t_relapse - env.now)
         ep[9] = p.t_relapse
         if self.return_u.get(p.ns, p.index) >= self.relapse.return_probability:
             return
@@ -229,7 +229,7 @@ class Model:
             delay = self.return_days.get(p.ns, p.index)
             if env.now + delay >= self.horizon:
                 return
-            yield env.timeout(delay)
+            yield timeout(env, delay)
         ep[10] = True
         log.debug("t=%.3f patient %s returns (episode %d)", env.now, p.id, p.episode + 1)
         self._refer(Patient(p.id, p.episode + 1, p.source))

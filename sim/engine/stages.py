@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import simpy
 
 from iopsim.schema.scenario import STAGE_ORDER, TREATMENT_STAGES
-from iopsim.engine.loop import spawn
+from iopsim.engine.loop import spawn, timeout
 from iopsim.engine.records import VISIT_REST
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE
 
@@ -115,7 +115,7 @@ class _WaitlistOwner:
         self.n_waiting += 1
         self.waitlist.add(self.env.now, 1)
         if deadline < INF:
-            self.env.timeout(deadline).callbacks.append(w)
+            timeout(self.env, deadline).callbacks.append(w)
 
     def _leave_waitlist(self, w: _Waiter) -> None:
         """``w`` stops waiting (admitted, or gave up); it stays in ``queue`` until skipped."""
@@ -184,11 +184,11 @@ class Intake(_WaitlistOwner):
             now = env.now
             start, end = member.calendar.current_or_next(now)
             if start > now + _EPS:
-                yield env.timeout(start - now)
+                yield timeout(env, start - now)
                 continue
             nb = member.next_booking(now)
             if nb is not None and nb.start <= now + _EPS:  # booked for other work now (or within rounding)
-                yield env.timeout(max(nb.end - now, 0.0))
+                yield timeout(env, max(nb.end - now, 0.0))
                 continue
             free_until = min(end, nb.start) if nb is not None else end
             while queue and queue[0].done:
@@ -209,16 +209,16 @@ class Intake(_WaitlistOwner):
                 # It does not fit before the shift ends or the next booking starts:
                 # wait for the end of whichever comes first.
                 if nb is not None and nb.start < end:
-                    yield env.timeout(nb.end - now)
+                    yield timeout(env, nb.end - now)
                 else:
-                    yield env.timeout(end - now)
+                    yield timeout(env, end - now)
                 continue
             queue.popleft()
             self._leave_waitlist(w)
             self.census.add(now, 1)
             w.record[5] = now
             staff.book(member, "intake", now, now + duration, w.record[0])
-            yield env.timeout(duration)
+            yield timeout(env, duration)
             now = env.now
             self.census.add(now, -1)
             w.record[6] = now
@@ -344,7 +344,7 @@ class Stage(_WaitlistOwner):
             stay *= residual_u
         if now + stay > p.t_relapse:
             outcome, stay = "relapsed", max(p.t_relapse - now, 0.0)
-        yield env.timeout(stay)
+        yield timeout(env, stay)
         self._release()
         if outcome == "completed":
             nxt = self.step_down[0][0] if self.step_u is None else self.next_stage(p)
