@@ -518,7 +518,7 @@ def compare(
 def print_comparison(result, names: list[str], kpi: str, folder: Path | None = None) -> None:
     """One 80-column table per alternative scenario (both means, the paired difference ± its 95 % CI
     half-width and better / worse), the settings that differ, the verdict in words and any selection."""
-    from iopsim.analysis.verdict import BETTER, WORSE, judge, verdict
+    from iopsim.analysis.verdict import BETTER, NOT_COMPARABLE, WORSE, judge, verdict
     from iopsim.outputs.answer import SHORT_LABELS, Facts, comparison_answer, people_label, plus_minus
 
     judged = judge(result.differences)
@@ -532,12 +532,12 @@ def print_comparison(result, names: list[str], kpi: str, folder: Path | None = N
                                       "iop_admitted_wait_p90_days", "iop_waitlist_mean", "iop_reneged", kpi])
             if k in set(judged["kpi"])]
     words = {BETTER: ("better", "bold green"), WORSE: ("worse", "bold red"), "higher": ("higher", "dim"),
-             "lower": ("lower", "dim")}
+             "lower": ("lower", "dim"), NOT_COMPARABLE: ("n/a", "dim")}
     adjusted = ", Bonferroni-adjusted" if len(names) > 2 else ""
     for other in names[1:]:
         table = _table(f"{other} − {names[0]} ({n} replications, common random numbers)",
-                       f"Paired differences ± half-width of their 95 % CI{adjusted}; – no significant difference; "
-                       "pp percentage points; days and patients unmarked")
+                       f"Paired differences ± half-width of their 95 % CI{adjusted}; – no significant difference "
+                       "(or no value); n/a nothing to compare; pp percentage points; days and patients unmarked")
         rows = judged[judged["scenario"] == other].set_index("kpi")
         body = []
         for k in keys:
@@ -584,7 +584,7 @@ def print_comparison(result, names: list[str], kpi: str, folder: Path | None = N
                 _say(f"{head}:")
                 for x in items:
                     _say(x, "  - ", "    ")
-        for line in (v["same"], v["summary"]):
+        for line in (v["same"], v["not_comparable"], v["summary"]):
             if line:
                 _say(line)
     if result.robustness is not None:

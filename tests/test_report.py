@@ -247,11 +247,11 @@ def test_comparison_answer_is_a_verdict_with_directions(reports):
     assert re.search(r"evening (is better than|is worse than|and) baseline", text), text
     assert re.search(r"\d+ of the \d+ decisive measures", text), text
     diffs = section(html, "Differences from")
-    verdicts = re.findall(r'<td class="(better|worse|same|neutral)">([^<]*)</td>', diffs)
+    verdicts = re.findall(r'<td class="(better|worse|same|neutral|none)">([^<]*)</td>', diffs)
     assert verdicts, "the differences table has no verdict cells"
     for css, word in verdicts:
         assert word in {"better": ("better",), "worse": ("worse",), "same": ("no significant difference",),
-                        "neutral": ("higher", "lower")}[css], f"verdict {word!r} with colour class {css!r}"
+                        "neutral": ("higher", "lower"), "none": ("not comparable",)}[css], f"verdict {word!r} with colour class {css!r}"
     assert "lower is better" in diffs and "higher is better" in diffs, "directions are not shown"
     red = section(html, "Red flags")
     for scen in ("baseline", "evening"):

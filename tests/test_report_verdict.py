@@ -16,6 +16,7 @@ from iopsim.analysis.verdict import (
     HIGHER,
     LOWER,
     NEUTRAL,
+    NOT_COMPARABLE,
     SAME,
     WORSE,
     direction,
@@ -186,3 +187,28 @@ def test_watch_out_keeps_a_flag_the_baseline_has_only_in_a_far_smaller_size():
     assert any(w.startswith("Evening track: 148 sessions") and "in evening: 0.3 sessions" in w for w in watch), watch
     assert not any(w.startswith("Day track") for w in watch), "about the same as the baseline: not news"
     assert any(w.startswith("IOP: the waitlist is still growing") for w in watch), watch
+
+
+def test_a_kpi_with_no_value_in_one_scenario_is_not_comparable_and_not_weighed():
+    """A percentile some replication never reached has no mean: it is neither 'no significant
+    difference' nor counted among the measures weighed, and the answer says which scenario lacks it."""
+    rows = _diffs([
+        ("cost_per_completed_program", "currency", 7620, 7151, -530, -408),
+        ("programs_completed", "patients", 143, 143.5, -1, 2),
+    ])
+    unreached = pd.DataFrame([
+        {"kpi": "referral_to_admission_p90_days", "label": "x", "unit": "days", "scenario": "base", "mean": math.nan,
+         "diff": 0.0, "diff_ci_low": math.nan, "diff_ci_high": math.nan, "significant": False},
+        {"kpi": "referral_to_admission_p90_days", "label": "x", "unit": "days", "scenario": "alt", "mean": 2.21,
+         "diff": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan, "significant": False},
+    ])
+    j = judge(pd.concat([rows, unreached], ignore_index=True))
+    assert j.set_index("kpi").loc["referral_to_admission_p90_days", "judgement"] == NOT_COMPARABLE
+    (v,) = verdict(j, "base")
+    assert [r["kpi"] for r in v.not_comparable] == ["referral_to_admission_p90_days"]
+    assert "referral_to_admission_p90_days" not in [r["kpi"] for r in v.same]
+    (words,) = comparison_answer([v], {})
+    assert "on 1 of the 2 decisive measures" in words["lead"], words["lead"]
+    assert "days to admission" not in words["same"].lower()
+    assert words["not_comparable"].startswith("Not compared: days to admission, 90th pct has no value in base")
+    assert "not every replication reached" in words["not_comparable"]

@@ -30,6 +30,9 @@ from iopsim.analysis.stats import mean_ci
 
 LOWER, HIGHER, NEUTRAL = "lower", "higher", "neutral"
 BETTER, WORSE, SAME = "better", "worse", "no significant difference"
+#: A KPI without a value in one of the two scenarios (a percentile some replication never
+#: reached, a utilisation with no paid hours): nothing to judge, so it is not weighed.
+NOT_COMPARABLE = "not comparable"
 
 #: KPI name patterns whose desirable direction is known, first match wins.
 _RULES: tuple[tuple[str, str], ...] = (
@@ -106,8 +109,11 @@ def relative_change(diff: float, base: float, unit: str) -> float:
 
 
 def judgement(kpi: str, diff: float, significant: bool) -> str:
-    """``better`` / ``worse`` (or ``higher`` / ``lower`` for a neutral KPI), or ``no significant difference``."""
-    if not significant or not math.isfinite(diff) or diff == 0:
+    """``better`` / ``worse`` (or ``higher`` / ``lower`` for a neutral KPI), ``no significant difference``,
+    or ``not comparable`` when there is no difference to judge (a scenario has no value)."""
+    if not math.isfinite(diff):
+        return NOT_COMPARABLE
+    if not significant or diff == 0:
         return SAME
     way = direction(kpi)
     if way == NEUTRAL:
@@ -141,6 +147,8 @@ class Verdict:
     better: list[dict] = field(default_factory=list)
     worse: list[dict] = field(default_factory=list)
     same: list[dict] = field(default_factory=list)
+    #: Decisive KPIs with no value in one of the two scenarios: neither weighed nor counted.
+    not_comparable: list[dict] = field(default_factory=list)
 
     @property
     def overall(self) -> str:
@@ -170,7 +178,7 @@ def verdict(judged: pd.DataFrame, base: str, kpis: tuple[str, ...] = DECISION_KP
             if k not in by_kpi.index:
                 continue
             r = {"kpi": k, **by_kpi.loc[k].to_dict()}
-            {BETTER: v.better, WORSE: v.worse}.get(r["judgement"], v.same).append(r)
+            {BETTER: v.better, WORSE: v.worse, NOT_COMPARABLE: v.not_comparable}.get(r["judgement"], v.same).append(r)
         out.append(v)
     return out
 

@@ -798,7 +798,7 @@ def show_comparison(v: views.ComparisonView) -> None:
                             (f"Watch out in {item['scenario']}", item["watch"])):
             if lines:
                 st.markdown(f"{md(head)}:\n" + "\n".join(f"- {md(x)}" for x in lines))
-        for line in (item["same"], item["summary"]):
+        for line in (item["same"], item["not_comparable"], item["summary"]):
             if line:
                 st.markdown(md(line))
     downloads(v.folder, v.report, "comparison")

@@ -22,8 +22,9 @@ import pandas as pd
 import yaml
 
 from iopsim.analysis.kpis import STAGE_LABELS, kpi_label
-from iopsim.analysis.stats import mean_ci
-from iopsim.analysis.verdict import BETTER, DECISION_KPIS, SAME, WORSE, Verdict, direction, growing_waitlists
+from iopsim.analysis.stats import mean_ci, undefined_unless_all
+from iopsim.analysis.verdict import (BETTER, DECISION_KPIS, NOT_COMPARABLE, SAME, WORSE, Verdict, direction,
+                                     growing_waitlists)
 
 #: Currency codes with a symbol; any other code is written before the amount ("CHF 1,200").
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹", "CAD": "CA$", "AUD": "A$",
@@ -857,6 +858,11 @@ def comparison_answer(verdicts: list[Verdict], facts: dict[str, Facts]) -> list[
         if v.same and (v.better or v.worse):
             same = "No significant difference in " + listing(
                 [decap(SHORT_LABELS.get(r["kpi"]) or people_label(kpi_label(r["kpi"])[0])) for r in v.same]) + "."
+        unknown = ""
+        if v.not_comparable:
+            unknown = "Not compared: " + "; ".join(
+                f"{decap(SHORT_LABELS.get(r['kpi']) or people_label(kpi_label(r['kpi'])[0]))} has no value in "
+                + _without_value(r, v) for r in v.not_comparable) + "."
         watch = _watch(red_flags(alt) if alt else [], red_flags(base) if base else [], v.base)
         summary = ""
         if v.overall == "mixed":
@@ -864,8 +870,18 @@ def comparison_answer(verdicts: list[Verdict], facts: dict[str, Facts]) -> list[
             losses = listing([_gist(r, False, currency, years) for r in v.worse[:3]])
             summary = f"In short, {v.scenario} {gains}, but {losses}."
         out.append({"scenario": v.scenario, "base": v.base, "overall": v.overall, "lead": lead, "better": better,
-                    "worse": worse, "same": same, "watch": watch, "summary": summary})
+                    "worse": worse, "same": same, "not_comparable": unknown, "watch": watch, "summary": summary})
     return out
+
+
+def _without_value(r: dict, v: Verdict) -> str:
+    """Which of the two scenarios has no value of a KPI that is not comparable, and why that happens."""
+    base_missing = not math.isfinite(float(r.get("base_mean", math.nan)))
+    alt_missing = not math.isfinite(float(r.get("mean", math.nan)))
+    who = "either" if base_missing and alt_missing else (v.base if base_missing else v.scenario)
+    why = (" (a percentile that not every replication reached: those who wait longest leave or are still waiting)"
+           if undefined_unless_all(r["kpi"]) else "")
+    return who + why
 
 
 def _size(message: str) -> float:
@@ -907,7 +923,7 @@ def difference_rows(judged: pd.DataFrame, kpis: list[str], base: str, currency: 
                 "ci": span(r["diff_ci_low"], r["diff_ci_high"], unit, currency, signed).replace(" percentage points", " pp"),
                 "relative": f"{rel * 100:+.0f} %".replace("-", MINUS) if math.isfinite(rel) else "–",
                 "judgement": r["judgement"],
-                "css": {BETTER: "better", WORSE: "worse", SAME: "same"}.get(r["judgement"], "neutral"),
+                "css": {BETTER: "better", WORSE: "worse", SAME: "same", NOT_COMPARABLE: "none"}.get(r["judgement"], "neutral"),
                 "significant": "yes" if bool(r["significant"]) else "no",
                 "direction": {"lower": "lower is better", "higher": "higher is better"}.get(direction(k), "neither"),
             })

@@ -34,7 +34,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter  # no
 
 from iopsim.analysis.kpis import STAGE_LABELS, kpi_label  # noqa: E402
 from iopsim.analysis.stats import t_quantile  # noqa: E402
-from iopsim.analysis.verdict import BETTER, DECISION_KPIS, WORSE, judge  # noqa: E402
+from iopsim.analysis.verdict import BETTER, DECISION_KPIS, NOT_COMPARABLE, SAME, WORSE, judge  # noqa: E402
 from iopsim.outputs.answer import capital, clip_ci, decap, factor_label, human, people_label, signed, sweep_currency, symbol  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
@@ -586,8 +586,7 @@ def forest_figure(diffs: pd.DataFrame, kpi: str, path: Path, currency: str = "US
             rel = r["rel_change"]
             if math.isfinite(rel) and d != 0:
                 text += f" ({rel * 100:+.0f} %)".replace("-", "−")
-            word = r["judgement"] if r["judgement"] in (BETTER, WORSE) else (
-                "no significant difference" if r["judgement"] == "no significant difference" else "neither better nor worse")
+            word = r["judgement"] if r["judgement"] in (BETTER, WORSE, SAME, NOT_COMPARABLE) else "neither better nor worse"
             note = ax.text(1.02, y, f"{text}  {word}", transform=ax.get_yaxis_transform(), va="center", fontsize=8.5,
                            color=color)
             note.set_in_layout(False)
