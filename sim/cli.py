@@ -519,7 +519,8 @@ def print_comparison(result, names: list[str], kpi: str, folder: Path | None = N
     """One 80-column table per alternative scenario (both means, the paired difference ± its 95 % CI
     half-width and better / worse), the settings that differ, the verdict in words and any selection."""
     from iopsim.analysis.verdict import BETTER, NOT_COMPARABLE, WORSE, judge, verdict
-    from iopsim.outputs.answer import SHORT_LABELS, Facts, comparison_answer, people_label, plus_minus
+    from iopsim.outputs.answer import (SHORT_LABELS, Facts, comparison_answer, decap, fmt, kpi_label, people_label,
+                                       plus_minus)
 
     judged = judge(result.differences)
     n = result.replications
@@ -590,10 +591,12 @@ def print_comparison(result, names: list[str], kpi: str, folder: Path | None = N
     if result.robustness is not None:
         _print_robustness(result.robustness, currency)
     sel = result.selection
-    if sel:
-        out.print(f"Best on {sel['kpi']} ({sel['goal']}): {sel['best']} — Nelson-Matejcik, P(correct) >= "
-                  f"{1 - sel['alpha']:.0%} if the best leads by >= {sel['indifference']} "
-                  f"({sel['required']} replications)", highlight=False)
+    if sel:  # in the report's words (report.html.j2, "Which scenario is best?")
+        label, unit = kpi_label(sel["kpi"])
+        _say(f"Best on {decap(people_label(label))} ({'lower' if sel['goal'] == 'min' else 'higher'} is better): "
+             f"{sel['best']}. The Nelson–Matejcik procedure picks the best with probability at least "
+             f"{100 * (1 - sel['alpha']):.0f} % whenever it leads the others by at least "
+             f"{fmt(sel['indifference'], unit, currency)} ({sel['required']} replications were needed).")
 
 
 def _print_robustness(table, currency: str) -> None:

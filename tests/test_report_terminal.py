@@ -179,3 +179,15 @@ def test_four_scenario_comparison_fits_80_columns_without_splitting_words(tmp_pa
     settings = r.stdout.split("Settings that differ", 1)[1].split("The answer", 1)[0]
     assert "staff.roles.counselor.teams.1.headcount: baseline 1; weekend 1; evening 2;" in settings, settings[:400]
     assert "(abse\n" not in settings and "basel\n" not in settings, "a value split mid-word"
+
+
+def test_the_selection_is_said_in_words_and_the_scenarios_currency(tmp_path, euro):
+    """--select names the KPI in words, its direction, and the indifference zone in the scenario's money."""
+    r = invoke("compare", euro, euro, *SHORT, "--select", "--kpi", "cost_per_completed_program", "--goal", "min",
+               "--indifference", "200", "--out", tmp_path / "sel")
+    assert r.exit_code == 0, f"{r.output!r} {r.exception!r}"
+    assert_fits_80(r.stdout, "iopsim compare --select")
+    text = " ".join(r.stdout.split())
+    assert "Best on cost per completed program (lower is better):" in text, r.stdout
+    assert "by at least €200" in text, r.stdout
+    assert "cost_per_completed_program" not in text and ">=" not in text, r.stdout

@@ -99,7 +99,10 @@ def _frame(rows: list[list], columns: tuple[str, ...], ints=(), strings=(), bool
     letting pandas infer the type of every cell)."""
     k = len(columns)
     flat = list(chain.from_iterable(rows))  # then column i is every k-th cell from i (3x faster than zip(*rows))
-    cols = [flat[i::k] for i in range(k)] if len(flat) == k * len(rows) else list(zip(*rows)) or [()] * k
+    if len(flat) == k * len(rows):
+        cols = (flat[i::k] for i in range(k))  # one column at a time, not all k beside the flat list
+    else:
+        cols = iter(list(zip(*rows)) or [()] * k)
     data = {}
     for name, values in zip(columns, cols):
         if name in ints:
