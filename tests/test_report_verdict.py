@@ -187,6 +187,9 @@ def test_watch_out_keeps_a_flag_the_baseline_has_only_in_a_far_smaller_size():
     assert any(w.startswith("Evening track: 148 sessions") and "in evening: 0.3 sessions" in w for w in watch), watch
     assert not any(w.startswith("Day track") for w in watch), "about the same as the baseline: not news"
     assert any(w.startswith("IOP: the waitlist is still growing") for w in watch), watch
+    tiny = _watch([{"where": "Evening track", "message": "0.4 sessions a year cancelled for want of staff (under 1%)"}],
+                  base, "evening")
+    assert tiny == [], "less than one a year more than the baseline's 0.3 is noise, not a red flag"
 
 
 def test_a_kpi_with_no_value_in_one_scenario_is_not_comparable_and_not_weighed():

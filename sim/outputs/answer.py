@@ -892,7 +892,8 @@ def _size(message: str) -> float:
 
 def _watch(flags: list[dict], base_flags: list[dict], base: str) -> list[str]:
     """The alternative's red flags that the baseline does not share: new ones, and ones at the same place that
-    are materially worse (a first number over 1.25 times the baseline's), the baseline's own then quoted."""
+    are materially worse (a first number over 1.25 times the baseline's, and at least 1: 0.4 sessions a year
+    cancelled against 0.3 is noise, not news), the baseline's own then quoted."""
     at = {x["where"]: x["message"] for x in base_flags}
     out = []
     for x in flags:
@@ -901,7 +902,7 @@ def _watch(flags: list[dict], base_flags: list[dict], base: str) -> list[str]:
             out.append(text)
             continue
         mine, theirs = _size(x["message"]), _size(at[x["where"]])
-        if math.isfinite(mine) and math.isfinite(theirs) and mine > 1.25 * theirs:
+        if math.isfinite(mine) and math.isfinite(theirs) and mine > 1.25 * theirs and mine >= 1:
             out.append(f"{text} (in {base}: {decap(at[x['where']])})")
     return out
 
