@@ -679,10 +679,10 @@ class Scenario(FrozenModel):
 
     @model_validator(mode="after")
     def _within_limits(self):
-        """Magnitudes that validate and then hang or exhaust memory are refused (see iopsim.schema.limits)."""
+        """Magnitudes that validate and then hang or exhaust memory are refused (see iopsim.schema.limits;
+        the referral rate is bounded where it is defined, with the month multipliers: ``Referrals``)."""
         checks = [("horizon_days", self.horizon_days, "horizon_days"),
                   ("replications", self.replications, "replications"),
-                  ("referrals.referrals_per_week", self.referrals.referrals_per_week, "referrals_per_week"),
                   ("start_state.intake_waitlist", self.start_state.intake_waitlist, "count")]
         if self.intake is not None and self.intake.clinicians is not None:
             checks.append(("intake.clinicians", self.intake.clinicians, "count"))
