@@ -728,11 +728,11 @@ def _print_plans(result, most: int = 8) -> None:
 def _print_sensitivity(df, currency: str = "USD") -> None:
     """Sobol' indices (shares of the variance) as numbers; Morris mu* and sigma in the KPI's own unit."""
     from iopsim.analysis.kpis import kpi_label
-    from iopsim.outputs.answer import SHORT_LABELS, decap, factor_label, people_label, plus_minus
+    from iopsim.outputs.answer import decap, factor_label, plus_minus, short_name
 
     cols = [c for c in ("S1", "ST", "mu_star", "sigma") if c in df.columns]
     for kpi, g in df.groupby("kpi", sort=False):
-        name = SHORT_LABELS.get(kpi) or people_label(kpi_label(kpi)[0])
+        name = short_name(kpi)
         unit = kpi_label(kpi)[1]
         unit = unit if unit in ("fraction", "currency") else ""
         table = _table(f"Sensitivity of {decap(name)} (± 95 % CI half-width)")

@@ -25,6 +25,7 @@ from iopsim.analysis.kpis import STAGE_LABELS, kpi_label
 from iopsim.analysis.stats import mean_ci, undefined_unless_all
 from iopsim.analysis.verdict import (BETTER, DECISION_KPIS, NOT_COMPARABLE, SAME, WORSE, Verdict, direction,
                                      growing_waitlists)
+from iopsim.schema.scenario import is_index
 
 #: Currency codes with a symbol; any other code is written before the amount ("CHF 1,200").
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹", "CAD": "CA$", "AUD": "A$",
@@ -711,7 +712,7 @@ def place(field_path: str) -> str:
     if parts[:3] == ["stages", "iop", "tracks"] and len(parts) >= 4:
         rest = parts[4:]
         what = ""
-        if rest[:1] == ["sessions"] and len(rest) > 1 and rest[1].isascii() and rest[1].isdigit():
+        if rest[:1] == ["sessions"] and len(rest) > 1 and is_index(rest[1]):
             what = f"session {int(rest[1]) + 1}"
         elif rest:
             what = words.get(rest[0], human(rest[0]))
@@ -815,11 +816,16 @@ GIST = {
 }
 
 
+def short_name(kpi: str) -> str:
+    """A KPI's name in the answer's words: its short label, or its label for people."""
+    return SHORT_LABELS.get(kpi) or people_label(kpi_label(kpi)[0])
+
+
 def _gist(row: dict, better: bool, currency: str, years: float) -> str:
     kpi = str(row["kpi"])
     words = GIST.get(kpi)
     if words is None:
-        name = decap(SHORT_LABELS.get(kpi) or people_label(kpi_label(kpi)[0]))
+        name = decap(short_name(kpi))
         words = (f"does better on {name}", f"does worse on {name}")
     text = words[0 if better else 1]
     if not better:
@@ -857,11 +863,11 @@ def comparison_answer(verdicts: list[Verdict], facts: dict[str, Facts]) -> list[
         same = ""
         if v.same and (v.better or v.worse):
             same = "No significant difference in " + listing(
-                [decap(SHORT_LABELS.get(r["kpi"]) or people_label(kpi_label(r["kpi"])[0])) for r in v.same]) + "."
+                [decap(short_name(r["kpi"])) for r in v.same]) + "."
         unknown = ""
         if v.not_comparable:
             unknown = "Not compared: " + "; ".join(
-                f"{decap(SHORT_LABELS.get(r['kpi']) or people_label(kpi_label(r['kpi'])[0]))} has no value in "
+                f"{decap(short_name(r['kpi']))} has no value in "
                 + _without_value(r, v) for r in v.not_comparable) + "."
         watch = _watch(red_flags(alt) if alt else [], red_flags(base) if base else [], v.base)
         summary = ""
