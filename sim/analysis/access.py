@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 
+from iopsim.engine.records import Table, table
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario
 
 #: Days after referral at which the share admitted is reported.
@@ -87,7 +87,7 @@ def _keys(patient_id: np.ndarray, episode: np.ndarray) -> np.ndarray:
     return patient_id.astype(np.int64) * (1 << 20) + episode.astype(np.int64)
 
 
-def episode_rows(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def episode_rows(records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(order, sorted keys, first admissions) of the episodes table.
 
     ``order`` and the sorted keys look visits up with ``_lookup``; the first
@@ -97,10 +97,10 @@ def episode_rows(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarr
     return order, sorted_keys, _first_admissions(records, order, sorted_keys)
 
 
-def episode_index(records: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
+def episode_index(records) -> tuple[np.ndarray, np.ndarray]:
     """(order, sorted keys) of the episodes table, for ``_lookup``."""
-    ep = records["episodes"]
-    keys = _keys(ep["patient_id"].to_numpy(), ep["episode"].to_numpy())
+    ep = table(records, "episodes")
+    keys = _keys(ep["patient_id"], ep["episode"])
     order = np.argsort(keys, kind="stable")
     return order, keys[order]
 
@@ -110,65 +110,69 @@ def _lookup(order: np.ndarray, sorted_keys: np.ndarray, keys: np.ndarray) -> np.
     return order[np.searchsorted(sorted_keys, keys)]
 
 
-def _first_admissions(records: dict[str, pd.DataFrame], order, sorted_keys) -> np.ndarray:
+def _first_admissions(records, order, sorted_keys) -> np.ndarray:
     """Per episode row: the time of its first admission to a treatment stage (inf if none)."""
-    v = records["visits"]
-    n = len(records["episodes"])
+    v = table(records, "visits")
+    n = len(table(records, "episodes"))
     first = np.full(n, np.inf)
-    t_admit = v["t_admit"].to_numpy(dtype=float)
-    m = np.isin(v["stage"].to_numpy(dtype=object), TREATMENT_STAGES) & ~np.isnan(t_admit)
+    t_admit = v["t_admit"]
+    m = v.isin("stage", TREATMENT_STAGES) & ~np.isnan(t_admit)
     if m.any():
-        rows = _lookup(order, sorted_keys, _keys(v["patient_id"].to_numpy()[m], v["episode"].to_numpy()[m]))
+        rows = _lookup(order, sorted_keys, _keys(v["patient_id"][m], v["episode"][m]))
         np.minimum.at(first, rows, t_admit[m])
     return first
 
 
-def referral_outcomes(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float, _index=None) -> pd.DataFrame:
+def referral_outcomes(records, scenario: Scenario, w0: float, _index=None):
     """One row per episode referred in ``[w0, horizon)`` and placed in a level of care (or lost at intake).
 
-    Columns: ``patient_id``, ``episode``, ``t_referral``, ``placement``,
+    A DataFrame with the columns ``patient_id``, ``episode``, ``t_referral``, ``placement``,
     ``t_admit`` (first treatment admission, NaN if none), ``outcome``
     (``admitted``, ``lost`` or ``waiting``), ``lost_at`` (stage whose waitlist
     they left, else ``""``) and ``days`` (referral to admission, to loss, or to
     the end of the run).
     """
+    return _referral_outcomes(records, scenario, w0, _index).frame()
+
+
+def _referral_outcomes(records, scenario: Scenario, w0: float, _index=None) -> Table:
+    """:func:`referral_outcomes` as a :class:`Table` (what the KPIs read)."""
     horizon = float(scenario.horizon_days)
-    ep = records["episodes"]
+    ep = table(records, "episodes")
     order, sorted_keys, first = _index if _index is not None else episode_rows(records)
-    t_ref = ep["t_referral"].to_numpy(dtype=float)
-    placement = ep["placement"].to_numpy(dtype=object, na_value="")
+    t_ref = ep["t_referral"]
+    placement = ep["placement"]
     # Sent elsewhere at assessment (outpatient care, not eligible): never waiting for this program.
     elsewhere = (placement != "") & ~np.isin(placement, TREATMENT_STAGES)
     keep = (t_ref >= w0) & ~elsewhere
     t_ref, placement, first = t_ref[keep], placement[keep], first[keep]
-    t_exit = ep["t_exit"].to_numpy(dtype=float)[keep]
+    t_exit = ep["t_exit"][keep]
     admitted = np.isfinite(first)
     t_admit = np.where(admitted, first, np.nan)
     lost = ~admitted & ~np.isnan(t_exit)
-    outcome = np.where(admitted, "admitted", np.where(lost, "lost", "waiting"))
+    outcome = np.where(admitted, "admitted", np.where(lost, "lost", "waiting")).astype(object)
     days = np.where(admitted, t_admit - t_ref, np.where(lost, t_exit - t_ref, horizon - t_ref))
-    exit_stage = ep["exit_stage"].to_numpy(dtype=object, na_value="")[keep]
-    lost_at = np.where(lost, exit_stage, "")
-    return pd.DataFrame({
-        "patient_id": ep["patient_id"].to_numpy()[keep], "episode": ep["episode"].to_numpy()[keep],
+    lost_at = np.where(lost, ep["exit_stage"][keep], "").astype(object)
+    return Table(len(t_ref), {
+        "patient_id": ep["patient_id"][keep], "episode": ep["episode"][keep],
         "t_referral": t_ref, "placement": placement, "t_admit": t_admit,
         "outcome": outcome, "lost_at": lost_at, "days": np.maximum(days, 0.0),
     })
 
 
-def access_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> dict[str, float]:
+def access_kpis(records, scenario: Scenario, w0: float) -> dict[str, float]:
     """Referral-to-admission KPIs of one replication (see the module docstring for definitions)."""
     index = episode_rows(records)
-    r = referral_outcomes(records, scenario, w0, index)
-    days = r["days"].to_numpy(dtype=float)
-    outcome = r["outcome"].to_numpy()
+    r = _referral_outcomes(records, scenario, w0, index)
+    days = r["days"]
+    outcome = r["outcome"]
     k: dict[str, float] = {"referral_cohort": float(len(r))}
     kinds = np.where(outcome == "admitted", 1, np.where(outcome == "lost", 2, 0))
     for d in WITHIN_DAYS:
         k[f"referral_admitted_within_{d}_days"] = cumulative_incidence(days, kinds, 1, d)
     k["referral_lost_before_admission"] = cumulative_incidence(days, kinds, 2, math.inf)
     k["referral_lost_after_assessment"] = lost_after_assessment(r)
-    lost_at = r["lost_at"].to_numpy()
+    lost_at = r["lost_at"]
     stages = [s for s in LOSS_STAGES if s == "intake" and scenario.intake is not None or s in scenario.stages.enabled()]
     for stage in stages:
         code = np.where(kinds == 2, np.where(lost_at == stage, 2, 3), kinds)
@@ -183,34 +187,34 @@ def access_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float)
     return k
 
 
-def lost_after_assessment(outcomes: pd.DataFrame) -> float:
+def lost_after_assessment(outcomes) -> float:
     """Of the referrals assessed and placed in residential, PHP or IOP, the share lost before admission.
 
     The published "never start after intake" figure (``calibration/targets.yaml``:
     ``never-start-after-intake``): those lost at intake are not in it, those
     still waiting at the end of the run are censored (a cumulative incidence).
-    ``outcomes`` is :func:`referral_outcomes`.
+    ``outcomes`` is :func:`referral_outcomes` (a DataFrame, or the same columns as a Table).
     """
-    placed = np.isin(outcomes["placement"].to_numpy(dtype=object), TREATMENT_STAGES)
-    outcome = outcomes["outcome"].to_numpy()[placed]
+    placed = np.isin(np.asarray(outcomes["placement"], dtype=object), TREATMENT_STAGES)
+    outcome = np.asarray(outcomes["outcome"], dtype=object)[placed]
     kinds = np.where(outcome == "admitted", 1, np.where(outcome == "lost", 2, 0))
-    return cumulative_incidence(outcomes["days"].to_numpy(dtype=float)[placed], kinds, 2, math.inf)
+    return cumulative_incidence(np.asarray(outcomes["days"], dtype=float)[placed], kinds, 2, math.inf)
 
 
-def admitted_waits(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float, _index=None) -> np.ndarray:
+def admitted_waits(records, scenario: Scenario, w0: float, _index=None) -> np.ndarray:
     """Referral-to-admission days of the first treatment admission of each episode admitted in the window.
 
     Admitted patients only: the definition of the published waits
     (``calibration/targets.yaml``: ``wait-to-treatment``, ``wait-over-30-days``).
     """
     order, sorted_keys, first = _index if _index is not None else episode_rows(records)
-    t_ref = records["episodes"]["t_referral"].to_numpy(dtype=float)
+    t_ref = table(records, "episodes")["t_referral"]
     m = np.isfinite(first) & ~np.isnan(t_ref) & (first >= w0)
     m_sorted = order[m[order]]  # in (patient, episode) order, so sums are the same to the last bit
     return first[m_sorted] - t_ref[m_sorted]
 
 
-def _first_session_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float,
+def _first_session_kpis(records, scenario: Scenario, w0: float,
                         _index=None) -> dict[str, float]:
     """Per IOP track: referral to first attended session, of episodes referred straight to IOP.
 
@@ -224,23 +228,23 @@ def _first_session_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0
         return {}
     horizon = float(scenario.horizon_days)
     order, sorted_keys, _first = _index if _index is not None else episode_rows(records)
-    ep = records["episodes"]
-    t_ref_ep = ep["t_referral"].to_numpy(dtype=float)
-    direct = (t_ref_ep >= w0) & (ep["placement"].to_numpy(dtype=object, na_value="") == "iop")
-    v = records["visits"]
-    m = v["stage"].to_numpy(dtype=object) == "iop"
-    t_join = v["t_join"].to_numpy(dtype=float)[m]
-    rows = _lookup(order, sorted_keys, _keys(v["patient_id"].to_numpy()[m], v["episode"].to_numpy()[m]))
+    ep = table(records, "episodes")
+    t_ref_ep = ep["t_referral"]
+    direct = (t_ref_ep >= w0) & ep.eq("placement", "iop")
+    v = table(records, "visits")
+    m = v.eq("stage", "iop")
+    t_join = v["t_join"][m]
+    rows = _lookup(order, sorted_keys, _keys(v["patient_id"][m], v["episode"][m]))
     by_join = np.argsort(t_join, kind="stable")
     _, firsts = np.unique(rows[by_join], return_index=True)
     pick = by_join[firsts]  # the first IOP visit of each episode
     pick = pick[direct[rows[pick]]]
-    first = v["t_first_attended"].to_numpy(dtype=float)[m][pick]
-    leave = v["t_leave"].to_numpy(dtype=float)[m][pick]
+    first = v["t_first_attended"][m][pick]
+    leave = v["t_leave"][m][pick]
     t_ref = t_ref_ep[rows[pick]]
     started = ~np.isnan(first)
     days = np.where(started, first - t_ref, np.where(np.isnan(leave), horizon, leave) - t_ref)
-    tracks = [str(x).split("|") for x in v["track"].to_numpy(dtype=object, na_value="")[m][pick]]
+    tracks = [str(x).split("|") for x in v["track"][m][pick]]
     k: dict[str, float] = {}
     for name in iop.tracks:
         sel = np.fromiter((name in ts for ts in tracks), dtype=bool, count=len(tracks))

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from iopsim.engine.records import table
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario
 
 
@@ -48,12 +49,12 @@ def days_in_window(t_admit: np.ndarray, t_leave: np.ndarray, w0: float, horizon:
 
 def track_client_days(records, w0: float, horizon: float) -> dict[str, float]:
     """Client-days in each IOP track within the window, from the visits (admission to leaving)."""
-    v = records["visits"]
-    iop = (v["stage"] == "iop").to_numpy(dtype=bool, na_value=False)
-    t_admit = v["t_admit"].to_numpy(dtype=float)[iop]
-    track = v["track"].to_numpy(dtype=object, na_value="")[iop]
+    v = table(records, "visits")
+    iop = v.eq("stage", "iop")
+    t_admit = v["t_admit"][iop]
+    track = v["track"][iop]
     ok = ~np.isnan(t_admit)
-    days = days_in_window(t_admit, v["t_leave"].to_numpy(dtype=float)[iop], w0, horizon)
+    days = days_in_window(t_admit, v["t_leave"][iop], w0, horizon)
     out: dict[str, float] = {}
     for name in np.unique(track[ok]):
         out[str(name)] = float(days[ok & (track == name)].sum())
@@ -78,10 +79,13 @@ def cost_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict, p
         out[f"cost_labour_{role}"] = v
     out["cost_labour"] = sum(labour.values())
 
-    services = records["services"]
-    services = services[(services["t_week"] >= w0) & services["delivered"]]
+    services = table(records, "services")
+    delivered = (services["t_week"].astype(float, copy=False) >= w0) & services["delivered"].astype(bool, copy=False)
     svc_cfg = scenario.stages.iop.services if scenario.stages.iop is not None else {}
-    out["cost_services"] = float(sum(svc_cfg[s].cost * n for s, n in services["service"].value_counts().items() if s in svc_cfg))
+    names, counts = np.unique(services["service"][delivered].astype(str), return_counts=True)
+    # Summed by count, most delivered first (ties by name): the order pandas' value_counts gave.
+    order = sorted(range(len(names)), key=lambda i: (-counts[i], names[i]))
+    out["cost_services"] = float(sum(svc_cfg[names[i]].cost * int(counts[i]) for i in order if names[i] in svc_cfg))
 
     stages = scenario.stages.enabled()
     stage_day_cost = {s: patient_days.get(s, 0.0) * cfg.cost_per_patient_day for s, cfg in stages.items()}

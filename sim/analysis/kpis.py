@@ -35,12 +35,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 
 from iopsim.analysis.access import _keys, access_kpis, cumulative_incidence
 from iopsim.analysis.cost import cost_kpis
 from iopsim.analysis.revenue import revenue_kpis
 from iopsim.schema.scenario import EXITS, TREATMENT_STAGES, Scenario
+from iopsim.engine.records import table
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, idle_hours, roles_of, shift_hours
 
 #: Human-readable label and unit of each KPI family (for tables and reports).
@@ -231,41 +231,36 @@ def _stage_outcomes(stage: str) -> tuple[str, ...]:
     return ("completed", *EXITS, "relapsed", "reneged")
 
 
-def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmup_days: int | None = None) -> dict[str, float]:
+def replication_kpis(records, scenario: Scenario, warmup_days: int | None = None) -> dict[str, float]:
     """KPIs of one replication (a flat name -> value mapping)."""
     w0 = float(scenario.warmup_days if warmup_days is None else warmup_days)
     horizon = float(scenario.horizon_days)
     window = horizon - w0
-    visits, episodes, levels = records["visits"], records["episodes"], records["levels"]
+    visits, episodes, levels = table(records, "visits"), table(records, "episodes"), table(records, "levels")
     k: dict[str, float] = {}
 
-    t_ref = episodes["t_referral"].to_numpy(dtype=float)
+    t_ref = episodes["t_referral"]
     in_window = t_ref >= w0
     k["referrals"] = float(np.count_nonzero(in_window))
-    k["readmissions"] = float(np.count_nonzero(in_window & (episodes["episode"].to_numpy() > 1)))
-    k["programs_completed"] = float(np.count_nonzero(episodes["t_program_completed"].to_numpy(dtype=float) >= w0))
-    placed = episodes["placement"].isin(TREATMENT_STAGES).to_numpy(dtype=bool)
+    k["readmissions"] = float(np.count_nonzero(in_window & (episodes["episode"] > 1)))
+    k["programs_completed"] = float(np.count_nonzero(episodes["t_program_completed"] >= w0))
+    placed = episodes.isin("placement", TREATMENT_STAGES)
     k["placed_in_treatment"] = float(np.count_nonzero(in_window & placed))
 
     stages = ["intake"] if scenario.intake is not None else []
     stages += list(scenario.stages.enabled())
-    t_join = visits["t_join"].to_numpy(dtype=float)
-    t_admit = visits["t_admit"].to_numpy(dtype=float)
-    t_leave = visits["t_leave"].to_numpy(dtype=float)
-    stage_col = visits["stage"].to_numpy(dtype=object)
-    outcome_col = visits["outcome"].to_numpy(dtype=object)
-    planned = visits["planned_days"].to_numpy(dtype=float)
-    extensions = visits["extensions"].to_numpy()
-    shortenings = visits["shortenings"].to_numpy()
-    lv_stage = levels["stage"].to_numpy(dtype=object) if len(levels) else np.array([], dtype=object)
-    lv_day = levels["day"].to_numpy() if len(levels) else np.array([])
+    t_join, t_admit, t_leave = visits["t_join"], visits["t_admit"], visits["t_leave"]
+    outcome_col = visits["outcome"]
+    planned = visits["planned_days"]
+    extensions = visits["extensions"]
+    shortenings = visits["shortenings"]
+    lv_day = levels["day"]
     lv_wait_mean, lv_wait_max, lv_census_mean, lv_census_max = (
-        levels[c].to_numpy(dtype=float) if len(levels) else np.array([])
-        for c in ("waitlist_mean", "waitlist_max", "census_mean", "census_max"))
+        levels[c] for c in ("waitlist_mean", "waitlist_max", "census_mean", "census_max"))
 
     patient_days: dict[str, float] = {}
     for stage in stages:
-        m = stage_col == stage
+        m = visits.eq("stage", stage)
         k[f"{stage}_joined"] = float(np.count_nonzero(m & (t_join >= w0)))
         k[f"{stage}_admissions"] = float(np.count_nonzero(m & (t_admit >= w0)))
         left = m & (t_leave >= w0)
@@ -287,7 +282,7 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
                                      shortenings))
         k[f"{stage}_share_lost_waiting"] = _share_lost_waiting(m & (t_join >= w0), t_join, t_admit, t_leave,
                                                                outcome_col, horizon)
-        at_stage = lv_stage == stage
+        at_stage = levels.eq("stage", stage)
         sel = at_stage & (lv_day >= w0)
         k[f"{stage}_waitlist_mean"] = float(lv_wait_mean[sel].sum() / window)
         k[f"{stage}_waitlist_max"] = float(lv_wait_max[sel].max()) if sel.any() else 0.0
@@ -301,9 +296,9 @@ def replication_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, warmu
         k[f"{stage}_occupancy"] = k[f"{stage}_census_mean"] / cap if cap else math.nan
 
     # Episodes referred in the window (not those already in care on day 0) admitted to treatment.
-    treated = np.isin(stage_col, TREATMENT_STAGES) & (t_admit >= w0)
-    treated_keys = np.unique(_keys(visits["patient_id"].to_numpy()[treated], visits["episode"].to_numpy()[treated]))
-    referred_keys = _keys(episodes["patient_id"].to_numpy()[in_window], episodes["episode"].to_numpy()[in_window])
+    treated = visits.isin("stage", TREATMENT_STAGES) & (t_admit >= w0)
+    treated_keys = np.unique(_keys(visits["patient_id"][treated], visits["episode"][treated]))
+    referred_keys = _keys(episodes["patient_id"][in_window], episodes["episode"][in_window])
     k["admitted_to_treatment"] = float(np.count_nonzero(np.isin(referred_keys, treated_keys)))
 
     k.update(access_kpis(records, scenario, w0))
@@ -349,12 +344,7 @@ def _share_lost_waiting(m, t_join, t_admit, t_leave, outcome, horizon: float) ->
     return cumulative_incidence(end - t_join[m], kinds, 2, math.inf)
 
 
-def _strings(col: pd.Series) -> np.ndarray:
-    """A string column as an object array, missing values as "" (never equal to a name)."""
-    return col.to_numpy(dtype=object, na_value="")
-
-
-def track_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) -> dict[str, float]:
+def track_kpis(records, scenario: Scenario, w0: float) -> dict[str, float]:
     """Per IOP track: sessions by status, group census, waits to start, outcomes.
 
     Computed on the columns as numpy arrays (boolean masks, no DataFrame
@@ -364,20 +354,18 @@ def track_kpis(records: dict[str, pd.DataFrame], scenario: Scenario, w0: float) 
     if iop is None or iop.tracks is None:
         return {}
     k: dict[str, float] = {}
-    sessions = records["sessions"]
-    s_in = sessions["t_start"].to_numpy(dtype=float) >= w0
-    s_track = _strings(sessions["track"])
-    s_status = _strings(sessions["status"])
-    s_att = sessions["attendees"].to_numpy()
-    s_exp = sessions["expected"].to_numpy()
-    visits = records["visits"]
-    v_iop = _strings(visits["stage"]) == "iop"
-    v_track = _strings(visits["track"])
-    v_outcome = _strings(visits["outcome"])
-    t_join = visits["t_join"].to_numpy(dtype=float)
-    t_admit = visits["t_admit"].to_numpy(dtype=float)
-    t_leave = visits["t_leave"].to_numpy(dtype=float)
-    t_first = visits["t_first_session"].to_numpy(dtype=float)
+    sessions = table(records, "sessions")
+    s_in = sessions["t_start"] >= w0
+    s_track = sessions["track"]
+    s_status = sessions["status"]
+    s_att = sessions["attendees"]
+    s_exp = sessions["expected"]
+    visits = table(records, "visits")
+    v_iop = visits.eq("stage", "iop")
+    v_track = visits["track"]
+    v_outcome = visits["outcome"]
+    t_join, t_admit, t_leave = visits["t_join"], visits["t_admit"], visits["t_leave"]
+    t_first = visits["t_first_session"]
     iv = v_iop & (t_join >= w0)
     ended = v_iop & (t_leave >= w0) & ~np.isnan(t_admit)
     reneged = v_iop & (v_outcome == "reneged") & (t_leave >= w0)
@@ -438,27 +426,25 @@ def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) 
     if not roles:
         return {}
     out: dict[str, float] = {}
-    bookings = records["bookings"]
-    unmet = records["unmet"]
+    bookings = table(records, "bookings")
+    unmet = table(records, "unmet")
     fte_week = scenario.staff.fte_hours_per_week if scenario.staff else 40.0
     evening = scenario.staff.evening_start_hour if scenario.staff else 17.0
     weeks = (horizon - w0) / 7.0
-    b_start = np.maximum(bookings["t_start"].to_numpy(dtype=float), w0)
-    b_end = np.minimum(bookings["t_end"].to_numpy(dtype=float), horizon)
+    t_start = bookings["t_start"].astype(float, copy=False)
+    t_end = bookings["t_end"].astype(float, copy=False)
+    b_start = np.maximum(t_start, w0)
+    b_end = np.minimum(t_end, horizon)
     b_hours = np.maximum(b_end - b_start, 0.0) * 24.0
-    member_col = bookings["member"].to_numpy()
-    role_col = bookings["role"].to_numpy(dtype=object)
-    act_col = bookings["activity"].to_numpy(dtype=object)
+    member_col = bookings["member"]
+    act_col = bookings["activity"]
     member_id = 0
-    t_start = bookings["t_start"].to_numpy(dtype=float)
-    t_end = bookings["t_end"].to_numpy(dtype=float)
     by_member = np.argsort(member_col, kind="stable")
     bounds = np.searchsorted(member_col[by_member], np.arange(sum(len(p) for p in roles.values()) + 1))
     pay_of: dict[tuple, dict[str, float]] = {}  # members of a team share their shifts: pay them once
-    u_role = _strings(unmet["role"])
-    u_in = unmet["t"].to_numpy(dtype=float) >= w0
-    u_hours = unmet["hours"].to_numpy(dtype=float)
-    u_act = _strings(unmet["activity"])
+    u_in = unmet["t"].astype(float, copy=False) >= w0
+    u_hours = unmet["hours"].astype(float, copy=False)
+    u_group = unmet.eq("activity", "group")
     for role, people in roles.items():
         p = f"staff_{role}_"
         paid = {"day": 0.0, "evening": 0.0, "weekend": 0.0}
@@ -473,7 +459,7 @@ def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) 
             idle += float(idle_hours(shifts, np.column_stack([t_start[mine], t_end[mine]]), w0, horizon))
             member_id += 1
         paid_total = sum(paid.values())
-        in_role = role_col == role
+        in_role = bookings.eq("role", role)
         busy = float(b_hours[in_role].sum())
         out[p + "headcount"] = float(len(people))
         out[p + "paid_hours"] = paid_total
@@ -484,15 +470,16 @@ def staff_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict) 
             out[p + f"busy_hours_{act}"] = float(b_hours[in_role & (act_col == act)].sum())
         out[p + "idle_hours"] = idle
         out[p + "utilisation"] = busy / paid_total if paid_total else math.nan
-        out[p + "unmet_hours"] = float(u_hours[(u_role == role) & u_in].sum())
-        out[p + "unmet_hours_group"] = float(u_hours[(u_role == role) & u_in & (u_act == "group")].sum())
+        u_role = unmet.eq("role", role) & u_in
+        out[p + "unmet_hours"] = float(u_hours[u_role].sum())
+        out[p + "unmet_hours_group"] = float(u_hours[u_role & u_group].sum())
         demand = busy + out[p + "unmet_hours"]
         out[p + "required_fte"] = demand / (fte_week * weeks) if weeks > 0 else math.nan
         out[p + "paid_fte"] = paid_total / (fte_week * weeks) if weeks > 0 else math.nan
-    levels = records["levels"]
+    levels = table(records, "levels")
     for i, rule in enumerate(scenario.staff.ratio_rules if scenario.staff else []):
         heads = len(roles[rule.role])
-        daily = levels[(levels["stage"] == rule.stage) & (levels["day"] >= w0)]["census_mean"].to_numpy(dtype=float)
+        daily = levels["census_mean"][levels.eq("stage", rule.stage) & (levels["day"] >= w0)].astype(float)
         p = f"staff_ratio_{rule.stage}_{rule.role}_"
         out[p + "clients_per_staff"] = float(daily.mean() / heads) if daily.size else math.nan
         out[p + "share_days_within_rule"] = float((daily / heads <= rule.max_clients_per_staff + 1e-9).mean()) if daily.size else math.nan

@@ -37,6 +37,7 @@ import numpy as np
 
 from iopsim.analysis.access import _keys, _lookup, episode_index
 from iopsim.analysis.cost import days_in_window, iop_day_cost
+from iopsim.engine.records import table
 from iopsim.schema.scenario import BILLING_UNITS, TREATMENT_STAGES, Scenario
 
 #: Units billed per patient-day in a stage.
@@ -47,7 +48,7 @@ IOP_UNITS = ("iop_session", "iop_day", "individual", "family", "drug_test")
 
 def _payer_of(records, scenario: Scenario):
     """A function: (patient, episode) keys -> the index (in ``scenario.payers``) of each episode's payer."""
-    col = records["episodes"]["payer"].to_numpy(dtype=object, na_value="")
+    col = table(records, "episodes")["payer"]
     code = {n: i for i, n in enumerate(scenario.payers)}
     payer = np.fromiter((code.get(x, -1) for x in col), dtype=np.int64, count=len(col))
     order, sorted_keys = episode_index(records)
@@ -68,20 +69,20 @@ def unit_quantities(records, scenario: Scenario, w0: float, horizon: float, paye
         return np.bincount(idx[ok], weights=None if weights is None else weights[ok], minlength=n).astype(float)
 
     q: dict[str, np.ndarray] = {}
-    v = records["visits"]
-    stage = v["stage"].to_numpy(dtype=object, na_value="")
-    vkeys = _keys(v["patient_id"].to_numpy(), v["episode"].to_numpy())
-    t_admit = v["t_admit"].to_numpy(dtype=float)
-    t_leave = v["t_leave"].to_numpy(dtype=float)
-    outcome = v["outcome"].to_numpy(dtype=object, na_value="")
+    v = table(records, "visits")
+    stage = v["stage"]
+    vkeys = _keys(v["patient_id"], v["episode"])
+    t_admit = v["t_admit"]
+    t_leave = v["t_leave"]
+    outcome = v["outcome"]
     stay = days_in_window(t_admit, t_leave, w0, horizon)
     assessed = (stage == "intake") & (outcome == "assessed") & (t_leave >= w0)
     q["assessment"] = per_payer(vkeys[assessed])
 
-    att = records["attendance"]
-    t = att["t"].to_numpy(dtype=float)
+    att = table(records, "attendance")
+    t = att["t"].astype(float, copy=False)
     inw = t >= w0
-    akeys = _keys(att["patient_id"].to_numpy(), att["episode"].to_numpy())[inw]
+    akeys = _keys(att["patient_id"], att["episode"])[inw]
     q["iop_session"] = per_payer(akeys)
     days = np.unique(np.stack([akeys, np.floor(t[inw]).astype(np.int64)]), axis=1)[0] if akeys.size else akeys
     q["iop_day"] = per_payer(days)
@@ -90,10 +91,10 @@ def unit_quantities(records, scenario: Scenario, w0: float, horizon: float, paye
         m = (stage == "iop") & ~np.isnan(t_admit)
         q["iop_day"] = per_payer(vkeys[m], stay[m])
 
-    svc = records["services"]
-    delivered = svc["delivered"].to_numpy(dtype=bool) & (svc["t_week"].to_numpy(dtype=float) >= w0)
-    skeys = _keys(svc["patient_id"].to_numpy(), svc["episode"].to_numpy())
-    sname = svc["service"].to_numpy(dtype=object, na_value="")
+    svc = table(records, "services")
+    delivered = svc["delivered"].astype(bool, copy=False) & (svc["t_week"].astype(float, copy=False) >= w0)
+    skeys = _keys(svc["patient_id"], svc["episode"])
+    sname = svc["service"]
     for unit in ("individual", "family", "drug_test"):
         q[unit] = per_payer(skeys[delivered & (sname == unit)])
 
@@ -146,10 +147,9 @@ def revenue_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict
 
 def _payer_mix(records, names: list[str], w0: float, payer_of) -> dict[str, float]:
     """Share of the episodes admitted to treatment in the window, by payer."""
-    v = records["visits"]
-    stage = v["stage"].to_numpy(dtype=object, na_value="")
-    admitted = np.isin(stage, TREATMENT_STAGES) & (v["t_admit"].to_numpy(dtype=float) >= w0)
-    idx = payer_of(np.unique(_keys(v["patient_id"].to_numpy()[admitted], v["episode"].to_numpy()[admitted])))
+    v = table(records, "visits")
+    admitted = v.isin("stage", TREATMENT_STAGES) & (v["t_admit"] >= w0)
+    idx = payer_of(np.unique(_keys(v["patient_id"][admitted], v["episode"][admitted])))
     counts = np.bincount(idx[idx >= 0], minlength=len(names)).astype(float)
     total = counts.sum()
     return {f"payer_mix_{n}": (float(c / total) if total else math.nan) for n, c in zip(names, counts)}

@@ -25,11 +25,10 @@ Everything the results report is computed from these (see :mod:`iopsim.analysis.
 from __future__ import annotations
 
 import math
+from collections.abc import MutableMapping
 from itertools import chain
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
 NAN = math.nan
 
@@ -88,32 +87,224 @@ IN_SYSTEM = "in_system"
 VISIT_REST = (NAN, NAN, IN_SYSTEM, None, None, NAN, NAN, 0, 0, NAN)
 
 
-def _strings(values) -> pd.api.extensions.ExtensionArray:
-    """A column of str or None as pandas' ``string`` dtype, through one Arrow array: the
-    same array ``pd.array(values, dtype="string")`` gives, about five times faster."""
-    return pd.array(pa.array(values, type=pa.large_string()), dtype="string")
+class Table:
+    """One record table as columns: numpy arrays, strings dictionary-encoded.
+
+    What a replication hands back and what the KPIs read: a few arrays per
+    table instead of a DataFrame, so a replication whose caller wants only its
+    KPIs (a sweep, a calibration, a planner's search) never builds one, and a
+    worker sends back arrays and short lists of names.  :meth:`frame` builds
+    the DataFrame when a caller asks for it.
+
+    ``t[name]`` is a column as a numpy array; a string column comes back as an
+    object array with ``""`` where the value is missing (no name is ``""``).
+    :meth:`eq` and :meth:`isin` compare a string column through its codes.
+    """
+
+    __slots__ = ("n", "_cols", "_strs", "_decoded", "names")
+
+    def __init__(self, n: int, columns: dict, strings: dict | None = None):
+        self.n = n
+        self.names = tuple(columns)
+        self._cols = columns  # name -> ndarray, or None for a dictionary-encoded string column
+        self._strs = strings or {}  # name -> (int32 codes, -1 where missing; tuple of categories)
+        self._decoded: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __contains__(self, name) -> bool:
+        return name in self._cols
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        col = self._cols[name]
+        if col is not None:
+            return col
+        out = self._decoded.get(name)
+        if out is None:
+            codes, cats = self._strs[name]
+            out = self._decoded[name] = np.array((*cats, ""), dtype=object)[codes]
+        return out
+
+    def _code(self, name: str):
+        return self._strs.get(name) if self._cols[name] is None else None
+
+    def eq(self, name: str, value: str) -> np.ndarray:
+        """Where a string column equals ``value`` (a boolean array)."""
+        enc = self._code(name)
+        if enc is None:
+            return self[name] == value
+        codes, cats = enc
+        return codes == cats.index(value) if value in cats else np.zeros(self.n, dtype=bool)
+
+    def isin(self, name: str, values) -> np.ndarray:
+        """Where a string column is one of ``values``."""
+        enc = self._code(name)
+        if enc is None:
+            return np.isin(self[name], list(values))
+        codes, cats = enc
+        wanted = [i for i, c in enumerate(cats) if c in set(values)]
+        return np.isin(codes, wanted) if wanted else np.zeros(self.n, dtype=bool)
+
+    def __getstate__(self):
+        return self.n, self._cols, self._strs
+
+    def __setstate__(self, state) -> None:
+        self.n, self._cols, self._strs = state
+        self.names = tuple(self._cols)
+        self._decoded = {}
+
+    def frame(self):
+        """The table as a pandas DataFrame (strings as pandas' ``string`` dtype, through one Arrow
+        array each: what ``pd.array(values, dtype="string")`` gives, about five times faster)."""
+        import pandas as pd
+        import pyarrow as pa
+
+        data = {}
+        for name in self.names:
+            col = self._cols[name]
+            if col is None:
+                codes, cats = self._strs[name]
+                values = np.array((*cats, None), dtype=object)[codes]
+                data[name] = pd.array(pa.array(values, type=pa.large_string()), dtype="string")
+            else:
+                data[name] = col
+        return pd.DataFrame(data, columns=list(self.names))
+
+    @classmethod
+    def of_frame(cls, df) -> "Table":
+        """A DataFrame read as a Table (string columns as object arrays, missing as ``""``)."""
+        cols: dict = {}
+        strs: dict = {}
+        for name in df.columns:
+            s = df[name]
+            if str(s.dtype).startswith("string"):
+                cols[name] = None
+                strs[name] = _encode(s.to_numpy(dtype=object, na_value=None).tolist())
+            elif s.dtype == object:
+                cols[name] = s.to_numpy(dtype=object, na_value="")
+            else:
+                cols[name] = s.to_numpy()
+        return cls(len(df), cols, strs)
+
+    @classmethod
+    def concat(cls, tables: list["Table"]) -> "Table":
+        """Tables with the same columns, one after another (string categories merged)."""
+        first = tables[0]
+        cols: dict = {}
+        strs: dict = {}
+        for name in first.names:
+            if all(t._code(name) is not None for t in tables):
+                cats: dict[str, int] = {}
+                parts = []
+                for t in tables:
+                    codes, tc = t._strs[name]
+                    remap = np.array([cats.setdefault(c, len(cats)) for c in tc] + [-1], dtype=np.int32)
+                    parts.append(remap[codes])
+                cols[name] = None
+                strs[name] = (np.concatenate(parts), tuple(cats))
+            else:
+                cols[name] = np.concatenate([t[name] for t in tables])
+        return cls(sum(t.n for t in tables), cols, strs)
 
 
-def _frame(rows: list[list], columns: tuple[str, ...], ints=(), strings=(), bools=()) -> pd.DataFrame:
-    """Rows -> DataFrame, column by column with known dtypes (much faster than
-    letting pandas infer the type of every cell)."""
+def _encode(values: list) -> tuple[np.ndarray, tuple]:
+    """Strings (or None) -> (int32 codes, -1 for None; categories in order of first appearance)."""
+    index: dict = {None: -1}
+    codes = np.fromiter((index.setdefault(v, len(index) - 1) for v in values), dtype=np.int32, count=len(values))
+    del index[None]
+    return codes, tuple(index)
+
+
+def _table(rows: list, columns: tuple[str, ...], ints=(), strings=(), bools=(), floats=()) -> Table:
+    """Rows -> Table, column by column with known dtypes (much faster than inferring every cell).
+
+    Columns in none of the lists take numpy's inference (as pandas infers them: all ints int64,
+    any float float64)."""
     k = len(columns)
+    n = len(rows)
     flat = list(chain.from_iterable(rows))  # then column i is every k-th cell from i (3x faster than zip(*rows))
-    if len(flat) == k * len(rows):
+    if len(flat) == k * n:
         cols = (flat[i::k] for i in range(k))  # one column at a time, not all k beside the flat list
     else:
         cols = iter(list(zip(*rows)) or [()] * k)
-    data = {}
+    data: dict = {}
+    encoded: dict = {}
     for name, values in zip(columns, cols):
-        if name in ints:
-            data[name] = np.fromiter(values, dtype=np.int64, count=len(values))
-        elif name in strings:
-            data[name] = _strings(values)
+        if name in strings:
+            data[name] = None
+            encoded[name] = _encode(values)
+        elif name in ints:
+            data[name] = np.fromiter(values, dtype=np.int64, count=n)
         elif name in bools:
-            data[name] = np.fromiter(values, dtype=bool, count=len(values))
+            data[name] = np.fromiter(values, dtype=bool, count=n)
+        elif name in floats or not n:
+            data[name] = np.fromiter(values, dtype=float, count=n)
         else:
-            data[name] = np.fromiter(values, dtype=float, count=len(values))
-    return pd.DataFrame(data, columns=list(columns))
+            data[name] = np.asarray(values)
+    return Table(n, data, encoded)
+
+
+#: The record tables of a replication, in the order a run folder lists them.
+TABLES = ("visits", "episodes", "levels", "sessions", "bookings", "unmet", "services", "attendance")
+
+
+class Records(MutableMapping):
+    """The record tables of one replication: ``records["visits"]`` is a DataFrame, built on first use.
+
+    :meth:`table` gives the compact :class:`Table` (what the KPIs read).  A
+    DataFrame assigned to a name replaces that table.  Pickled (to or from a
+    worker), only the tables travel, never the DataFrames built from them.
+    """
+
+    def __init__(self, tables: dict[str, Table]):
+        self._tables = dict(tables)
+        self._frames: dict = {}
+        self._given: set[str] = set()  # names whose DataFrame was assigned, not built
+
+    def table(self, name: str) -> Table:
+        t = self._tables.get(name)
+        if t is None:
+            t = self._tables[name] = Table.of_frame(self._frames[name])
+        return t
+
+    def __getitem__(self, name: str):
+        df = self._frames.get(name)
+        if df is None:
+            df = self._frames[name] = self._tables[name].frame()
+        return df
+
+    def __setitem__(self, name: str, df) -> None:
+        self._frames[name] = df
+        self._given.add(name)
+        self._tables.pop(name, None)
+
+    def __delitem__(self, name: str) -> None:
+        self._tables.pop(name, None)
+        self._frames.pop(name, None)
+        self._given.discard(name)
+
+    def __iter__(self):
+        return iter(dict.fromkeys([*self._tables, *self._frames]))
+
+    def __len__(self) -> int:
+        return len(set(self._tables) | set(self._frames))
+
+    def __getstate__(self) -> dict:
+        return {"tables": {n: t for n, t in self._tables.items() if n not in self._given},
+                "frames": {n: self._frames[n] for n in self._given}}
+
+    def __setstate__(self, state: dict) -> None:
+        self._tables = state["tables"]
+        self._frames = dict(state["frames"])
+        self._given = set(self._frames)
+
+
+def table(records, name: str) -> Table:
+    """One table of ``records`` as a :class:`Table`: of :class:`Records`, or of a mapping of DataFrames."""
+    if isinstance(records, Records):
+        return records.table(name)
+    return Table.of_frame(records[name])
 
 
 class Level:
@@ -192,55 +383,38 @@ class Recorder:
         self.episodes.append(rec)
         return rec
 
-    def finish(self) -> dict[str, pd.DataFrame]:
+    def finish(self) -> Records:
         for lvl in (*self.waitlist.values(), *self.census.values()):
             lvl.close(float(self.horizon))
-        visits = _frame(self.visits, VISIT_COLUMNS, ints=("patient_id", "episode", "extensions", "shortenings"),
-                        strings=("stage", "intended_stage", "outcome", "next", "track"))
-        episodes = _frame(self.episodes, EPISODE_COLUMNS, ints=("patient_id", "episode"),
-                          strings=("source", "placement", "exit_stage", "exit_outcome", "payer"), bools=("readmitted",))
+        visits = _table(self.visits, VISIT_COLUMNS, ints=("patient_id", "episode", "extensions", "shortenings"),
+                        strings=("stage", "intended_stage", "outcome", "next", "track"), floats=VISIT_COLUMNS)
+        episodes = _table(self.episodes, EPISODE_COLUMNS, ints=("patient_id", "episode"),
+                          strings=("source", "placement", "exit_stage", "exit_outcome", "payer"),
+                          bools=("readmitted",), floats=EPISODE_COLUMNS)
         stages = list(self.waitlist)
-        if not stages or not self.horizon:
-            empty = np.zeros(0)  # no days: the per-stage frames of old, for the same (empty) table
-            levels = pd.concat([pd.DataFrame({"stage": s, "day": np.arange(0, dtype=np.int32), "waitlist_mean": empty,
-                                              "waitlist_max": empty, "census_mean": empty, "census_max": empty})
-                                for s in stages], ignore_index=True) if stages else pd.DataFrame()
-        else:
-            # One frame for all stages, stage after stage, each with one row per day.
-            levels = pd.DataFrame(
-                {
-                    "stage": pd.array(np.repeat(np.array(stages, dtype=object), self.horizon), dtype="string"),
-                    "day": np.tile(np.arange(self.horizon, dtype=np.int32), len(stages)),
-                    "waitlist_mean": np.concatenate([np.asarray(self.waitlist[s].area, dtype=float) for s in stages]),
-                    "waitlist_max": np.concatenate([np.asarray(self.waitlist[s].peak, dtype=float) for s in stages]),
-                    "census_mean": np.concatenate([np.asarray(self.census[s].area, dtype=float) for s in stages]),
-                    "census_max": np.concatenate([np.asarray(self.census[s].peak, dtype=float) for s in stages]),
-                }
-            )
-        sessions = pd.DataFrame(self.sessions, columns=list(SESSION_COLUMNS))
-        sessions = sessions.sort_values(["t_start", "track", "group"], kind="stable", ignore_index=True)
-        for c in ("track", "status"):
-            sessions[c] = sessions[c].astype("string")
-        live = [b for b in self.bookings if not b.cancelled]
-        bookings = pd.DataFrame(
-            {
-                "member": np.array([b.member.id for b in live], dtype=np.int32),
-                "role": pd.array([b.member.role for b in live], dtype="string"),
-                "activity": pd.array([b.activity for b in live], dtype="string"),
-                "t_start": np.array([b.start for b in live], dtype=float),
-                "t_end": np.array([b.end for b in live], dtype=float),
-                "ref": np.array([np.nan if b.ref is None else b.ref for b in live], dtype=float),
-            },
-            columns=list(BOOKING_COLUMNS),
-        )
-        unmet = pd.DataFrame(self.unmet, columns=list(UNMET_COLUMNS))
-        for c in ("role", "activity"):
-            unmet[c] = unmet[c].astype("string")
-        services = pd.DataFrame(self.services, columns=list(SERVICE_COLUMNS))
-        services["service"] = services["service"].astype("string")
-        services["delivered"] = services["delivered"].astype(bool)
-        attendance = _frame(self.attendance, ATTENDANCE_COLUMNS, ints=("patient_id", "episode"), strings=("track",))
-        return {
+        days = self.horizon
+        # One table for all stages, stage after stage, each with one row per day.
+        levels = Table(len(stages) * days, {
+            "stage": None,
+            "day": np.tile(np.arange(days, dtype=np.int32), len(stages)),
+            **{f"{what}_{stat}": np.array(list(chain.from_iterable(getattr(by[s], attr) for s in stages)), dtype=float)
+               for what, by in (("waitlist", self.waitlist), ("census", self.census))
+               for stat, attr in (("mean", "area"), ("max", "peak"))},
+        }, {"stage": (np.repeat(np.arange(len(stages), dtype=np.int32), days), tuple(stages))})
+        self.sessions.sort(key=_session_order)  # stable: the order sessions were recorded in breaks ties
+        sessions = _table(self.sessions, SESSION_COLUMNS, ints=("group", "members", "expected", "attendees",
+                                                                "facilitators", "merged_into"),
+                          strings=("track", "status"))
+        live = [(b.member.id, b.member.role, b.activity, b.start, b.end, NAN if b.ref is None else b.ref)
+                for b in self.bookings if not b.cancelled]
+        bookings = _table(live, BOOKING_COLUMNS, strings=("role", "activity"), floats=BOOKING_COLUMNS[3:])
+        bookings._cols["member"] = bookings._cols["member"].astype(np.int32)
+        unmet = _table(self.unmet, UNMET_COLUMNS, strings=("role", "activity"), floats=("t",))
+        services = _table(self.services, SERVICE_COLUMNS, ints=("patient_id", "episode"), strings=("service",),
+                          bools=("delivered",))
+        attendance = _table(self.attendance, ATTENDANCE_COLUMNS, ints=("patient_id", "episode"), strings=("track",),
+                            floats=("t",))
+        return Records({
             "attendance": attendance,
             "services": services,
             "visits": visits,
@@ -249,4 +423,8 @@ class Recorder:
             "sessions": sessions,
             "bookings": bookings,
             "unmet": unmet,
-        }
+        })
+
+
+def _session_order(row: list):
+    return row[2], row[0], row[1]  # t_start, track, group

@@ -12,10 +12,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable
 
-import pandas as pd
-
 from iopsim.analysis.kpis import replication_kpis
 from iopsim.engine.model import Model
+from iopsim.engine.records import Records
 from iopsim.experiments.workers import _watch_parent, worker_context
 from iopsim.schema.scenario import Scenario
 
@@ -25,7 +24,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class ReplicationResult:
     replication: int
-    records: dict[str, pd.DataFrame]
+    #: The record tables (``records["visits"]`` is a DataFrame, built when first asked for).
+    records: Records
     kpis: dict[str, float]
 
 
@@ -129,7 +129,9 @@ def run_replications(
     return results
 
 
-def kpi_table(results: list[ReplicationResult]) -> pd.DataFrame:
-    """Per-replication KPIs, one row per replication."""
+def kpi_table(results: list[ReplicationResult]):
+    """Per-replication KPIs, one row per replication (a DataFrame)."""
+    import pandas as pd
+
     rows = [{"replication": r.replication, **r.kpis} for r in results]
     return pd.DataFrame(rows)

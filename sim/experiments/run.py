@@ -26,14 +26,13 @@ from iopsim.analysis.compare import (
 from iopsim.analysis.kpis import kpi_label, replication_kpis
 from iopsim.analysis.stats import summarise
 from iopsim.analysis.warmup import monthly_trajectory, transient_table, warmup_days
+from iopsim.engine.records import TABLES, Records, Table
 from iopsim.errors import IopsimError
 from iopsim.experiments.replications import ReplicationResult, Runner, kpi_names, kpi_table, unknown_kpi
 from iopsim.schema.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
-#: Record tables of a replication, in the order a run folder lists them.
-TABLES = ("visits", "episodes", "levels", "sessions", "bookings", "unmet", "services", "attendance")
 
 
 @dataclass
@@ -122,16 +121,20 @@ class ComparisonResult:
 def stack_records(results: list[ReplicationResult], table: str) -> pd.DataFrame:
     """One record table of every replication, stacked, with a leading ``replication`` column.
 
-    The tables are concatenated first and the column inserted once (a column
-    added to every replication's table before concatenating cost seconds for 30
-    replications).
+    The compact tables are concatenated and one DataFrame built from them (not
+    one per replication), and the column inserted once.
     """
     if not results:
         return pd.DataFrame()
-    frames = [r.records[table] for r in results]
-    out = pd.concat(frames, ignore_index=True)
-    out.insert(0, "replication", np.repeat(np.array([r.replication for r in results], dtype=np.int64),
-                                           [len(df) for df in frames]))
+    if all(isinstance(r.records, Records) for r in results):
+        parts = [r.records.table(table) for r in results]
+        out = Table.concat(parts).frame()
+        sizes = [len(t) for t in parts]
+    else:
+        frames = [r.records[table] for r in results]
+        out = pd.concat(frames, ignore_index=True)
+        sizes = [len(df) for df in frames]
+    out.insert(0, "replication", np.repeat(np.array([r.replication for r in results], dtype=np.int64), sizes))
     return out
 
 
