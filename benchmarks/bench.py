@@ -335,7 +335,8 @@ def mmc_child_main(tool: str, c: int, rho: float, patients: int, n: int) -> dict
     gc.collect()
     with Clock() as clk:
         records = Model(sc, 0).run()
-    n = len(records["episodes"])
+    # The episode count from the compact table: a DataFrame built here would count in the peak memory.
+    n = len(records.table("episodes") if hasattr(records, "table") else records["episodes"])
     return {"tool": tool, "n": n, "wall_s": clk.wall, "cpu_s": clk.cpu, "maxrss_mb": peak_rss_mb()}
 
 

@@ -69,7 +69,7 @@ class Member:
                  "done", "finished", "_u", "_pos", "_series", "_k", "plan_days", "phase_ends", "att_factor", "missed",
                  "extensions")
 
-    def __init__(self, patient: Patient, rec: list, group: "Group", t_seat: float, series):
+    def __init__(self, patient: Patient, rec: int, group: "Group", t_seat: float, series):
         self.patient = patient
         self.rec = rec
         self.group = group
@@ -231,7 +231,7 @@ class TrackedIOP(Stage):
     def has_room(self, p: Patient) -> bool:
         return self._seat_for(p) is not None
 
-    def _join(self, group: Group, p: Patient, rec: list) -> Member:
+    def _join(self, group: Group, p: Patient, rec: int) -> Member:
         now = self.env.now
         m = Member(p, rec, group, now, self.attendance_u)
         self._set_plan(m, p)
@@ -241,8 +241,9 @@ class TrackedIOP(Stage):
         group.members.append(m)
         self.occupied += 1
         self.census.add(now, 1)
-        rec[5] = now
-        rec[9] = group.track.name
+        v = self.visits
+        v.t_admit[rec] = now
+        v.track[rec] = v.code(group.track.name)
         return m
 
     # -- individual plans -------------------------------------------------------------
@@ -256,12 +257,12 @@ class TrackedIOP(Stage):
         keeps the first phase's weeks (cut to the plan) and shares the rest
         among the later phases in proportion to their weeks.
         """
-        m.rec[12] = 0
+        self.visits.extensions[m.rec] = 0
         plan = self.plan
         if plan is None:
             m.plan_days = self.program_days
             m.phase_ends = self.phase_ends
-            m.rec[11] = self.program_days
+            self.visits.planned_days[m.rec] = self.program_days
             return
         dist = plan.after.get(p.prev) if p.prev is not None else None
         if dist is None:
@@ -276,7 +277,7 @@ class TrackedIOP(Stage):
         days = max(days, 1.0 / 24.0)  # at least an hour: a plan of zero weeks would never meet
         m.plan_days = days
         m.phase_ends = self._scaled_phases(days)
-        m.rec[11] = days
+        self.visits.planned_days[m.rec] = days
 
     def _scaled_phases(self, days: float) -> list[float]:
         total = self.program_days
@@ -306,12 +307,12 @@ class TrackedIOP(Stage):
             m.plan_days += 7.0 * r.extend_weeks
             m.phase_ends = [*m.phase_ends[:-1], m.plan_days]
             m.extensions += 1
-            m.rec[12] = m.extensions
+            self.visits.extensions[m.rec] = m.extensions
         elif not extend and r.shorten_weeks > 0 and u_short < r.shorten_probability:
             days = max(m.plan_days - 7.0 * r.shorten_weeks, now - m.t_first)
             m.plan_days = days
             m.phase_ends = [min(e, days) for e in m.phase_ends[:-1]] + [days]
-            m.rec[13] += 1
+            self.visits.shortenings[m.rec] += 1
             timeout(self.env, max(m.t_first + days - now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
 
     def _complete(self, m: Member) -> None:
@@ -336,7 +337,8 @@ class TrackedIOP(Stage):
         else:
             # The tracks they are waiting for ("" if no track fits their availability:
             # they wait until they renege -- the site cannot serve them).
-            rec[9] = "|".join(t.name for t in self.feasible(p))
+            v = self.visits
+            v.track[rec] = v.code("|".join(t.name for t in self.feasible(p)))
             w = self._join_waitlist(p, rec)
             result = yield w.event
             if result != ADMITTED:
@@ -351,9 +353,10 @@ class TrackedIOP(Stage):
             timeout(env, stay).callbacks.append(lambda _e, m=m, o=outcome: self._finish(m, o))
         outcome = yield m.done
         nxt = self.next_stage(p) if outcome == "completed" else self.exit_to.get(outcome)
-        rec[6] = env.now
-        rec[7] = outcome
-        rec[8] = nxt
+        v = self.visits
+        v.t_leave[rec] = env.now
+        v.outcome[rec] = v.code(outcome)
+        v.next[rec] = v.code(nxt)
         return outcome, nxt, self.name
 
     def plan_stay(self, p: Patient, planned: float | None = None) -> tuple[str, float]:
@@ -369,7 +372,7 @@ class TrackedIOP(Stage):
 
     def _start(self, m: Member, t_first: float) -> None:
         m.t_first = t_first
-        m.rec[10] = t_first
+        self.visits.t_first_session[m.rec] = t_first
         if self.cfg.program.sessions is None:
             end = t_first + m.plan_days
             timeout(self.env, max(end - self.env.now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
@@ -604,7 +607,7 @@ class TrackedIOP(Stage):
                     billed.append((ts, m.patient.id, m.patient.episode, m.group.track.name))
                 attended += 1
                 if not m.attended:
-                    m.rec[14] = ts
+                    self.visits.t_first_attended[m.rec] = ts
                 m.attended += 1
                 m.missed_run = 0
                 if prog.sessions is not None and m.attended >= prog.sessions:

@@ -179,6 +179,7 @@ class Model:
     def _episode(self, p: Patient, first_stage: str | None = None, residual: bool = False, skip_intake=False):
         env = self.env
         ep = p.ep_rec
+        log_ = self.rec.episodes
         last_stage, last_outcome = "intake", "assessed"
         if first_stage is None:
             if self.intake is not None and not skip_intake:
@@ -187,7 +188,7 @@ class Model:
                     self._close_episode(ep, "intake", "reneged")
                     return
             first_stage = self._place(p)
-        ep[4] = first_stage
+        log_.placement[ep] = log_.code(first_stage)
         stage = first_stage
         if stage not in self.stages:  # outpatient elsewhere, or not eligible
             self._close_episode(ep, "intake", first_stage)
@@ -203,7 +204,7 @@ class Model:
                 treatment_outcome = outcome
                 if nxt not in TREATMENT_STAGES:  # treatment is over: the relapse clock starts
                     if outcome == "completed":
-                        ep[8] = env.now
+                        log_.t_program_completed[ep] = env.now
                     if self.relapse is not None:
                         self._start_relapse_clock(p, outcome, env.now)
             stage = nxt
@@ -222,7 +223,7 @@ class Model:
             if p.t_relapse >= self.horizon:
                 return
             yield timeout(env, p.t_relapse - env.now)
-        ep[9] = p.t_relapse
+        log_.t_relapse[ep] = p.t_relapse
         if self.return_u.get(p.ns, p.index) >= self.relapse.return_probability:
             return
         if self.return_days is not None:
@@ -230,7 +231,7 @@ class Model:
             if env.now + delay >= self.horizon:
                 return
             yield timeout(env, delay)
-        ep[10] = True
+        log_.readmitted[ep] = 1
         log.debug("t=%.3f patient %s returns (episode %d)", env.now, p.id, p.episode + 1)
         self._refer(Patient(p.id, p.episode + 1, p.source))
 
@@ -238,10 +239,11 @@ class Model:
         if self.relapse is not None and outcome in self.relapse.after:
             p.t_relapse = t_end + self.relapse_days.get(p.vns, p.index)
 
-    def _close_episode(self, ep: list, stage: str, outcome: str) -> None:
-        ep[5] = self.env.now
-        ep[6] = stage
-        ep[7] = outcome
+    def _close_episode(self, ep: int, stage: str, outcome: str) -> None:
+        log_ = self.rec.episodes
+        log_.t_exit[ep] = self.env.now
+        log_.exit_stage[ep] = log_.code(stage)
+        log_.exit_outcome[ep] = log_.code(outcome)
 
     # -- start state ----------------------------------------------------------------
     def _initial_patients(self) -> None:

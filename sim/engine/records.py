@@ -25,6 +25,7 @@ Everything the results report is computed from these (see :mod:`iopsim.analysis.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import MutableMapping
 from itertools import chain
 
@@ -32,37 +33,6 @@ import numpy as np
 
 NAN = math.nan
 
-VISIT_COLUMNS = (
-    "patient_id",
-    "episode",
-    "stage",
-    "intended_stage",
-    "t_join",
-    "t_admit",
-    "t_leave",
-    "outcome",
-    "next",
-    "track",
-    "t_first_session",
-    "planned_days",
-    "extensions",
-    "shortenings",
-    "t_first_attended",
-)
-EPISODE_COLUMNS = (
-    "patient_id",
-    "episode",
-    "source",
-    "t_referral",
-    "placement",
-    "t_exit",
-    "exit_stage",
-    "exit_outcome",
-    "t_program_completed",
-    "t_relapse",
-    "readmitted",
-    "payer",
-)
 SESSION_COLUMNS = (
     "track",
     "group",
@@ -82,9 +52,22 @@ SERVICE_COLUMNS = ("t_week", "patient_id", "service", "delivered", "episode")
 ATTENDANCE_COLUMNS = ("t", "patient_id", "episode", "track")
 #: Outcome of a visit or episode still open when the run ends.
 IN_SYSTEM = "in_system"
-#: A new visit record after its first five fields (patient, episode, stage, intended stage, joined):
-#: not admitted, not left, in the system, nowhere next, no track, no session, no plan, no reviews.
-VISIT_REST = (NAN, NAN, IN_SYSTEM, None, None, NAN, NAN, 0, 0, NAN)
+#: The visit and episode logs' columns while a run goes: (name, array type code, value until set).
+#: "i" columns are strings as codes (:meth:`Log.code`; -1 is None, 0 is ``IN_SYSTEM``).
+VISIT_SPEC = (
+    ("patient_id", "q", 0), ("episode", "q", 0), ("stage", "i", -1), ("intended_stage", "i", -1),
+    ("t_join", "d", NAN), ("t_admit", "d", NAN), ("t_leave", "d", NAN), ("outcome", "i", 0), ("next", "i", -1),
+    ("track", "i", -1), ("t_first_session", "d", NAN), ("planned_days", "d", NAN), ("extensions", "q", 0),
+    ("shortenings", "q", 0), ("t_first_attended", "d", NAN),
+)
+EPISODE_SPEC = (
+    ("patient_id", "q", 0), ("episode", "q", 0), ("source", "i", -1), ("t_referral", "d", NAN),
+    ("placement", "i", -1), ("t_exit", "d", NAN), ("exit_stage", "i", -1), ("exit_outcome", "i", 0),
+    ("t_program_completed", "d", NAN), ("t_relapse", "d", NAN), ("readmitted", "b", 0), ("payer", "i", -1),
+)
+_NUMPY_TYPE = {"q": np.int64, "i": np.int32, "d": np.float64, "b": np.int8}
+VISIT_COLUMNS = tuple(name for name, _, _ in VISIT_SPEC)
+EPISODE_COLUMNS = tuple(name for name, _, _ in EPISODE_SPEC)
 
 
 class Table:
@@ -209,11 +192,15 @@ class Table:
 
 
 def _encode(values: list) -> tuple[np.ndarray, tuple]:
-    """Strings (or None) -> (int32 codes, -1 for None; categories in order of first appearance)."""
-    index: dict = {None: -1}
-    codes = np.fromiter((index.setdefault(v, len(index) - 1) for v in values), dtype=np.int32, count=len(values))
-    del index[None]
-    return codes, tuple(index)
+    """Strings (or None) -> (int32 codes, -1 for None; categories in order of first appearance).
+
+    The distinct values through ``dict.fromkeys`` and the codes through ``map`` over a dict
+    lookup: both loops run in C (a generator with ``setdefault`` cost five times as much)."""
+    distinct = dict.fromkeys(values)
+    distinct.pop(None, None)
+    index = {v: i for i, v in enumerate(distinct)}
+    index[None] = -1
+    return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values)), tuple(distinct)
 
 
 def _table(rows: list, columns: tuple[str, ...], ints=(), strings=(), bools=(), floats=()) -> Table:
@@ -318,8 +305,8 @@ class Level:
         self.t_last = 0.0
         self._day = 0  # the day bin of t_last ...
         self._day_end = 1.0  # ... and where it ends
-        self.area = [0.0] * days
-        self.peak = [0.0] * days
+        self.area = array("d", bytes(8 * days))  # doubles, all 0.0: 8 bytes a day, not a Python float
+        self.peak = array("d", bytes(8 * days))
         if days:
             self.peak[0] = value
 
@@ -358,13 +345,79 @@ class Level:
         self._advance(t)
 
 
+class Log:
+    """Visit or episode records kept as columns while a replication runs.
+
+    One typed array per field (:data:`VISIT_SPEC`, :data:`EPISODE_SPEC`),
+    grown in blocks and filled with each field's value-until-set, so a record
+    costs a few machine words instead of a list of Python objects, and the end
+    of the run turns each column into a numpy array in one copy instead of
+    converting every cell.  A record is its row number: the model writes
+    ``log.t_admit[row] = now``.  Strings are stored as codes (:meth:`code`),
+    one vocabulary for all of a log's string columns.
+    """
+
+    def __init__(self, spec: tuple):
+        self._spec = spec
+        self.n = 0
+        self.cap = 0
+        self.vocab: dict = {None: -1, IN_SYSTEM: 0}
+        self.names: list[str] = [IN_SYSTEM]
+        for name, typecode, _ in spec:
+            setattr(self, name, array(typecode))
+        self.grow()
+
+    def code(self, s) -> int:
+        """The code of string ``s`` (None: -1), added to the vocabulary the first time."""
+        c = self.vocab.get(s)
+        if c is None:
+            c = self.vocab[s] = len(self.names)
+            self.names.append(s)
+        return c
+
+    def grow(self) -> None:
+        # By a quarter: at most a fifth of the memory is room not yet used (the arrays are
+        # large enough for realloc to move pages rather than copy them).
+        block = max(self.cap // 4, 1024)
+        for name, typecode, default in self._spec:
+            getattr(self, name).extend(array(typecode, [default]) * block)
+        self.cap += block
+
+    def row(self) -> int:
+        """A new record, every field at its value-until-set: its row number."""
+        i = self.n
+        if i == self.cap:
+            self.grow()
+        self.n = i + 1
+        return i
+
+    def table(self) -> Table:
+        """The records as a :class:`Table`, each column a numpy view of its array (no copy).
+
+        The arrays are cut to the records first and cannot grow afterwards: call it once, at the end."""
+        cols: dict = {}
+        strs: dict = {}
+        cats = tuple(self.names)
+        for name, typecode, _ in self._spec:
+            col = getattr(self, name)
+            del col[self.n:]
+            a = np.frombuffer(col, dtype=_NUMPY_TYPE[typecode]) if self.n else np.zeros(0, _NUMPY_TYPE[typecode])
+            if typecode == "i":
+                cols[name] = None
+                strs[name] = (a, cats)
+            else:
+                cols[name] = a.view(bool) if typecode == "b" else a
+        self.cap = self.n
+        return Table(self.n, cols, strs)
+
+
 class Recorder:
     """Collects records during one replication."""
 
     def __init__(self, horizon_days: int, stages: list[str]):
         self.horizon = horizon_days
-        self.visits: list[list] = []
-        self.episodes: list[list] = []
+        self.visits = Log(VISIT_SPEC)
+        self.episodes = Log(EPISODE_SPEC)
         self.waitlist = {s: Level(horizon_days) for s in stages}
         self.census = {s: Level(horizon_days) for s in stages}
         self.sessions: list[list] = []
@@ -373,31 +426,41 @@ class Recorder:
         self.services: list[tuple] = []
         self.attendance: list[tuple] = []
 
-    def open_visit(self, patient_id, episode, stage, intended, t_join) -> list:
-        rec = [patient_id, episode, stage, intended, t_join, *VISIT_REST]
-        self.visits.append(rec)
-        return rec
+    def open_visit(self, patient_id, episode, stage, intended, t_join) -> int:
+        """A new visit record (not admitted, not left, in the system): its row in :attr:`visits`."""
+        v = self.visits
+        i = v.row()
+        v.patient_id[i] = patient_id
+        v.episode[i] = episode
+        v.stage[i] = v.code(stage)
+        v.intended_stage[i] = v.code(intended)
+        v.t_join[i] = t_join
+        return i
 
-    def open_episode(self, patient_id, episode, source, t_referral, payer=None) -> list:
-        rec = [patient_id, episode, source, t_referral, None, NAN, None, IN_SYSTEM, NAN, NAN, False, payer]
-        self.episodes.append(rec)
-        return rec
+    def open_episode(self, patient_id, episode, source, t_referral, payer=None) -> int:
+        """A new episode record (not placed, in the system): its row in :attr:`episodes`."""
+        e = self.episodes
+        i = e.row()
+        e.patient_id[i] = patient_id
+        e.episode[i] = episode
+        e.source[i] = e.code(source)
+        e.t_referral[i] = t_referral
+        e.payer[i] = e.code(payer)
+        return i
 
     def finish(self) -> Records:
         for lvl in (*self.waitlist.values(), *self.census.values()):
             lvl.close(float(self.horizon))
-        visits = _table(self.visits, VISIT_COLUMNS, ints=("patient_id", "episode", "extensions", "shortenings"),
-                        strings=("stage", "intended_stage", "outcome", "next", "track"), floats=VISIT_COLUMNS)
-        episodes = _table(self.episodes, EPISODE_COLUMNS, ints=("patient_id", "episode"),
-                          strings=("source", "placement", "exit_stage", "exit_outcome", "payer"),
-                          bools=("readmitted",), floats=EPISODE_COLUMNS)
+        visits = self.visits.table()
+        episodes = self.episodes.table()
         stages = list(self.waitlist)
         days = self.horizon
         # One table for all stages, stage after stage, each with one row per day.
         levels = Table(len(stages) * days, {
             "stage": None,
             "day": np.tile(np.arange(days, dtype=np.int32), len(stages)),
-            **{f"{what}_{stat}": np.array(list(chain.from_iterable(getattr(by[s], attr) for s in stages)), dtype=float)
+            **{f"{what}_{stat}": np.concatenate([np.frombuffer(getattr(by[s], attr), dtype=float) for s in stages])
+               if stages and days else np.zeros(0)
                for what, by in (("waitlist", self.waitlist), ("census", self.census))
                for stat, attr in (("mean", "area"), ("max", "peak"))},
         }, {"stage": (np.repeat(np.arange(len(stages), dtype=np.int32), days), tuple(stages))})

@@ -17,7 +17,6 @@ import simpy
 
 from iopsim.schema.scenario import STAGE_ORDER, TREATMENT_STAGES
 from iopsim.engine.loop import spawn, timeout
-from iopsim.engine.records import VISIT_REST
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE
 
 if TYPE_CHECKING:  # annotations only: the model imports this module
@@ -67,7 +66,7 @@ class Patient:
             self.ns, self.index = _INITIAL_NS + episode, -pid - 1
         self.vns = self.ns  # namespace of the current stage visit's draws (see visit_namespace)
         self.seen: dict[str, int] | None = None  # visits to each stage so far in this episode
-        self.ep_rec: list | None = None
+        self.ep_rec: int | None = None  # row of this episode in the recorder's episode log
         self.t_relapse = INF
         self.availability: str | None = None  # drawn when first needed (tracked IOP)
         self.severity: str | None = None  # drawn at the first IOP plan (tracked IOP with severity classes)
@@ -94,8 +93,9 @@ class _Waiter:
         if self.done:
             return
         self.owner._leave_waitlist(self)
-        self.record[6] = self.owner.env.now
-        self.record[7] = self.outcome
+        v = self.owner.visits
+        v.t_leave[self.record] = self.owner.env.now
+        v.outcome[self.record] = v.code(self.outcome)
         self.event.succeed(self.outcome)
 
 
@@ -157,6 +157,7 @@ class Intake(_WaitlistOwner):
         self._init_waitlist(model.rec.waitlist["intake"])
         self.wake: simpy.Event | None = None
         self.census = model.rec.census["intake"]
+        self.visits = model.rec.visits
         s = model.streams
         self.duration = s.patient("intake.assessment", lambda u: cfg.assessment_hours.ppf(u) / 24.0)
         self.patience = s.patient("intake.patience", cfg.patience_days.ppf) if cfg.patience_days else None
@@ -180,6 +181,7 @@ class Intake(_WaitlistOwner):
         env = self.env
         queue = self.queue
         staff = self.model.staff
+        visits = self.visits
         while True:
             now = env.now
             start, end = member.calendar.current_or_next(now)
@@ -216,13 +218,13 @@ class Intake(_WaitlistOwner):
             queue.popleft()
             self._leave_waitlist(w)
             self.census.add(now, 1)
-            w.record[5] = now
-            staff.book(member, "intake", now, now + duration, w.record[0])
+            visits.t_admit[w.record] = now
+            staff.book(member, "intake", now, now + duration, visits.patient_id[w.record])
             yield timeout(env, duration)
             now = env.now
             self.census.add(now, -1)
-            w.record[6] = now
-            w.record[7] = "assessed"
+            visits.t_leave[w.record] = now
+            visits.outcome[w.record] = visits.code("assessed")
             w.event.succeed("assessed")
 
 
@@ -241,6 +243,7 @@ class Stage(_WaitlistOwner):
         self._init_waitlist(model.rec.waitlist[name])
         self.census = model.rec.census[name]
         self.visits = model.rec.visits
+        self.code = self.visits.code(name)  # this stage's name in the visit log
         self.trace = model.trace
         s = model.streams
         self.los = s.patient(f"{name}.los", cfg.los_days.ppf) if cfg.los_days is not None else None
@@ -284,7 +287,7 @@ class Stage(_WaitlistOwner):
         self.occupied -= 1
         self.census.add(now, -1)
 
-    def _join_waitlist(self, p: Patient, rec: list) -> _Waiter:
+    def _join_waitlist(self, p: Patient, rec: int) -> _Waiter:
         """Put ``p`` on this stage's waitlist, with a deadline if they may renege or relapse."""
         relapse_in = p.t_relapse - self.env.now
         patience = self.patience.get(p.vns, p.index) if self.patience is not None else INF
@@ -320,8 +323,13 @@ class Stage(_WaitlistOwner):
         now = env.now
         name = self.name
         visit_namespace(p, name)
-        rec = [p.id, p.episode, name, intended, now, *VISIT_REST]
-        self.visits.append(rec)  # Recorder.open_visit, inlined
+        v = self.visits
+        rec = v.row()  # Recorder.open_visit, inlined
+        v.patient_id[rec] = p.id
+        v.episode[rec] = p.episode
+        v.stage[rec] = self.code
+        v.intended_stage[rec] = v.code(intended)
+        v.t_join[rec] = now
         if self.occupied < self.capacity:
             self.occupied += 1
             self.census.add(now, 1)
@@ -331,15 +339,15 @@ class Stage(_WaitlistOwner):
             if result != ADMITTED:
                 return result, None, self.name
             now = env.now
-        rec[5] = now
+        v.t_admit[rec] = now
         if self.trace:
             log.debug("t=%.4f %s: patient %d (episode %d) admitted", now, self.name, p.id, p.episode)
         if self.exits:
             outcome, stay = self.plan_stay(p)
-            rec[11] = self.los.get(p.vns, p.index)
+            v.planned_days[rec] = self.los.get(p.vns, p.index)
         else:
             outcome, stay = "completed", self.los.get(p.vns, p.index)
-            rec[11] = stay
+            v.planned_days[rec] = stay
         if residual_u is not None:  # already in care on day 0: only the rest of the stay remains
             stay *= residual_u
         if now + stay > p.t_relapse:
@@ -350,9 +358,9 @@ class Stage(_WaitlistOwner):
             nxt = self.step_down[0][0] if self.step_u is None else self.next_stage(p)
         else:
             nxt = self.exit_to.get(outcome)
-        rec[6] = env.now
-        rec[7] = outcome
-        rec[8] = nxt
+        v.t_leave[rec] = env.now
+        v.outcome[rec] = v.code(outcome)
+        v.next[rec] = v.code(nxt)
         if self.trace:
             log.debug("t=%.4f %s: patient %d leaves (%s), next: %s", env.now, self.name, p.id, outcome, nxt)
         return outcome, nxt, self.name
