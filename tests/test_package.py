@@ -34,7 +34,7 @@ BASELINE = REPO_ROOT / "scenarios" / "baseline.yaml"
 
 #: The layers, lowest first.  A module may import its own layer and those before it.
 LAYERS = {
-    "errors": 0, "files": 0,
+    "errors": 0, "files": 0, "lazy": 0,
     "schema": 1,
     "engine": 2,
     "analysis": 3,

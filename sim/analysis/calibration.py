@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Callable
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 from pydantic import Field, ValidationError, model_validator
 
 from iopsim.schema.base import FrozenModel

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.engine.calendar import WeeklyCalendar
 from iopsim.engine.staff import INTAKE_SHORTHAND_ROLE, remote_flags, roles_of

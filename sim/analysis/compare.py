@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.analysis.stats import mean_ci, t_quantile, t_sf, undefined_unless_all
 

@@ -11,7 +11,7 @@ elementary effect, with its confidence half-width) and sigma.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 
 

@@ -6,7 +6,7 @@ import math
 import re
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 
 def t_quantile(q: float, df: int) -> float:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.analysis.stats import mean_ci
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.analysis.stats import mean_ci
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Annotated, Callable, Literal
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 from pydantic import Field, ValidationError, model_validator
 
 from iopsim.analysis.calibration import METRICS, Target, Targets, distance, load_targets, replication_metrics

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.errors import IopsimError
 from iopsim.experiments.replications import Runner, run_replication

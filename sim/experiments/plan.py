@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.analysis.planning import at_least, looks, replications_to_select, screen, verdict, violation
 from iopsim.analysis.stats import mean_ci

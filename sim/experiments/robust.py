@@ -22,7 +22,7 @@ import math
 from typing import Callable
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.analysis.robustness import Point, flips, paired, sign, threshold
 from iopsim.errors import ScenarioError

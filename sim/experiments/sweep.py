@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Callable, Literal
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 from pydantic import Field, ValidationError, model_validator
 
 from iopsim.schema.base import FieldError as _FieldErr

@@ -44,7 +44,7 @@ def worker_context():
     """The process start method for worker pools.
 
     Normally a fork server that has imported the simulator once, so each worker
-    starts without re-importing pandas and scipy.  A fork server (like spawn)
+    starts without re-importing it.  A fork server (like spawn)
     re-imports the main script in every worker: a script that calls
     ``iopsim.run(..., jobs=2)`` without an ``if __name__ == "__main__":`` guard
     would run itself again in each worker and the pool would break.  When the
@@ -68,8 +68,9 @@ def worker_context():
 def start_worker_server() -> None:
     """Start the fork server now, if worker processes will come from one.
 
-    The server imports the simulator (pandas, scipy, pydantic: most of a second)
-    before it can fork the first worker.  Started early, those imports run while
+    The server imports the simulator (numpy, SimPy and the pydantic schema, about a
+    third of a second; not pandas, which the records and KPIs do without) before it
+    can fork the first worker.  Started early, those imports run while
     this process goes on loading and checking the scenario, instead of after.
     """
     ctx = worker_context()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 import yaml
 
 from iopsim.analysis.kpis import STAGE_LABELS, kpi_label

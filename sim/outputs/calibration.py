@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 import yaml
 
 from iopsim.files import atomic_write_text, read_manifest

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.analysis.kpis import kpi_label
 from iopsim.errors import IopsimError

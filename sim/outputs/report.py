@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.analysis.kpis import STAGE_LABELS, kpi_label
 from iopsim.analysis.verdict import judge, verdict

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.analysis.kpis import kpi_label
 from iopsim.analysis.verdict import direction

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
+from iopsim.lazy import pandas as pd
 
 from iopsim.analysis.kpis import STAGE_LABELS
 from iopsim.analysis.verdict import judge, verdict
