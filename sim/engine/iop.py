@@ -213,7 +213,7 @@ class TrackedIOP(Stage):
     def _seat_for(self, p: Patient) -> Group | None:
         """The group a newcomer joins: of the feasible tracks, the one meeting next; within
         it the fullest group with a free seat (the first such on a tie)."""
-        now = self.env.now
+        now = self.env._now
         best, key = None, None
         for t in self.feasible(p):
             cap = t.cfg.max_group_size
@@ -232,7 +232,7 @@ class TrackedIOP(Stage):
         return self._seat_for(p) is not None
 
     def _join(self, group: Group, p: Patient, rec: int) -> Member:
-        now = self.env.now
+        now = self.env._now
         m = Member(p, rec, group, now, self.attendance_u)
         self._set_plan(m, p)
         if self.barrier_factor != 1.0 and group.track.in_person and self.has_barrier(p):
@@ -300,7 +300,7 @@ class TrackedIOP(Stage):
         p = m.patient
         ext_u, short_u = self.review_u[i]
         u_ext, u_short = ext_u.get(p.vns, p.index), short_u.get(p.vns, p.index)
-        now = self.env.now
+        now = self.env._now
         extend = r.extend_weeks > 0 and (
             (r.extend_if_missed is not None and m.missed >= r.extend_if_missed) or u_ext < r.extend_probability)
         if extend:
@@ -320,15 +320,15 @@ class TrackedIOP(Stage):
         if m.finished:
             return
         due = m.t_first + m.plan_days
-        if self.env.now < due - 1e-7:
-            timeout(self.env, due - self.env.now).callbacks.append(lambda _e, m=m: self._complete(m))
+        if self.env._now < due - 1e-7:
+            timeout(self.env, due - self.env._now).callbacks.append(lambda _e, m=m: self._complete(m))
             return
         self._finish(m, "completed")
 
     # -- the visit ------------------------------------------------------------------
     def _visit_here(self, p: Patient, intended: str, residual_u: float | None):
         env = self.env
-        now = env.now
+        now = env._now
         visit_namespace(p, self.name)
         rec = self.model.rec.open_visit(p.id, p.episode, self.name, intended, now)
         group = self._seat_for(p)
@@ -345,7 +345,7 @@ class TrackedIOP(Stage):
                 return result, None, self.name
             m = w.member
         if residual_u is not None:  # in the program on day 0: part of it is behind them
-            self._start(m, env.now - residual_u * m.plan_days)
+            self._start(m, env._now - residual_u * m.plan_days)
             if self.cfg.program.sessions is not None:
                 m.attended = int(residual_u * self.cfg.program.sessions)
         outcome, stay = self.plan_stay(p, m.plan_days)
@@ -354,7 +354,7 @@ class TrackedIOP(Stage):
         outcome = yield m.done
         nxt = self.next_stage(p) if outcome == "completed" else self.exit_to.get(outcome)
         v = self.visits
-        v.t_leave[rec] = env.now
+        v.t_leave[rec] = env._now
         v.outcome[rec] = v.code(outcome)
         v.next[rec] = v.code(nxt)
         return outcome, nxt, self.name
@@ -375,9 +375,9 @@ class TrackedIOP(Stage):
         self.visits.t_first_session[m.rec] = t_first
         if self.cfg.program.sessions is None:
             end = t_first + m.plan_days
-            timeout(self.env, max(end - self.env.now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
+            timeout(self.env, max(end - self.env._now, 0.0)).callbacks.append(lambda _e, m=m: self._complete(m))
         if self.plan is not None:
-            now = self.env.now
+            now = self.env._now
             for i, r in enumerate(self.plan.reviews):
                 at = t_first + 7.0 * r.week
                 if at >= now:
@@ -390,7 +390,7 @@ class TrackedIOP(Stage):
         m.finished = True
         g = m.group
         g.members.remove(m)
-        now = self.env.now
+        now = self.env._now
         self.occupied -= 1
         self.census.add(now, -1)
         if g.state == "running" and not g.members:
@@ -408,7 +408,7 @@ class TrackedIOP(Stage):
             q = self._waiting[key] = deque()
         q.append((self._joined, w))
         self.n_waiting += 1
-        self.waitlist.add(self.env.now, 1)
+        self.waitlist.add(self.env._now, 1)
         if deadline < INF:
             timeout(self.env, deadline).callbacks.append(w)
 
@@ -441,15 +441,15 @@ class TrackedIOP(Stage):
         week = 0
         while week * 7.0 < horizon:
             t_week = week * 7.0
-            if env.now < t_week:
-                yield timeout(env, t_week - env.now)
+            if env._now < t_week:
+                yield timeout(env, t_week - env._now)
             plan = self._plan_week(t_week, weekly)
             for off, name, hours in weekly:
                 ts = t_week + off
                 if ts >= horizon:
                     break
-                if ts > env.now:
-                    yield timeout(env, ts - env.now)
+                if ts > env._now:
+                    yield timeout(env, ts - env._now)
                 self._run_sessions(self.tracks[name], ts, hours, plan)
             week += 1
 

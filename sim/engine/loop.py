@@ -25,6 +25,10 @@ leaving out events that have no callbacks changes the sequence numbers of
 later events but not their order.  ``tests/test_loop.py`` checks the order
 against SimPy's on random programs full of simultaneous events, and the
 records are the same to the last bit (the exact-trace tests).
+
+The model reads the clock as ``env._now``, the attribute SimPy's
+``Environment.now`` property returns: a one-stage queue reads it about ten
+times per patient, and the property call cost about 6 % of the run.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ from iopsim.engine.streams import Streams
 
 log = logging.getLogger(__name__)
 
+_TREATMENT = frozenset(TREATMENT_STAGES)  # looked up several times per patient
+
 #: Full (oldest-generation) garbage collections during a run wait for this many
 #: collections of the middle generation instead of Python's 10 (see ``_fewer_full_collections``).
 _FULL_GC_EVERY = 1000
@@ -142,7 +144,7 @@ class Model:
                 return
             if accept is not None and accept.next() * peak > self.rate_per_day(t):
                 continue
-            yield timeout(env, t - env.now)
+            yield timeout(env, t - env._now)
             self._refer(self._new_patient())
 
     def _new_patient(self) -> Patient:
@@ -154,7 +156,7 @@ class Model:
         return Patient(pid, 1, source)
 
     def _refer(self, p: Patient, t_referral: float | None = None) -> None:
-        now = self.env.now if t_referral is None else t_referral
+        now = self.env._now if t_referral is None else t_referral
         if self.trace:
             log.debug("t=%.4f referral: patient %d episode %d from %s", now, p.id, p.episode, p.source)
         p.ep_rec = self.rec.open_episode(p.id, p.episode, p.source, now,
@@ -200,39 +202,39 @@ class Model:
             outcome, nxt, used = yield from self.stages[stage]._target(p)._visit_here(p, stage, u)
             p.prev = used
             last_stage, last_outcome = used, outcome
-            if used in TREATMENT_STAGES and outcome != "reneged" and outcome != "relapsed":
+            if used in _TREATMENT and outcome != "reneged" and outcome != "relapsed":
                 treatment_outcome = outcome
-                if nxt not in TREATMENT_STAGES:  # treatment is over: the relapse clock starts
+                if nxt not in _TREATMENT:  # treatment is over: the relapse clock starts
                     if outcome == "completed":
-                        log_.t_program_completed[ep] = env.now
+                        log_.t_program_completed[ep] = env._now
                     if self.relapse is not None:
-                        self._start_relapse_clock(p, outcome, env.now)
+                        self._start_relapse_clock(p, outcome, env._now)
             stage = nxt
-            if stage in TREATMENT_STAGES and p.t_relapse < INF:
+            if stage in _TREATMENT and p.t_relapse < INF:
                 # Back in treatment (e.g. aftercare -> IOP on a lapse): the relapse
                 # clock stops, and starts again when treatment ends.
                 p.t_relapse = INF
         self._close_episode(ep, last_stage, last_outcome)
-        if treatment_outcome is not None and p.t_relapse == INF:
+        if treatment_outcome is not None and p.t_relapse == INF and self.relapse is not None:
             # Left without finishing the pathway (e.g. completed residential, then left
             # the IOP waitlist): the clock runs from leaving, when care really ended.
-            self._start_relapse_clock(p, treatment_outcome, env.now)
+            self._start_relapse_clock(p, treatment_outcome, env._now)
         if treatment_outcome is None or p.t_relapse == INF:
             return
-        if p.t_relapse > env.now:
+        if p.t_relapse > env._now:
             if p.t_relapse >= self.horizon:
                 return
-            yield timeout(env, p.t_relapse - env.now)
+            yield timeout(env, p.t_relapse - env._now)
         log_.t_relapse[ep] = p.t_relapse
         if self.return_u.get(p.ns, p.index) >= self.relapse.return_probability:
             return
         if self.return_days is not None:
             delay = self.return_days.get(p.ns, p.index)
-            if env.now + delay >= self.horizon:
+            if env._now + delay >= self.horizon:
                 return
             yield timeout(env, delay)
         log_.readmitted[ep] = 1
-        log.debug("t=%.3f patient %s returns (episode %d)", env.now, p.id, p.episode + 1)
+        log.debug("t=%.3f patient %s returns (episode %d)", env._now, p.id, p.episode + 1)
         self._refer(Patient(p.id, p.episode + 1, p.source))
 
     def _start_relapse_clock(self, p: Patient, outcome: str, t_end: float) -> None:
@@ -241,7 +243,7 @@ class Model:
 
     def _close_episode(self, ep: int, stage: str, outcome: str) -> None:
         log_ = self.rec.episodes
-        log_.t_exit[ep] = self.env.now
+        log_.t_exit[ep] = self.env._now
         log_.exit_stage[ep] = log_.code(stage)
         log_.exit_outcome[ep] = log_.code(outcome)
 

@@ -94,7 +94,7 @@ class _Waiter:
             return
         self.owner._leave_waitlist(self)
         v = self.owner.visits
-        v.t_leave[self.record] = self.owner.env.now
+        v.t_leave[self.record] = self.owner.env._now
         v.outcome[self.record] = v.code(self.outcome)
         self.event.succeed(self.outcome)
 
@@ -113,7 +113,7 @@ class _WaitlistOwner:
         """Add ``w``; if ``deadline`` is finite, ``w`` leaves by itself then (see ``_Waiter``)."""
         self.queue.append(w)
         self.n_waiting += 1
-        self.waitlist.add(self.env.now, 1)
+        self.waitlist.add(self.env._now, 1)
         if deadline < INF:
             timeout(self.env, deadline).callbacks.append(w)
 
@@ -121,7 +121,7 @@ class _WaitlistOwner:
         """``w`` stops waiting (admitted, or gave up); it stays in ``queue`` until skipped."""
         w.done = True
         self.n_waiting -= 1
-        self.waitlist.add(self.env.now, -1)
+        self.waitlist.add(self.env._now, -1)
 
 
 def _categorical(u: float, cumulative: list[tuple[str, float]], default: str | None = None):
@@ -168,7 +168,7 @@ class Intake(_WaitlistOwner):
     def assess(self, p: Patient):
         """Generator: wait for and undergo assessment; returns True if assessed."""
         env = self.env
-        now = env.now
+        now = env._now
         rec = self.model.rec.open_visit(p.id, p.episode, "intake", "intake", now)
         w = _Waiter(env.event(), rec, self, duration=self.duration.get(p.ns, p.index))
         self._enqueue(w, self.patience.get(p.ns, p.index) if self.patience is not None else INF)
@@ -183,7 +183,7 @@ class Intake(_WaitlistOwner):
         staff = self.model.staff
         visits = self.visits
         while True:
-            now = env.now
+            now = env._now
             start, end = member.calendar.current_or_next(now)
             if start > now + _EPS:
                 yield timeout(env, start - now)
@@ -221,7 +221,7 @@ class Intake(_WaitlistOwner):
             visits.t_admit[w.record] = now
             staff.book(member, "intake", now, now + duration, visits.patient_id[w.record])
             yield timeout(env, duration)
-            now = env.now
+            now = env._now
             self.census.add(now, -1)
             visits.t_leave[w.record] = now
             visits.outcome[w.record] = visits.code("assessed")
@@ -275,7 +275,7 @@ class Stage(_WaitlistOwner):
 
     def _release(self) -> None:
         """Hand the freed place to the next waiting patient, or leave it empty."""
-        now = self.env.now
+        now = self.env._now
         q = self.queue
         while q:
             w = q.popleft()
@@ -289,7 +289,7 @@ class Stage(_WaitlistOwner):
 
     def _join_waitlist(self, p: Patient, rec: int) -> _Waiter:
         """Put ``p`` on this stage's waitlist, with a deadline if they may renege or relapse."""
-        relapse_in = p.t_relapse - self.env.now
+        relapse_in = p.t_relapse - self.env._now
         patience = self.patience.get(p.vns, p.index) if self.patience is not None else INF
         w = _Waiter(self.env.event(), rec, self, "relapsed" if relapse_in < patience else "reneged")
         w.patient = p
@@ -320,7 +320,7 @@ class Stage(_WaitlistOwner):
 
         The hot path of every run: locals and inlined one-liners on purpose."""
         env = self.env
-        now = env.now
+        now = env._now
         name = self.name
         visit_namespace(p, name)
         v = self.visits
@@ -328,7 +328,7 @@ class Stage(_WaitlistOwner):
         v.patient_id[rec] = p.id
         v.episode[rec] = p.episode
         v.stage[rec] = self.code
-        v.intended_stage[rec] = v.code(intended)
+        v.intended_stage[rec] = self.code if intended == name else v.code(intended)
         v.t_join[rec] = now
         if self.occupied < self.capacity:
             self.occupied += 1
@@ -338,7 +338,7 @@ class Stage(_WaitlistOwner):
             result = yield w.event
             if result != ADMITTED:
                 return result, None, self.name
-            now = env.now
+            now = env._now
         v.t_admit[rec] = now
         if self.trace:
             log.debug("t=%.4f %s: patient %d (episode %d) admitted", now, self.name, p.id, p.episode)
@@ -358,9 +358,9 @@ class Stage(_WaitlistOwner):
             nxt = self.step_down[0][0] if self.step_u is None else self.next_stage(p)
         else:
             nxt = self.exit_to.get(outcome)
-        v.t_leave[rec] = env.now
+        v.t_leave[rec] = env._now
         v.outcome[rec] = v.code(outcome)
         v.next[rec] = v.code(nxt)
         if self.trace:
-            log.debug("t=%.4f %s: patient %d leaves (%s), next: %s", env.now, self.name, p.id, outcome, nxt)
+            log.debug("t=%.4f %s: patient %d leaves (%s), next: %s", env._now, self.name, p.id, outcome, nxt)
         return outcome, nxt, self.name
