@@ -11,6 +11,8 @@ import matplotlib: with workers, only they do.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -42,6 +44,23 @@ def _nothing() -> None:
     return None
 
 
+def _context():
+    """How figure workers start: forked from this process when it runs no other thread, else as
+    replication workers start (:func:`iopsim.experiments.workers.worker_context`).
+
+    A forked worker starts with what this process has imported -- pandas and Arrow, which the
+    figures read their tables with -- and imports only matplotlib; a fork server's worker imports
+    all three first, about a second each, which cost as much as the second worker saved.  Forking
+    is safe only without other threads (a lock held by one would stay held in the child), and a
+    run's progress bar and replication pool are gone by the time its figures are drawn.
+    """
+    if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
+        return mp.get_context("fork")
+    from iopsim.experiments.workers import worker_context
+
+    return worker_context()
+
+
 class Drawer:
     """Draws figures of run and comparison folders, in ``jobs`` worker processes (or here, with one job).
 
@@ -58,9 +77,7 @@ class Drawer:
     def _start(self) -> None:
         """Start the workers at once: each imports matplotlib while this process writes the
         tables the figures are drawn from, instead of after the first figure is asked for."""
-        from iopsim.experiments.workers import worker_context
-
-        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=worker_context(), initializer=_ready)
+        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=_context(), initializer=_ready)
         for _ in range(self.jobs):  # the pool starts a process per submission, up to max_workers
             self._pool.submit(_nothing)
 
