@@ -171,6 +171,26 @@ def test_the_command_line_loads_streamlit_only_for_the_app():
     assert out.split() == ["False", "False"], f"import iopsim.cli loaded the app's libraries: {out}"
 
 
+def _loaded(code: str, modules: tuple[str, ...]) -> list[str]:
+    probe = f"{code}; import sys; print(sorted(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=str(REPO_ROOT)).stdout
+    return ast.literal_eval(out.strip().splitlines()[-1])  # the list of names the probe printed
+
+
+def test_replications_and_the_command_line_start_without_pandas():
+    """A replication's records and KPIs are numpy arrays: the workers, `validate` and every error start
+    without pandas and Arrow; the first table built imports pandas (iopsim.lazy), and results are DataFrames."""
+    heavy = ("pandas", "pyarrow", "matplotlib", "scipy.stats")
+    assert _loaded("import iopsim.experiments.replications", heavy) == []
+    assert _loaded("import iopsim.cli, iopsim.api", heavy) == []
+    code = ("import iopsim; from iopsim.experiments.replications import run_replication; "
+            "r = run_replication(iopsim.load_scenario('scenarios/baseline.yaml', {'horizon_days': 30}), 0); "
+            "assert r.kpis['referrals'] > 0; import sys; assert 'pandas' not in sys.modules; "
+            "assert type(r.records['visits']).__name__ == 'DataFrame'")
+    assert _loaded(code, ("pandas",)) == ["pandas"]
+
+
 def test_public_api_names():
     for name in ("load_scenario", "run", "compare", "sweep", "sensitivity", "report", "calibrate", "scenario_schema",
                  "Results", "Comparison", "Scenario", "IopsimError", "ScenarioError"):

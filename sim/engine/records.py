@@ -75,7 +75,7 @@ class Table:
 
     What a replication hands back and what the KPIs read: a few arrays per
     table instead of a DataFrame, so a replication whose caller wants only its
-    KPIs (a sweep, a calibration, a planner's search) never builds one, and a
+    KPIs (a sweep, a planner's search) never builds one, and a
     worker sends back arrays and short lists of names.  :meth:`frame` builds
     the DataFrame when a caller asks for it.
 
