@@ -260,7 +260,7 @@ def mmc_section(args, sizes) -> dict:
     # Warm-up (imports, scipy/numpy first calls, code caches); not timed.  Replication 0
     # is deterministic, so its patient count is the same in every repeat: the hand-written
     # model simulates exactly that many customers.
-    n_patients = len(Model(sc, 0).run()["episodes"])
+    n_patients = _patients(Model(sc, 0).run())
     handwritten_mmc(c, lam, mu, 200)
 
     rows = []
@@ -275,7 +275,7 @@ def mmc_section(args, sizes) -> dict:
                     m = Model(sc, 0)
                     env_clk = _timed_env_run(m)
                     records = m.run()
-                n = len(records["episodes"])
+                n = _patients(records)
                 assert n == n_patients, (n, n_patients)
                 waits = (records["visits"]["t_admit"] - records["visits"]["t_join"]).dropna()
                 out.update(
@@ -335,9 +335,14 @@ def mmc_child_main(tool: str, c: int, rho: float, patients: int, n: int) -> dict
     gc.collect()
     with Clock() as clk:
         records = Model(sc, 0).run()
-    # The episode count from the compact table: a DataFrame built here would count in the peak memory.
-    n = len(records.table("episodes") if hasattr(records, "table") else records["episodes"])
+    n = _patients(records)
     return {"tool": tool, "n": n, "wall_s": clk.wall, "cpu_s": clk.cpu, "maxrss_mb": peak_rss_mb()}
+
+
+def _patients(records) -> int:
+    """Episodes of a replication, counted from its compact table: a DataFrame built only to count
+    would add to the peak memory and to the heap every later replication's garbage collector walks."""
+    return int(len(records.table("episodes") if hasattr(records, "table") else records["episodes"]))
 
 
 def _handwritten_child(c: int, rho: float, n: int) -> list[str]:
@@ -840,7 +845,7 @@ def volume_section(args, sizes) -> dict:
             with Clock() as clk:
                 rec = Model(scenarios[f], r).run()
                 replication_kpis(rec, scenarios[f])
-            patients = int(len(rec["episodes"]))
+            patients = _patients(rec)
             per[f] = {"wall_s": clk.wall, "patients": patients, "us_per_patient": 1e6 * clk.wall / max(patients, 1)}
         for f in factors:
             per[f]["ratio_to_x1"] = per[f]["us_per_patient"] / per[1]["us_per_patient"]
