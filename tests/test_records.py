@@ -54,6 +54,7 @@ def test_a_run_returns_every_table_compactly(records):
     assert set(records) == set(TABLES)
     assert not records._frames, "a DataFrame was built before anyone asked for one"
     assert len(records.table("visits")) > 100
+    assert repr(records).startswith("Records(attendance: ") and f"visits: {len(records.table('visits'))} rows" in repr(records)
 
 
 def test_kpis_from_compact_tables_equal_kpis_from_dataframes(baseline, records):
@@ -82,8 +83,14 @@ def test_assigned_dataframe_replaces_the_table_and_travels(records):
     forged = r["bookings"].iloc[:0].copy()
     r["bookings"] = forged
     assert len(r.table("bookings")) == 0
+    assert list(r) == list(records), "assigning a table moved it"
     back = pickle.loads(pickle.dumps(r))
+    assert list(back) == list(records)
     pd.testing.assert_frame_equal(back["bookings"], forged)
+    del back["unmet"]
+    assert "unmet" not in back and len(back) == len(TABLES) - 1
+    with pytest.raises(KeyError):
+        back["unmet"]
     assert len(back.table("visits")) == len(records.table("visits"))
 
 

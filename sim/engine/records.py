@@ -248,6 +248,7 @@ class Records(MutableMapping):
         self._tables = dict(tables)
         self._frames: dict = {}
         self._given: set[str] = set()  # names whose DataFrame was assigned, not built
+        self._names = list(self._tables)  # in order, whichever form each table is in
 
     def table(self, name: str) -> Table:
         t = self._tables.get(name)
@@ -265,26 +266,37 @@ class Records(MutableMapping):
         self._frames[name] = df
         self._given.add(name)
         self._tables.pop(name, None)
+        if name not in self._names:
+            self._names.append(name)
 
     def __delitem__(self, name: str) -> None:
+        if name not in self._names:
+            raise KeyError(name)
         self._tables.pop(name, None)
         self._frames.pop(name, None)
         self._given.discard(name)
+        self._names.remove(name)
 
     def __iter__(self):
-        return iter(dict.fromkeys([*self._tables, *self._frames]))
+        return iter(list(self._names))
 
     def __len__(self) -> int:
-        return len(set(self._tables) | set(self._frames))
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{n}: {len(self._frames[n]) if n in self._given else len(self._tables[n])} rows"
+                          for n in self)
+        return f"Records({sizes})"
 
     def __getstate__(self) -> dict:
         return {"tables": {n: t for n, t in self._tables.items() if n not in self._given},
-                "frames": {n: self._frames[n] for n in self._given}}
+                "frames": {n: self._frames[n] for n in self._given}, "names": list(self._names)}
 
     def __setstate__(self, state: dict) -> None:
         self._tables = state["tables"]
         self._frames = dict(state["frames"])
         self._given = set(self._frames)
+        self._names = state.get("names") or [*self._tables, *self._frames]
 
 
 def table(records, name: str) -> Table:
