@@ -71,7 +71,7 @@ class Member:
 
     def __init__(self, patient: Patient, rec: int, group: "Group", t_seat: float, series):
         self.patient = patient
-        self.rec = rec
+        self.rec = rec  # the row of this visit in the recorder's visit log
         self.group = group
         self.t_seat = t_seat
         self.t_first: float | None = None
