@@ -368,7 +368,9 @@ def test_corrupted_documents_load_or_fail_in_one_line(doc, picks):
         if delete and isinstance(node, dict):
             del node[path[-1]]
         else:
-            node[path[-1]] = junk
+            # A copy: the strategies hand out the same list object more than once, and inserting
+            # it into itself would make a document that loops forever.
+            node[path[-1]] = copy.deepcopy(junk)
     t0 = time.perf_counter()
     try:
         sc = validate_raw(tree, "corrupt.yaml")
