@@ -35,6 +35,11 @@ TABLE_FILES = {
 }
 
 
+#: The record tables the run figures read (:mod:`iopsim.outputs.figures`), besides the scenario and
+#: ``replications.csv``.
+FIGURE_TABLES = ("levels", "sessions")
+
+
 def run_figures(path: Path, drawer: Drawer | None) -> None:
     """Draw (or start drawing) every figure of the scenario folder ``path`` from its written files."""
     if drawer is not None:
@@ -51,10 +56,15 @@ def write_scenario(folder: RunFolder, prefix: str, run: RunResult, drawer: Drawe
     """Everything about one scenario: its resolved file, records, KPIs, transient and, with a
     ``drawer``, its figures (started as soon as the files they are drawn from are written)."""
     folder.write_text(f"{prefix}scenario.yaml", scenario_to_yaml(run.scenario))
-    for name, file in TABLE_FILES.items():
-        run.table(name).to_parquet(folder.file(prefix + file), index=False)
+    # What the figures are drawn from first (the scenario, levels, sessions and KPIs per replication), so that
+    # the figure workers draw while the other tables are written.
+    first = [n for n in TABLE_FILES if n in FIGURE_TABLES]
+    for name in first:
+        run.table(name).to_parquet(folder.file(prefix + TABLE_FILES[name]), index=False)
     folder.write_table(f"{prefix}replications", run.per_replication)
     run_figures(folder.path / prefix, drawer)
+    for name in (n for n in TABLE_FILES if n not in first):
+        run.table(name).to_parquet(folder.file(prefix + TABLE_FILES[name]), index=False)
     folder.write_table(f"{prefix}summary", run.summary)
     folder.write_table(f"{prefix}transient", run.transient())
     folder.write_table(f"{prefix}first_year", run.first_year())
