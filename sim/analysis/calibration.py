@@ -25,6 +25,7 @@ from iopsim.files import read_manifest
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
 from iopsim.analysis.access import admitted_waits, episode_rows, lost_after_assessment, referral_outcomes
 from iopsim.analysis.stats import mean_ci
+from iopsim.engine.records import Records
 
 STAY_OUTCOMES = ("completed", "dropped_out", "transferred", "terminated", "other", "relapsed")
 
@@ -133,7 +134,8 @@ class _Rep:
     replication and then shared.  The metrics only read them.
     """
 
-    def __init__(self, visits: pd.DataFrame, episodes: pd.DataFrame, levels: pd.DataFrame, sc: Scenario):
+    def __init__(self, visits: pd.DataFrame, episodes: pd.DataFrame, levels: pd.DataFrame, sc: Scenario,
+                 records: Records | None = None):
         self.sc = sc
         self.w0 = float(sc.warmup_days)
         self.horizon = float(sc.horizon_days)
@@ -141,6 +143,11 @@ class _Rep:
         self.episodes = episodes
         self.levels = levels
         self._cache: dict = {}
+        if records is None:  # read from a run folder: the access functions read these frames as tables, once
+            records = Records({})
+            records["visits"], records["episodes"] = visits, episodes
+        #: What the access functions read: the replication's compact tables when there are any.
+        self.records = records
 
     def _once(self, key, make):
         if key not in self._cache:
@@ -157,21 +164,18 @@ class _Rep:
 
         return self._once(("ended_stays", stage), make)
 
-    def _records(self) -> dict[str, pd.DataFrame]:
-        return {"visits": self.visits, "episodes": self.episodes}
-
     def _index(self):
         """The episode index and first admissions the access functions share (as the KPIs share them)."""
-        return self._once("episode_rows", lambda: episode_rows(self._records()))
+        return self._once("episode_rows", lambda: episode_rows(self.records))
 
     def admitted_waits(self) -> np.ndarray:
         """Referral-to-admission days of episodes admitted to treatment in the window (one definition with the KPIs)."""
-        return self._once("admitted_waits", lambda: admitted_waits(self._records(), self.sc, self.w0,
+        return self._once("admitted_waits", lambda: admitted_waits(self.records, self.sc, self.w0,
                                                                    self._index()))
 
     def referral_outcomes(self) -> pd.DataFrame:
         """Every episode referred in the window, admitted, lost or still waiting (as the access KPIs follow them)."""
-        return self._once("referral_outcomes", lambda: referral_outcomes(self._records(), self.sc, self.w0,
+        return self._once("referral_outcomes", lambda: referral_outcomes(self.records, self.sc, self.w0,
                                                                          self._index()))
 
     def treatment_ends(self) -> pd.DataFrame:
@@ -296,7 +300,8 @@ METRICS: dict[str, Callable[[_Rep], float]] = {
 
 def replication_metrics(records: dict[str, pd.DataFrame], sc: Scenario, metrics) -> dict[str, float]:
     """The named metrics of one replication, from its record tables (``visits``, ``episodes``, ``levels``)."""
-    rep = _Rep(records["visits"], records["episodes"], records["levels"], sc)
+    rep = _Rep(records["visits"], records["episodes"], records["levels"], sc,
+               records if isinstance(records, Records) else None)
     return {m: float(METRICS[m](rep)) for m in metrics}
 
 
