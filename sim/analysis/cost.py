@@ -83,7 +83,8 @@ def cost_kpis(records, scenario: Scenario, w0: float, horizon: float, k: dict, p
     delivered = (services["t_week"].astype(float, copy=False) >= w0) & services["delivered"].astype(bool, copy=False)
     svc_cfg = scenario.stages.iop.services if scenario.stages.iop is not None else {}
     names, counts = np.unique(services["service"][delivered].astype(str), return_counts=True)
-    # Summed by count, most delivered first (ties by name): the order pandas' value_counts gave.
+    # Summed most delivered first (ties by name), as pandas' value_counts ordered them: the same
+    # total to the last bit on the shipped scenarios.
     order = sorted(range(len(names)), key=lambda i: (-counts[i], names[i]))
     out["cost_services"] = float(sum(svc_cfg[names[i]].cost * int(counts[i]) for i in order if names[i] in svc_cfg))
 

@@ -296,7 +296,7 @@ class Records(MutableMapping):
         self._tables = state["tables"]
         self._frames = dict(state["frames"])
         self._given = set(self._frames)
-        self._names = state.get("names") or [*self._tables, *self._frames]
+        self._names = state["names"]
 
 
 def table(records, name: str) -> Table:
@@ -376,8 +376,8 @@ class Log:
     One typed array per field (:data:`VISIT_SPEC`, :data:`EPISODE_SPEC`),
     grown in blocks and filled with each field's value-until-set, so a record
     costs a few machine words instead of a list of Python objects, and the end
-    of the run turns each column into a numpy array in one copy instead of
-    converting every cell.  A record is its row number: the model writes
+    of the run turns each column into a numpy array without a copy (:meth:`table`)
+    instead of converting every cell.  A record is its row number: the model writes
     ``log.t_admit[row] = now``.  Strings are stored as codes (:meth:`code`),
     one vocabulary for all of a log's string columns.
     """

@@ -15,6 +15,7 @@ from typing import Callable
 from iopsim.analysis.kpis import replication_kpis
 from iopsim.engine.model import Model
 from iopsim.engine.records import Records
+from iopsim.lazy import pandas as pd
 from iopsim.experiments.workers import _watch_parent, worker_context
 from iopsim.schema.scenario import Scenario
 
@@ -131,7 +132,5 @@ def run_replications(
 
 def kpi_table(results: list[ReplicationResult]):
     """Per-replication KPIs, one row per replication (a DataFrame)."""
-    import pandas as pd
-
     rows = [{"replication": r.replication, **r.kpis} for r in results]
     return pd.DataFrame(rows)

@@ -58,12 +58,11 @@ def write_scenario(folder: RunFolder, prefix: str, run: RunResult, drawer: Drawe
     folder.write_text(f"{prefix}scenario.yaml", scenario_to_yaml(run.scenario))
     # What the figures are drawn from first (the scenario, levels, sessions and KPIs per replication), so that
     # the figure workers draw while the other tables are written.
-    first = [n for n in TABLE_FILES if n in FIGURE_TABLES]
-    for name in first:
+    for name in FIGURE_TABLES:
         run.table(name).to_parquet(folder.file(prefix + TABLE_FILES[name]), index=False)
     folder.write_table(f"{prefix}replications", run.per_replication)
     run_figures(folder.path / prefix, drawer)
-    for name in (n for n in TABLE_FILES if n not in first):
+    for name in [n for n in TABLE_FILES if n not in FIGURE_TABLES]:
         run.table(name).to_parquet(folder.file(prefix + TABLE_FILES[name]), index=False)
     folder.write_table(f"{prefix}summary", run.summary)
     folder.write_table(f"{prefix}transient", run.transient())
