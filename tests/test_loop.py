@@ -7,15 +7,21 @@ processes on integer delays (so that simultaneous events are the rule, not
 the exception) wait on timeouts, on shared events that others trigger, and
 on events already processed; each logs every resumption.  The log must be
 the same, entry for entry, under SimPy's machinery and under iopsim's.
+
+The intake's wake-up resumes only the clinicians who have something to do
+(``Intake._dispatch``); resuming every waiting clinician, as a plain shared
+event does, must give the same records to the last bit.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import simpy
 
 from iopsim.engine.loop import run_until, spawn, timeout
+from tests.conftest import shipped_raw
 
 
 def _program(env, log, rng_seed: int, start, wait, until: float):
@@ -111,3 +117,56 @@ def test_a_negative_delay_and_a_past_horizon_are_refused_as_simpy_refuses_them()
     run_until(env, 1.0)
     with pytest.raises(ValueError, match="must be greater"):
         run_until(env, 1.0)
+
+
+# --------------------------------------------------------------------------- the intake's wake-up
+
+_ALWAYS = [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start_hour": 0, "end_hour": 24}]
+
+
+def _intake_case(name: str):
+    """Baseline variants where several clinicians wait for referrals at once."""
+    from iopsim.schema.scenario import validate_raw
+
+    raw = shipped_raw("baseline")
+    raw.update(horizon_days=150, warmup_days=0)
+    raw["referrals"]["referrals_per_week"] *= 3
+    if name == "six clinicians":
+        raw["staff"]["roles"]["intake_clinician"]["teams"][0]["headcount"] = 6
+    else:  # the group counselors assess too, around the sessions booked for them while they wait
+        raw["intake"]["role"] = "counselor"
+        for team in raw["staff"]["roles"]["counselor"]["teams"]:
+            team["shifts"] = _ALWAYS
+    return validate_raw(raw, name)
+
+
+@pytest.mark.parametrize("case", ["six clinicians", "counselors around their groups, 24/7"])
+def test_the_intake_wake_up_is_the_same_as_resuming_every_waiting_clinician(case, monkeypatch):
+    """The wake-up resumes only the clinicians who would do something (see ``Intake._dispatch``).
+    Resuming every waiting clinician in order, as a plain shared event does, must give the same
+    records to the last bit -- with more resumptions, which shows the shortcut is taken."""
+    from iopsim.engine import stages
+    from iopsim.engine.model import Model
+
+    sc = _intake_case(case)
+    resumptions = [0]
+    clinician = stages.Intake._clinician
+
+    def counted(self, c):  # the clinician's process, counting its resumptions
+        steps = clinician(self, c)
+        event = next(steps)
+        while True:
+            value = yield event
+            resumptions[0] += 1
+            event = steps.send(value)
+
+    monkeypatch.setattr(stages.Intake, "_clinician", counted)
+    fast = Model(sc, 1).run()
+    fast_count, resumptions[0] = resumptions[0], 0
+    monkeypatch.setattr(stages.Intake, "_dispatch", lambda self, waiting, event: [r(event) for r in waiting])
+    every = Model(sc, 1).run()
+    assert list(fast) == list(every)
+    for name in fast:
+        pd.testing.assert_frame_equal(fast[name], every[name], check_exact=True, obj=name)
+    assert len(fast.table("visits")) > 500
+    assert fast_count < 0.9 * resumptions[0], (fast_count, resumptions[0])

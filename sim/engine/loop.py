@@ -75,9 +75,13 @@ class _Process:
             # Already processed: go on at once with its value, as simpy.Process does.
 
 
-def spawn(env: Environment, generator) -> None:
-    """Start ``generator`` as a process of ``env`` (see the module docstring)."""
-    _Process(env, generator)
+def spawn(env: Environment, generator) -> _Process:
+    """Start ``generator`` as a process of ``env`` (see the module docstring).
+
+    Returns the process: its ``resume`` is the callback it adds to the event it
+    waits for, and calling it with that event is what the loop does when the
+    event happens."""
+    return _Process(env, generator)
 
 
 class _Timeout:
