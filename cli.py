@@ -24,7 +24,7 @@ def _load_iopsim() -> None:
 
 _load_iopsim()
 
-from iopsim.cli import app  # noqa: E402
+from iopsim.cli import app, entry  # noqa: E402,F401
 
 if __name__ == "__main__":
-    app()
+    entry()

@@ -154,7 +154,7 @@ def test_the_wheel_installs_iopsim_and_nothing_else_at_top_level(tmp_path):
     assert "iopsim/app/main.py" in names, "the web app's Streamlit script is not packaged (iopsim app serves it)"
     assert not any(n.startswith(("sim/", "cli.py")) for n in names), "sim/ or cli.py installed at top level"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "iopsim = iopsim.cli:app" in zipfile.ZipFile(wheel).read(entry).decode(), "console script entry point"
+    assert "iopsim = iopsim.cli:entry" in zipfile.ZipFile(wheel).read(entry).decode(), "console script entry point"
 
 
 def test_import_iopsim_is_light():
