@@ -356,3 +356,76 @@ def test_tasks_robust_comparisons_and_plans_draw_from_the_posterior(fits, tmp_pa
     plan.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     line = one_line_exit_2(invoke("plan", plan, "--out", tmp_path / "p2", "--posterior", folder))
     assert "decisions.volume.set.referrals.referrals_per_week" in line and "free parameter" in line, line
+
+
+# --------------------------------------------------------------------------- metrics from tables against pandas
+
+_STAY = ("completed", "dropped_out", "transferred", "terminated", "other", "relapsed")
+
+
+def _pandas_metrics(visits: pd.DataFrame, episodes: pd.DataFrame, levels: pd.DataFrame, sc) -> dict[str, float]:
+    """The metrics that do not come from the access KPIs, written with pandas as their definitions read."""
+    from iopsim.schema.scenario import TREATMENT_STAGES
+
+    w0, horizon = float(sc.warmup_days), float(sc.horizon_days)
+
+    def stays(stage):
+        m = ((visits["stage"] == stage) & visits["t_admit"].notna() & (visits["t_leave"] >= w0)
+             & visits["outcome"].isin(_STAY))
+        s = visits.loc[m]
+        return s.assign(stay=s["t_leave"] - s["t_admit"])
+
+    out = {}
+    for stage, outcomes in (("iop", ("completed", "transferred", "dropped_out", "terminated", "other")),
+                            ("residential", ("completed",))):
+        s = stays(stage)
+        for o in outcomes:
+            out[f"{stage}_share_{o}"] = float((s["outcome"] == o).mean()) if len(s) else np.nan
+        out[f"{stage}_median_stay_days"] = float(s["stay"].median()) if len(s) else np.nan
+    s = stays("iop")
+    for o in ("completed", "dropped_out"):
+        c = s[s["outcome"] == o]
+        out[f"iop_median_stay_days_{o}"] = float(c["stay"].median()) if len(c) else np.nan
+    out["iop_mean_stay_weeks"] = float(s["stay"].mean() / 7.0) if len(s) else np.nan
+    lv = levels[(levels["stage"] == "iop") & (levels["day"] >= w0)]
+    out["iop_census_mean"] = float(lv["census_mean"].sum() / (horizon - w0)) if len(lv) else np.nan
+    out["iop_admissions_per_year"] = int(((visits["stage"] == "iop") & (visits["t_admit"] >= w0)).sum()) / (
+        (horizon - w0) / 365.0)
+    r = stays("residential")
+    out["residential_share_stepping_down"] = float((r["next"].fillna("discharge") != "discharge").mean()) \
+        if len(r) else np.nan
+    tv = visits[visits["stage"].isin(TREATMENT_STAGES) & visits["t_admit"].notna() & visits["t_leave"].notna()]
+    last = tv.sort_values("t_leave").groupby(["patient_id", "episode"], as_index=False).last()
+    ends = last[["patient_id", "episode", "t_leave", "outcome"]].rename(columns={"t_leave": "t_end"})
+    ends = ends.merge(episodes[["patient_id", "episode", "t_relapse"]], on=["patient_id", "episode"])
+    ends = ends[ends["t_end"] >= w0]
+    e90 = ends[ends["t_end"] <= horizon - 90]
+    nxt = episodes[["patient_id", "episode", "t_referral"]].assign(episode=lambda d: d["episode"] - 1)
+    j = e90.merge(nxt, on=["patient_id", "episode"], how="left")
+    out["readmission_within_90_days"] = float(((j["t_referral"] - j["t_end"]) <= 90).mean()) if len(j) else np.nan
+    e365 = ends[(ends["t_end"] <= horizon - 365) & ends["outcome"].isin(sc.relapse.after)]
+    out["relapse_within_365_days"] = float(((e365["t_relapse"] - e365["t_end"]) <= 365).mean()) \
+        if len(e365) else np.nan
+    return out
+
+
+@pytest.mark.parametrize("name,warmup", [("established", None), ("established", 60), ("baseline", 30)])
+def test_metrics_from_tables_equal_their_pandas_definitions(name, warmup):
+    """A calibration's metrics are read from a replication's compact tables, with no DataFrame;
+    the same metrics written with pandas (sort, group, merge) give the same values to the last bit,
+    from the tables and from DataFrames (a run folder's path)."""
+    from iopsim.analysis.calibration import METRICS, replication_metrics
+    from iopsim.engine.model import Model
+    from iopsim.schema.scenario import load_scenario
+
+    sc = load_scenario(REPO_ROOT / "scenarios" / f"{name}.yaml", [f"warmup_days={warmup}"] if warmup else [])
+    for rep in (0, 1):
+        records = Model(sc, rep).run()
+        from_tables = replication_metrics(records, sc, list(METRICS))
+        frames = {n: records[n] for n in ("visits", "episodes", "levels")}
+        from_frames = replication_metrics(frames, sc, list(METRICS))
+        expected = _pandas_metrics(*frames.values(), sc)
+        assert len(expected) >= 15 and np.isfinite(list(expected.values())).sum() >= 12
+        for k, v in expected.items():
+            assert from_tables[k] == v or (np.isnan(v) and np.isnan(from_tables[k])), (k, from_tables[k], v)
+            assert from_frames[k] == from_tables[k] or np.isnan(v), (k, from_frames[k], from_tables[k])

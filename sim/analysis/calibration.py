@@ -23,7 +23,7 @@ from iopsim.schema.base import FrozenModel
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.files import read_manifest
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
-from iopsim.analysis.access import admitted_waits, episode_rows, lost_after_assessment, referral_outcomes
+from iopsim.analysis.access import _referral_outcomes, admitted_waits, episode_rows, lost_after_assessment
 from iopsim.analysis.stats import mean_ci
 from iopsim.engine.records import Records
 
@@ -127,40 +127,42 @@ def distance(values: dict[str, float], targets: list[Target]) -> float:
 
 
 class _Rep:
-    """The records of one replication, with the derived tables metrics share.
+    """The record tables of one replication, with the derived arrays metrics share.
 
-    Several metrics read the same derived table (the ended IOP stays, the
+    Several metrics read the same derived arrays (the ended IOP stays, the
     admitted waits, the ends of treatment); each is computed once per
-    replication and then shared.  The metrics only read them.
+    replication and then shared.  The metrics only read them.  Everything is
+    read from the compact tables (:class:`iopsim.engine.records.Table`), so a
+    calibration's evaluation builds no DataFrame; the reductions are the ones
+    pandas made when the metrics read DataFrames (``np.nanmedian``, a sum over
+    the count), so the values are the same to the last bit.
     """
 
-    def __init__(self, visits: pd.DataFrame, episodes: pd.DataFrame, levels: pd.DataFrame, sc: Scenario,
-                 records: Records | None = None):
+    def __init__(self, records, sc: Scenario):
         self.sc = sc
         self.w0 = float(sc.warmup_days)
         self.horizon = float(sc.horizon_days)
-        self.visits = visits
-        self.episodes = episodes
-        self.levels = levels
-        self._cache: dict = {}
-        if records is None:  # read from a run folder: the access functions read these frames as tables, once
-            records = Records({})
-            records["visits"], records["episodes"] = visits, episodes
-        #: What the access functions read: the replication's compact tables when there are any.
+        if not isinstance(records, Records):  # DataFrames (a run folder's): each read as a table once
+            given = Records({})
+            for name in ("visits", "episodes", "levels"):
+                given[name] = records[name]
+            records = given
+        #: The replication's tables (what the access functions read too).
         self.records = records
+        self._cache: dict = {}
 
     def _once(self, key, make):
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
 
-    def ended_stays(self, stage: str) -> pd.DataFrame:
+    def ended_stays(self, stage: str) -> dict[str, np.ndarray]:
+        """The stays at ``stage`` that ended in the window: ``outcome``, ``stay`` (days) and ``next`` ("" for none)."""
         def make():
-            v = self.visits
-            m = ((v["stage"] == stage) & v["t_admit"].notna() & (v["t_leave"] >= self.w0)
-                 & v["outcome"].isin(STAY_OUTCOMES))
-            out = v.loc[m]
-            return out.assign(stay=out["t_leave"] - out["t_admit"])
+            v = self.records.table("visits")
+            t_admit, t_leave = v["t_admit"], v["t_leave"]
+            m = v.eq("stage", stage) & ~np.isnan(t_admit) & (t_leave >= self.w0) & v.isin("outcome", STAY_OUTCOMES)
+            return {"outcome": v["outcome"][m], "stay": t_leave[m] - t_admit[m], "next": v["next"][m]}
 
         return self._once(("ended_stays", stage), make)
 
@@ -173,29 +175,73 @@ class _Rep:
         return self._once("admitted_waits", lambda: admitted_waits(self.records, self.sc, self.w0,
                                                                    self._index()))
 
-    def referral_outcomes(self) -> pd.DataFrame:
+    def referral_outcomes(self):
         """Every episode referred in the window, admitted, lost or still waiting (as the access KPIs follow them)."""
-        return self._once("referral_outcomes", lambda: referral_outcomes(self.records, self.sc, self.w0,
-                                                                         self._index()))
+        return self._once("referral_outcomes", lambda: _referral_outcomes(self.records, self.sc, self.w0,
+                                                                          self._index()))
 
-    def treatment_ends(self) -> pd.DataFrame:
-        """Episodes that left treatment, with the time treatment ended."""
+    def _keys(self, patient_id: np.ndarray, episode: np.ndarray) -> np.ndarray:
+        """One integer per (patient, episode): ``patient * span + episode + 1``, where ``span`` is two more
+        than the largest episode number, so that the key one higher is the same patient's next episode
+        and never another patient's."""
+        return patient_id.astype(np.int64) * self._span() + episode.astype(np.int64) + 1
+
+    def _span(self) -> int:
         def make():
-            v = self.visits
-            tv = v[v["stage"].isin(TREATMENT_STAGES) & v["t_admit"].notna() & v["t_leave"].notna()]
-            last = tv.sort_values("t_leave").groupby(["patient_id", "episode"], as_index=False).last()
-            ends = last[["patient_id", "episode", "t_leave", "outcome"]].rename(columns={"t_leave": "t_end"})
-            ends = ends.merge(self.episodes[["patient_id", "episode", "t_relapse", "readmitted"]],
-                              on=["patient_id", "episode"])
-            return ends[ends["t_end"] >= self.w0]
+            v, ep = self.records.table("visits"), self.records.table("episodes")
+            return int(max(v["episode"].max(initial=0), ep["episode"].max(initial=0))) + 2
+        return self._once("span", make)
+
+    def find_episodes(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the episodes with ``keys`` (see :meth:`_keys`) are: (row of each, whether there is one)."""
+        def make():
+            ep = self.records.table("episodes")
+            k = self._keys(ep["patient_id"], ep["episode"])
+            order = np.argsort(k, kind="stable")
+            return k[order], order
+        sorted_keys, order = self._once("episode_keys", make)
+        if not len(sorted_keys):
+            return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
+        pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+        return order[pos], sorted_keys[pos] == keys
+
+    def episode_column(self, name: str, keys: np.ndarray) -> np.ndarray:
+        """Column ``name`` of the episodes with ``keys``, NaN where there is no such episode."""
+        rows, found = self.find_episodes(keys)
+        values = np.asarray(self.records.table("episodes")[name], dtype=float)
+        return np.where(found, values[rows] if len(values) else np.nan, np.nan)
+
+    def treatment_ends(self) -> dict[str, np.ndarray]:
+        """Episodes that left treatment in the window: ``key`` (:meth:`_keys`), ``t_end``, ``outcome``, ``t_relapse``.
+
+        Each episode's last treatment visit by the time it left (sorted by that time as
+        pandas' ``sort_values`` sorts, then the last of each episode, as ``groupby().last()``).
+        """
+        def make():
+            v = self.records.table("visits")
+            t_admit, t_leave = v["t_admit"], v["t_leave"]
+            m = v.isin("stage", TREATMENT_STAGES) & ~np.isnan(t_admit) & ~np.isnan(t_leave)
+            keys, t_end, outcome = self._keys(v["patient_id"][m], v["episode"][m]), t_leave[m], v["outcome"][m]
+            order = np.argsort(t_end, kind="quicksort")
+            keys, t_end, outcome = keys[order], t_end[order], outcome[order]
+            _, first_from_end = np.unique(keys[::-1], return_index=True)
+            last = len(keys) - 1 - first_from_end
+            keys, t_end, outcome = keys[last], t_end[last], outcome[last]
+            t_relapse = self.episode_column("t_relapse", keys)
+            keep = self.find_episodes(keys)[1] & (t_end >= self.w0)  # an inner join with the episodes
+            return {"key": keys[keep], "t_end": t_end[keep], "outcome": outcome[keep], "t_relapse": t_relapse[keep]}
 
         return self._once("treatment_ends", make)
 
 
+def _mean(values: np.ndarray) -> float:
+    """The mean as pandas takes it (the sum over the count); NaN for no values."""
+    return float(values.sum() / len(values)) if len(values) else math.nan
+
+
 def _share(stage: str, outcome: str) -> Callable[[_Rep], float]:
     def f(r: _Rep) -> float:
-        s = r.ended_stays(stage)
-        return float((s["outcome"] == outcome).mean()) if len(s) else math.nan
+        return _mean(r.ended_stays(stage)["outcome"] == outcome)
 
     return f
 
@@ -203,26 +249,25 @@ def _share(stage: str, outcome: str) -> Callable[[_Rep], float]:
 def _median_stay(stage: str, outcome: str | None = None) -> Callable[[_Rep], float]:
     def f(r: _Rep) -> float:
         s = r.ended_stays(stage)
-        if outcome is not None:
-            s = s[s["outcome"] == outcome]
-        return float(s["stay"].median()) if len(s) else math.nan
+        stay = s["stay"] if outcome is None else s["stay"][s["outcome"] == outcome]
+        return float(np.nanmedian(stay)) if len(stay) else math.nan
 
     return f
 
 
 def _census_mean(r: _Rep) -> float:
-    lv = r.levels[(r.levels["stage"] == "iop") & (r.levels["day"] >= r.w0)]
-    return float(lv["census_mean"].sum() / (r.horizon - r.w0)) if len(lv) else math.nan
+    lv = r.records.table("levels")
+    m = lv.eq("stage", "iop") & (lv["day"] >= r.w0)
+    return float(lv["census_mean"][m].sum() / (r.horizon - r.w0)) if m.any() else math.nan
 
 
 def _iop_mean_weeks(r: _Rep) -> float:
-    s = r.ended_stays("iop")
-    return float(s["stay"].mean() / 7.0) if len(s) else math.nan
+    return _mean(r.ended_stays("iop")["stay"]) / 7.0
 
 
 def _iop_admissions_per_year(r: _Rep) -> float:
-    v = r.visits
-    n = int(((v["stage"] == "iop") & (v["t_admit"] >= r.w0)).sum())
+    v = r.records.table("visits")
+    n = int((v.eq("stage", "iop") & (v["t_admit"] >= r.w0)).sum())
     return n / ((r.horizon - r.w0) / 365.0)
 
 
@@ -245,11 +290,8 @@ def _never_start(r: _Rep) -> float:
 
 
 def _residential_step_down(r: _Rep) -> float:
-    s = r.ended_stays("residential")
-    if not len(s):
-        return math.nan
-    nxt = s["next"].fillna("discharge")
-    return float((nxt != "discharge").mean())
+    nxt = r.ended_stays("residential")["next"]
+    return _mean((nxt != "") & (nxt != "discharge"))
 
 
 def _readmit_90(r: _Rep) -> float:
@@ -259,12 +301,10 @@ def _readmit_90(r: _Rep) -> float:
     count, so that every one of them had the full 90 days to return.
     """
     ends = r.treatment_ends()
-    ends = ends[ends["t_end"] <= r.horizon - 90]
-    if not len(ends):
-        return math.nan
-    nxt = r.episodes[["patient_id", "episode", "t_referral"]].assign(episode=lambda d: d["episode"] - 1)
-    j = ends.merge(nxt, on=["patient_id", "episode"], how="left")
-    return float(((j["t_referral"] - j["t_end"]) <= 90).mean())
+    m = ends["t_end"] <= r.horizon - 90
+    # The next episode of the same patient has the key one higher (see _Rep._keys).
+    t_next = r.episode_column("t_referral", ends["key"][m] + 1)
+    return _mean((t_next - ends["t_end"][m]) <= 90)
 
 
 def _relapse_365(r: _Rep) -> float:
@@ -273,10 +313,8 @@ def _relapse_365(r: _Rep) -> float:
     if r.sc.relapse is None:
         return math.nan
     ends = r.treatment_ends()
-    ends = ends[(ends["t_end"] <= r.horizon - 365) & ends["outcome"].isin(r.sc.relapse.after)]
-    if not len(ends):
-        return math.nan
-    return float(((ends["t_relapse"] - ends["t_end"]) <= 365).mean())
+    m = (ends["t_end"] <= r.horizon - 365) & np.isin(ends["outcome"], list(r.sc.relapse.after))
+    return _mean((ends["t_relapse"][m] - ends["t_end"][m]) <= 365)
 
 
 METRICS: dict[str, Callable[[_Rep], float]] = {
@@ -300,8 +338,7 @@ METRICS: dict[str, Callable[[_Rep], float]] = {
 
 def replication_metrics(records: dict[str, pd.DataFrame], sc: Scenario, metrics) -> dict[str, float]:
     """The named metrics of one replication, from its record tables (``visits``, ``episodes``, ``levels``)."""
-    rep = _Rep(records["visits"], records["episodes"], records["levels"], sc,
-               records if isinstance(records, Records) else None)
+    rep = _Rep(records, sc)
     return {m: float(METRICS[m](rep)) for m in metrics}
 
 
@@ -320,9 +357,9 @@ def calibrate(run_dir: Path, targets_path: Path) -> pd.DataFrame:
         levels = pd.read_parquet(run_dir / "levels.parquet")
     except Exception as exc:  # pyarrow raises its own types for truncated files
         raise IopsimError(f"{run_dir}: a record table is damaged ({type(exc).__name__}); re-run into a new folder") from None
-    reps = []
-    for rep, v in visits.groupby("replication"):
-        reps.append(_Rep(v, episodes[episodes["replication"] == rep], levels[levels["replication"] == rep], sc))
+    reps = [_Rep({"visits": v, "episodes": episodes[episodes["replication"] == rep],
+                  "levels": levels[levels["replication"] == rep]}, sc)
+            for rep, v in visits.groupby("replication")]
     needed = {t.metric for t in targets.targets}
     per_rep = {m: np.array([METRICS[m](r) for r in reps]) for m in needed}
     rows = []
