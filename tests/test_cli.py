@@ -334,3 +334,29 @@ def test_console_script_run_bad_input_writes_nothing(tmp_scenario, tmp_path):
     assert_one_error_line(proc.returncode, proc.stdout, proc.stderr, *fragments)
     after = sorted(p.name for p in tmp_path.iterdir())
     assert after == before, f"a run that failed validation wrote {set(after) - set(before)}"
+
+
+def test_the_program_ends_with_its_commands_status_and_all_its_output(tmp_path):
+    """``iopsim`` ends the process without tearing down the interpreter (``cli.entry``): the
+    output written to a file or pipe is complete, exit handlers run, and the status is the command's."""
+    handler = tmp_path / "exit_handler_ran"
+    script = (
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(pathlib.Path({str(handler)!r}).write_text, 'yes')\n"
+        "from iopsim.cli import entry\n"
+        "sys.argv = ['iopsim', *sys.argv[1:]]\n"
+        "entry()\n"
+    )
+    out_file = tmp_path / "out.txt"
+    with out_file.open("w") as fh:
+        ok = subprocess.run([sys.executable, "-c", script, "validate", str(BASELINE)], stdout=fh,
+                            stderr=subprocess.PIPE, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    text = out_file.read_text()
+    assert "valid scenario 'baseline'" in text and text.endswith("\n"), text
+    assert handler.read_text() == "yes"
+    bad = subprocess.run([sys.executable, "-c", script, "validate", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert_one_error_line(bad.returncode, bad.stdout, bad.stderr, "missing.yaml", "not found")
+    usage = subprocess.run([sys.executable, "-c", script, "run"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr
