@@ -951,16 +951,20 @@ def entry() -> None:
     pandas, Arrow, matplotlib and SciPy -- which nobody sees.  So, as other
     command-line tools do, the exit handlers run (logging's flush, multiprocessing's
     clean-up), stdout and stderr are flushed, and the process ends there with the
-    command's exit status.  An uncaught exception is left to Python as usual.
-    In-process callers (``typer.testing.CliRunner``, a notebook) use ``app``.
+    command's exit status.  An uncaught exception is left to Python as usual,
+    and so is the exit when another thread is still running (Python would wait
+    for it).  In-process callers (``typer.testing.CliRunner``, a notebook) use ``app``.
     """
     import atexit
+    import threading
 
     try:
         app()
         code = 0
     except SystemExit as exc:
         code = exc.code
+    if threading.active_count() > 1:
+        sys.exit(code)
     if code is None:
         code = 0
     elif not isinstance(code, int):  # as sys.exit("message"): the message on stderr, status 1
