@@ -132,10 +132,10 @@ def referral_outcomes(records, scenario: Scenario, w0: float, _index=None):
     they left, else ``""``) and ``days`` (referral to admission, to loss, or to
     the end of the run).
     """
-    return _referral_outcomes(records, scenario, w0, _index).frame()
+    return referral_outcome_table(records, scenario, w0, _index).frame()
 
 
-def _referral_outcomes(records, scenario: Scenario, w0: float, _index=None) -> Table:
+def referral_outcome_table(records, scenario: Scenario, w0: float, _index=None) -> Table:
     """:func:`referral_outcomes` as a :class:`Table` (what the KPIs read)."""
     horizon = float(scenario.horizon_days)
     ep = table(records, "episodes")
@@ -163,7 +163,7 @@ def _referral_outcomes(records, scenario: Scenario, w0: float, _index=None) -> T
 def access_kpis(records, scenario: Scenario, w0: float) -> dict[str, float]:
     """Referral-to-admission KPIs of one replication (see the module docstring for definitions)."""
     index = episode_rows(records)
-    r = _referral_outcomes(records, scenario, w0, index)
+    r = referral_outcome_table(records, scenario, w0, index)
     days = r["days"]
     outcome = r["outcome"]
     k: dict[str, float] = {"referral_cohort": float(len(r))}

@@ -23,7 +23,7 @@ from iopsim.schema.base import FrozenModel
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.files import read_manifest
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
-from iopsim.analysis.access import _referral_outcomes, admitted_waits, episode_rows, lost_after_assessment
+from iopsim.analysis.access import admitted_waits, episode_rows, lost_after_assessment, referral_outcome_table
 from iopsim.analysis.stats import mean_ci
 from iopsim.engine.records import Records
 
@@ -177,7 +177,7 @@ class _Rep:
 
     def referral_outcomes(self):
         """Every episode referred in the window, admitted, lost or still waiting (as the access KPIs follow them)."""
-        return self._once("referral_outcomes", lambda: _referral_outcomes(self.records, self.sc, self.w0,
+        return self._once("referral_outcomes", lambda: referral_outcome_table(self.records, self.sc, self.w0,
                                                                           self._index()))
 
     def _keys(self, patient_id: np.ndarray, episode: np.ndarray) -> np.ndarray:
