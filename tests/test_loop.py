@@ -21,7 +21,7 @@ import pytest
 import simpy
 
 from iopsim.engine.loop import run_until, spawn, timeout
-from tests.conftest import shipped_raw
+from conftest import shipped_raw
 
 
 def _program(env, log, rng_seed: int, start, wait, until: float):
