@@ -38,17 +38,13 @@ from typing import Any, Callable, Iterable
 from iopsim import api
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.files import default_run_dir, safe_name
+from iopsim.schema.scenario import is_index  # a dotted path's list index, as the CLI's --set reads it
 
 log = logging.getLogger(__name__)
 
 #: Where the app keeps the files it writes for the model: uploaded scenarios and plan files.
 INPUTS = "app-inputs"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _is_index(part: str) -> bool:
-    """A list index in a dotted path: ASCII digits only, as the CLI's ``--set`` takes them."""
-    return bool(re.fullmatch(r"[0-9]{1,9}", part))
 
 
 # --------------------------------------------------------------------------- where things are
@@ -311,7 +307,7 @@ def get(tree: Any, path: str, default: Any = None) -> Any:
     for part in path.split(".") if path else []:
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and _is_index(part) and int(part) < len(node):
+        elif isinstance(node, list) and is_index(part) and int(part) < len(node):
             node = node[int(part)]
         else:
             return default
@@ -712,14 +708,14 @@ def _spot(doc, path: str, value: Any) -> tuple[int, int, bool, Any] | None:
     parts = path.split(".")
     node: Any = doc
     for part in parts[:-1]:
-        if isinstance(node, list) and _is_index(part) and int(part) < len(node):
+        if isinstance(node, list) and is_index(part) and int(part) < len(node):
             node = node[int(part)]
         elif isinstance(node, dict) and part in node:
             node = node[part]
         else:
             return None
     last = parts[-1]
-    if isinstance(node, list) and _is_index(last) and int(last) < len(node):
+    if isinstance(node, list) and is_index(last) and int(last) < len(node):
         key: Any = int(last)
         where = node.lc.item(key) if hasattr(node, "lc") else None
     elif isinstance(node, dict) and last in node:
