@@ -537,7 +537,7 @@ class Stage(FrozenModel):
             for c in t.accepts:
                 if c not in self.availability:
                     raise _FieldError(
-                        f"tracks.{name}.accepts", f"unknown availability class {c!r}; allowed: {', '.join(self.availability)}"
+                        f"tracks.{name}.accepts", f"unknown availability class {_SHORT.repr(c)}; allowed: {', '.join(self.availability)}"
                     )
             if isinstance(t.attendance, list) and len(t.attendance) != n_phases:
                 raise _FieldError(f"tracks.{name}.attendance", f"give one value, or one per phase ({n_phases})")
@@ -996,6 +996,11 @@ _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
 
 
+def _bounded(msg: str) -> str:
+    """A message that quotes a huge input (pydantic's own messages and ours can), cut to its two ends."""
+    return msg if len(msg) <= 600 else msg[:300] + " ... " + msg[-200:]
+
+
 def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
     err = exc.errors(include_url=False)[0]
     from iopsim.schema.distributions import FAMILIES
@@ -1004,7 +1009,7 @@ def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
     if isinstance(inner, _FieldError):
-        return ".".join([*clean, inner.path]), str(inner)
+        return ".".join([*clean, inner.path]), _bounded(str(inner))
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
@@ -1019,8 +1024,7 @@ def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
         shown = _SHORT.repr(err["input"])  # bounded: the input may be huge (aliases, long lists)
         if len(shown) <= 40 and not isinstance(err["input"], dict):
             msg = f"{msg} (got {shown})"
-    if len(msg) > 600:  # a message that quotes a huge input (pydantic's own messages can)
-        msg = msg[:300] + " ... " + msg[-200:]
+    msg = _bounded(msg)
     n = len(exc.errors())
     if n > 1:
         msg = f"{msg} (and {n - 1} more problem{'s' if n > 2 else ''})"
