@@ -413,11 +413,14 @@ def test_a_number_of_thousands_of_digits_is_one_line(tmp_path):
 
 
 def test_a_huge_name_is_quoted_short(tmp_path):
-    """A name thousands of characters long in a field a check of ours refuses (an availability
-    class) is quoted by its two ends, on one short line."""
+    """A name thousands of characters long -- a value a check of ours refuses (an availability
+    class), or a key -- is quoted by its two ends, on one short line."""
     s = write(tmp_path, f"extends: {BASELINE}\nstages: {{iop: {{tracks: {{day: {{accepts: [{'x' * 5000}]}}}}}}}}\n")
     line = one_line_exit_2(invoke("validate", s))
     assert "stages.iop.tracks.day.accepts" in line and "unknown availability class" in line and len(line) < 400, line
+    key = write(tmp_path, f"extends: {BASELINE}\nstages: {{iop: {{{'k' * 1000}: 1}}}}\n", "key.yaml")
+    line = one_line_exit_2(invoke("validate", key))
+    assert "stages.iop: unknown field 'kkk" in line and " ... " in line and len(line) < 1200, line
 
 
 def test_yaml_merge_keys_load_and_their_overrides_are_not_duplicates(tmp_path):

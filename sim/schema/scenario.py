@@ -996,11 +996,6 @@ _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
 
 
-def _bounded(msg: str) -> str:
-    """A message that quotes a huge input (pydantic's own messages and ours can), cut to its two ends."""
-    return msg if len(msg) <= 600 else msg[:300] + " ... " + msg[-200:]
-
-
 def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
     err = exc.errors(include_url=False)[0]
     from iopsim.schema.distributions import FAMILIES
@@ -1009,7 +1004,7 @@ def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
     if isinstance(inner, _FieldError):
-        return ".".join([*clean, inner.path]), _bounded(str(inner))
+        return ".".join([*clean, inner.path]), str(inner)
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
@@ -1024,7 +1019,6 @@ def _format_validation_error(exc: ValidationError, raw=None) -> tuple[str, str]:
         shown = _SHORT.repr(err["input"])  # bounded: the input may be huge (aliases, long lists)
         if len(shown) <= 40 and not isinstance(err["input"], dict):
             msg = f"{msg} (got {shown})"
-    msg = _bounded(msg)
     n = len(exc.errors())
     if n > 1:
         msg = f"{msg} (and {n - 1} more problem{'s' if n > 2 else ''})"
