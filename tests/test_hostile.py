@@ -412,6 +412,14 @@ def test_a_number_of_thousands_of_digits_is_one_line(tmp_path):
     assert "digits" in one_line_exit_2(invoke("validate", s))
 
 
+def test_an_integer_too_large_for_a_float_is_one_line(tmp_path):
+    """A count of 400 digits is above its limit, and the message can say so (it once failed
+    converting the number to a float to print it)."""
+    s = write(tmp_path, f"extends: {BASELINE}\nstages: {{residential: {{capacity: 1{'0' * 400}}}}}\n")
+    line = one_line_exit_2(invoke("validate", s))
+    assert "stages.residential.capacity" in line and "1.0e+400 is above the limit" in line, line
+
+
 def test_a_huge_name_is_quoted_short(tmp_path):
     """A name thousands of characters long -- a value a check of ours refuses (an availability
     class), or a key -- is quoted by its two ends, on one short line."""

@@ -15,6 +15,7 @@ import math
 import os
 import reprlib
 import stat
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,10 @@ def limit(name: str) -> float:
 
 
 def _num(x: float) -> str:
-    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+    """A value for a message: '1,000,000', '1e+300'; an integer too large for a float as '1.0e+400'."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return f"{x:,}" if abs(x) < 10**15 else f"{Decimal(x):.1e}"
+    return f"{int(x):,}" if math.isfinite(x) and float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
 def over(name: str, value: float) -> str:
