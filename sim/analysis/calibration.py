@@ -23,7 +23,7 @@ from iopsim.schema.base import FrozenModel
 from iopsim.errors import IopsimError, ScenarioError
 from iopsim.files import read_manifest
 from iopsim.schema.scenario import TREATMENT_STAGES, Scenario, _format_validation_error, read_yaml, validate_raw
-from iopsim.analysis.access import admitted_waits, episode_rows, lost_after_assessment, referral_outcome_table
+from iopsim.analysis.access import _keys, admitted_waits, episode_rows, lost_after_assessment, referral_outcome_table
 from iopsim.analysis.stats import mean_ci
 from iopsim.engine.records import Records
 
@@ -180,26 +180,10 @@ class _Rep:
         return self._once("referral_outcomes", lambda: referral_outcome_table(self.records, self.sc, self.w0,
                                                                           self._index()))
 
-    def _keys(self, patient_id: np.ndarray, episode: np.ndarray) -> np.ndarray:
-        """One integer per (patient, episode): ``patient * span + episode + 1``, where ``span`` is two more
-        than the largest episode number, so that the key one higher is the same patient's next episode
-        and never another patient's."""
-        return patient_id.astype(np.int64) * self._span() + episode.astype(np.int64) + 1
-
-    def _span(self) -> int:
-        def make():
-            v, ep = self.records.table("visits"), self.records.table("episodes")
-            return int(max(v["episode"].max(initial=0), ep["episode"].max(initial=0))) + 2
-        return self._once("span", make)
-
     def find_episodes(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where the episodes with ``keys`` (see :meth:`_keys`) are: (row of each, whether there is one)."""
-        def make():
-            ep = self.records.table("episodes")
-            k = self._keys(ep["patient_id"], ep["episode"])
-            order = np.argsort(k, kind="stable")
-            return k[order], order
-        sorted_keys, order = self._once("episode_keys", make)
+        """Where the episodes with ``keys`` (:func:`iopsim.analysis.access._keys`) are: (row of each,
+        whether there is one), through the episode index the access functions share."""
+        order, sorted_keys, _ = self._index()
         if not len(sorted_keys):
             return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
         pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
@@ -212,7 +196,8 @@ class _Rep:
         return np.where(found, values[rows] if len(values) else np.nan, np.nan)
 
     def treatment_ends(self) -> dict[str, np.ndarray]:
-        """Episodes that left treatment in the window: ``key`` (:meth:`_keys`), ``t_end``, ``outcome``, ``t_relapse``.
+        """Episodes that left treatment in the window: ``key`` (:func:`~iopsim.analysis.access._keys`), ``t_end``,
+        ``outcome``, ``t_relapse``.
 
         Each episode's last treatment visit by the time it left (sorted by that time as
         pandas' ``sort_values`` sorts, then the last of each episode, as ``groupby().last()``).
@@ -221,15 +206,16 @@ class _Rep:
             v = self.records.table("visits")
             t_admit, t_leave = v["t_admit"], v["t_leave"]
             m = v.isin("stage", TREATMENT_STAGES) & ~np.isnan(t_admit) & ~np.isnan(t_leave)
-            keys, t_end, outcome = self._keys(v["patient_id"][m], v["episode"][m]), t_leave[m], v["outcome"][m]
+            keys, t_end, outcome = _keys(v["patient_id"][m], v["episode"][m]), t_leave[m], v["outcome"][m]
             order = np.argsort(t_end, kind="quicksort")
             keys, t_end, outcome = keys[order], t_end[order], outcome[order]
             _, first_from_end = np.unique(keys[::-1], return_index=True)
             last = len(keys) - 1 - first_from_end
             keys, t_end, outcome = keys[last], t_end[last], outcome[last]
-            t_relapse = self.episode_column("t_relapse", keys)
-            keep = self.find_episodes(keys)[1] & (t_end >= self.w0)  # an inner join with the episodes
-            return {"key": keys[keep], "t_end": t_end[keep], "outcome": outcome[keep], "t_relapse": t_relapse[keep]}
+            rows, found = self.find_episodes(keys)
+            keep = found & (t_end >= self.w0)  # an inner join with the episodes
+            t_relapse = np.asarray(self.records.table("episodes")["t_relapse"], dtype=float)[rows[keep]]
+            return {"key": keys[keep], "t_end": t_end[keep], "outcome": outcome[keep], "t_relapse": t_relapse}
 
         return self._once("treatment_ends", make)
 
@@ -302,7 +288,7 @@ def _readmit_90(r: _Rep) -> float:
     """
     ends = r.treatment_ends()
     m = ends["t_end"] <= r.horizon - 90
-    # The next episode of the same patient has the key one higher (see _Rep._keys).
+    # The next episode of the same patient has the key one higher (access._keys: patient * 2**20 + episode).
     t_next = r.episode_column("t_referral", ends["key"][m] + 1)
     return _mean((t_next - ends["t_end"][m]) <= 90)
 
@@ -336,8 +322,9 @@ METRICS: dict[str, Callable[[_Rep], float]] = {
 }
 
 
-def replication_metrics(records: dict[str, pd.DataFrame], sc: Scenario, metrics) -> dict[str, float]:
-    """The named metrics of one replication, from its record tables (``visits``, ``episodes``, ``levels``)."""
+def replication_metrics(records, sc: Scenario, metrics) -> dict[str, float]:
+    """The named metrics of one replication, from its record tables (``visits``, ``episodes``, ``levels``):
+    its :class:`~iopsim.engine.records.Records`, or a mapping of DataFrames."""
     rep = _Rep(records, sc)
     return {m: float(METRICS[m](rep)) for m in metrics}
 
