@@ -118,6 +118,13 @@ class _WaitlistOwner:
         if deadline < INF:
             timeout(self.env, deadline).callbacks.append(w)
 
+    def _anyone_waiting(self) -> bool:
+        """Whether anyone is waiting; those at the head who stopped waiting are dropped first."""
+        queue = self.queue
+        while queue and queue[0].done:
+            queue.popleft()
+        return bool(queue)
+
     def _leave_waitlist(self, w: _Waiter) -> None:
         """``w`` stops waiting (admitted, or gave up); it stays in ``queue`` until skipped."""
         w.done = True
@@ -219,13 +226,10 @@ class Intake(_WaitlistOwner):
         clinician were resumed (``tests/test_loop.py`` compares the two).
         """
         now_eps = self.env._now + _EPS
-        queue = self.queue
         clinicians = self._clinicians
         for resume in waiting:
             c = clinicians[resume]
-            while queue and queue[0].done:
-                queue.popleft()
-            if not queue and c.free_until > now_eps and c.member.version == c.version:
+            if not self._anyone_waiting() and c.free_until > now_eps and c.member.version == c.version:
                 wake = self.wake
                 if wake.triggered:
                     wake = self.wake = self.env.event()
@@ -250,9 +254,7 @@ class Intake(_WaitlistOwner):
                 yield timeout(env, max(nb.end - now, 0.0))
                 continue
             free_until = min(end, nb.start) if nb is not None else end
-            while queue and queue[0].done:
-                queue.popleft()
-            if not queue:
+            if not self._anyone_waiting():
                 # Nothing to do until someone joins: the loop then re-checks the
                 # roster and bookings, so no timer for the shift end is needed.
                 # Free until ``free_until`` while the bookings stay as they are
