@@ -28,7 +28,6 @@ class ScenarioError(IopsimError):
     def __init__(self, source: str, field: str | None, message: str):
         self.source = source
         self.field = bounded(field, 300) if field else field
-        self.message = message = bounded(str(message))
-        field = self.field
-        where = f"{source}: {field}" if field else source
-        super().__init__(f"{where}: {message}")
+        self.message = bounded(str(message))
+        where = f"{source}: {self.field}" if self.field else source
+        super().__init__(f"{where}: {self.message}")
